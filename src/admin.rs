@@ -1,0 +1,86 @@
+//! The admin HTTP port: `/healthz` (the process is up), `/readyz` (policies loaded and every
+//! issuer has keys; the JSON body says which issuer is missing and why) and `/policy` (active
+//! policy-set version and load time).
+//!
+//! Read-only: nothing here changes state, and nothing here sits on the Check path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::decision_log::rfc3339;
+use crate::gate::Gate;
+
+/// Shared admin state.
+#[derive(Clone)]
+pub struct Admin {
+    /// The pipeline, for key and policy status.
+    pub gate: Arc<Gate>,
+    /// Set when draining: readiness turns false so load balancers stop sending.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// The admin router.
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/policy", get(policy))
+        .with_state(admin)
+}
+
+async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
+    let issuers: Vec<_> = admin
+        .gate
+        .verifier
+        .jwks()
+        .issuers()
+        .iter()
+        .map(|k| k.status())
+        .collect();
+    let keys_ready = issuers.iter().all(|s| s.keys.is_some());
+    let draining = admin.draining.load(Ordering::Relaxed);
+    let ready = keys_ready && !draining;
+    let reasons: Vec<String> = issuers
+        .iter()
+        .filter(|s| s.keys.is_none())
+        .map(|s| {
+            format!(
+                "issuer {} has no keys: {}",
+                s.name,
+                s.last_error.as_deref().unwrap_or("first fetch pending")
+            )
+        })
+        .chain(draining.then(|| "shutting down".to_string()))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "reasons": reasons,
+            "policy_version": &*admin.gate.policies.load().version,
+            "issuers": issuers,
+        })),
+    )
+}
+
+async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
+    let snapshot = admin.gate.policies.load();
+    Json(json!({
+        "version": &*snapshot.version,
+        "loaded_at": rfc3339(snapshot.loaded_at),
+        "policies": snapshot.info.len(),
+        "files": snapshot.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+    }))
+}

@@ -1,0 +1,920 @@
+//! Configuration: `cedargate.yaml` parsed in two phases.
+//!
+//! Phase one deserializes YAML into `Raw*` structs that mirror the file (unknown fields are
+//! errors, so typos never silently fall back to a default). Phase two validates every field into
+//! a typed [`Config`] that cannot be invalid, collecting *every* problem with its line and column
+//! instead of stopping at the first. This module does no network IO and reads only the config
+//! file itself; policies are loaded by `policy`, keys by `jwks`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::routes::{PathTemplate, Route, RouteTable};
+
+/// Default Check (gRPC) listen address: Envoy's docs and our `envoy/` configs use 9191.
+const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9191";
+/// Default admin HTTP listen address: next to the gRPC port, loopback only so probes and metrics
+/// are not exposed to the network unless the operator says so.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9192";
+/// Clock-skew allowance for `exp`/`nbf` when an issuer does not set one: 30 s covers NTP-synced
+/// fleets without keeping expired tokens useful for long.
+const DEFAULT_LEEWAY_SECS: u64 = 30;
+/// Upper bound on configurable leeway: more than five minutes stops being "skew" and starts
+/// being "accepting expired tokens".
+const MAX_LEEWAY_SECS: u64 = 300;
+/// Background JWKS refresh period: IdPs rotate keys on a scale of days and publish new keys ahead
+/// of use; five minutes keeps removed keys from lingering while costing the IdP almost nothing.
+const DEFAULT_JWKS_REFRESH_SECS: u64 = 300;
+/// Minimum gap between two unknown-`kid` refetches for one issuer, so a flood of forged kids cannot
+/// become a flood of requests at the IdP.
+const DEFAULT_KID_REFETCH_MIN_INTERVAL_SECS: u64 = 10;
+/// Timeout for one discovery or JWKS HTTP request.
+const DEFAULT_FETCH_TIMEOUT_MS: u64 = 2_000;
+/// Largest bearer token we will even try to parse. Real access tokens are 1–2 KiB; 8 KiB leaves
+/// room for fat group claims while bounding the work an attacker can make us do.
+const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Largest total size of the request headers we accept in a CheckRequest (Envoy's own default
+/// header limit is 60 KiB); anything larger is denied before parsing.
+const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Verified-token cache entries: ~1 KiB each, so 10k entries cost ~10 MiB.
+const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
+/// Decision-log queue length between the Check path and the writer task. When full, records are
+/// dropped and counted rather than blocking a Check.
+const DEFAULT_DECISION_LOG_QUEUE: usize = 16_384;
+/// `realm` in `WWW-Authenticate` challenges.
+const DEFAULT_REALM: &str = "cedargate";
+/// Entity type for callers that present no credential.
+const DEFAULT_ANONYMOUS_TYPE: &str = "Anonymous";
+/// Entity type of the default resource built from Envoy's `context_extensions.service`.
+const DEFAULT_RESOURCE_TYPE: &str = "Service";
+/// Entity type of group parents built from a groups claim.
+const DEFAULT_GROUP_TYPE: &str = "Group";
+/// Entity type of Cedar actions.
+const ACTION_TYPE: &str = "Action";
+
+/// The validated configuration. Every value here has been checked; code that holds a `Config`
+/// never re-validates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// File the config was read from; relative paths inside it are resolved against its folder.
+    pub source: PathBuf,
+    /// Where the Check gRPC service (and gRPC health) listens.
+    pub grpc_listen: SocketAddr,
+    /// Where the admin HTTP endpoints listen.
+    pub admin_listen: SocketAddr,
+    /// Realm announced in `WWW-Authenticate` challenges.
+    pub realm: Arc<str>,
+    /// Token issuers, in file order.
+    pub issuers: Vec<Arc<IssuerConfig>>,
+    /// Principal for mTLS callers without a bearer token, if enabled.
+    pub mtls: Option<MtlsConfig>,
+    /// Entity type for callers with no credential.
+    pub anonymous_type: Arc<str>,
+    /// Route table mapping requests to actions and resources.
+    pub routes: Arc<RouteTable>,
+    /// What to do with a request no route matches.
+    pub unmatched: Unmatched,
+    /// Entity type for the default resource.
+    pub resource_type: Arc<str>,
+    /// Request facts copied into the Cedar context.
+    pub context: ContextConfig,
+    /// Folder with `*.cedar`, `*.cedarschema` and `entities.json`.
+    pub policy_dir: PathBuf,
+    /// Bounds on input sizes.
+    pub limits: Limits,
+    /// Verified-token cache settings.
+    pub token_cache: TokenCacheConfig,
+    /// Decision-log output.
+    pub decision_log: DecisionLogConfig,
+}
+
+/// One trusted token issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Short name used in logs, metrics and policy tests.
+    pub name: Arc<str>,
+    /// Exact `iss` value; also the base of OIDC discovery.
+    pub issuer: Arc<str>,
+    /// Accepted `aud` values; a token must carry at least one.
+    pub audiences: Vec<String>,
+    /// Accepted signing algorithms (asymmetric only).
+    pub algorithms: Vec<Algorithm>,
+    /// Clock-skew allowance for `exp`/`nbf`.
+    pub leeway: Duration,
+    /// Where the keys come from.
+    pub keys: KeySource,
+    /// Background refresh period for remote keys.
+    pub refresh: Duration,
+    /// Minimum gap between unknown-`kid` refetches.
+    pub kid_refetch_min_interval: Duration,
+    /// Timeout of one HTTP fetch.
+    pub fetch_timeout: Duration,
+    /// How human (end-user) tokens become principals.
+    pub user: PrincipalMapping,
+    /// How client-only tokens (client_credentials: `sub` absent or equal to `client_id`, per
+    /// RFC 9068 §2.2) become principals; `None` maps them like users.
+    pub service: Option<PrincipalMapping>,
+}
+
+/// Where an issuer's verification keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// OIDC discovery at `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery,
+    /// A JWKS URL given directly (no discovery).
+    JwksUri(String),
+    /// A local JWKS file, read at start and on reload.
+    File(PathBuf),
+}
+
+/// Claims → Cedar principal entity.
+#[derive(Debug, Clone)]
+pub struct PrincipalMapping {
+    /// Cedar entity type, e.g. `User` or `Service`.
+    pub entity_type: Arc<str>,
+    /// Claim whose string value is the entity id.
+    pub id_claim: Arc<str>,
+    /// Claim holding group/role names (array of strings or space-separated string) that become
+    /// parent entities.
+    pub groups_claim: Option<Arc<str>>,
+    /// Entity type of those parents.
+    pub group_type: Arc<str>,
+    /// Cedar attribute name → claim name, copied onto the principal (ABAC).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// mTLS caller identity (Envoy's `source.principal`, e.g. a SPIFFE ID).
+#[derive(Debug, Clone)]
+pub struct MtlsConfig {
+    /// Entity type of mTLS principals.
+    pub entity_type: Arc<str>,
+    /// Accepted SPIFFE trust domains; empty means any peer principal Envoy verified.
+    pub trust_domains: BTreeSet<String>,
+}
+
+/// Handling of requests that no route matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Deny with reason `no_route` (the default: an unlisted endpoint is closed).
+    Deny,
+    /// Action `"<METHOD> <path>"` on the service resource, left to the policies.
+    Default,
+}
+
+/// Request facts copied into the Cedar context beyond the fixed ones.
+#[derive(Debug, Clone, Default)]
+pub struct ContextConfig {
+    /// Lower-case header names copied into `context.request.headers`.
+    pub headers: Vec<String>,
+}
+
+/// Input size bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest bearer token parsed.
+    pub max_token_bytes: usize,
+    /// Largest total header size accepted.
+    pub max_header_bytes: usize,
+}
+
+/// Verified-token cache settings.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenCacheConfig {
+    /// Maximum entries; 0 disables the cache.
+    pub capacity: u64,
+}
+
+/// Decision-log settings.
+#[derive(Debug, Clone)]
+pub struct DecisionLogConfig {
+    /// Where records go.
+    pub output: LogOutput,
+    /// Queue length between Checks and the writer.
+    pub queue: usize,
+}
+
+/// Decision-log destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutput {
+    /// One JSON line per decision on stdout.
+    Stdout,
+    /// One JSON line per decision on stderr.
+    Stderr,
+    /// Appended to a file.
+    File(PathBuf),
+    /// Not written.
+    Off,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase one: the file as written.
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    realm: Option<String>,
+    #[serde(default)]
+    issuers: Vec<Spanned<RawIssuer>>,
+    mtls: Option<Spanned<RawMtls>>,
+    anonymous_type: Option<Spanned<String>>,
+    resource_type: Option<Spanned<String>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+    unmatched_route: Option<Spanned<String>>,
+    #[serde(default)]
+    context: RawContext,
+    policy_dir: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    token_cache: RawTokenCache,
+    #[serde(default)]
+    decision_log: RawDecisionLog,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    grpc: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    name: Option<String>,
+    issuer: Spanned<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    algorithms: Option<Vec<Spanned<String>>>,
+    leeway_seconds: Option<Spanned<u64>>,
+    jwks_uri: Option<Spanned<String>>,
+    jwks_file: Option<String>,
+    refresh_seconds: Option<u64>,
+    kid_refetch_min_interval_seconds: Option<u64>,
+    fetch_timeout_ms: Option<u64>,
+    #[serde(default)]
+    principal: RawPrincipal,
+    service_principal: Option<RawPrincipal>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipal {
+    #[serde(rename = "type")]
+    entity_type: Option<Spanned<String>>,
+    id_claim: Option<String>,
+    groups_claim: Option<String>,
+    group_type: Option<Spanned<String>>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMtls {
+    #[serde(rename = "type")]
+    entity_type: Option<Spanned<String>>,
+    #[serde(default)]
+    trust_domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Option<String>,
+    service: Option<String>,
+    host: Option<String>,
+    #[serde(default)]
+    methods: Vec<Spanned<String>>,
+    path: Spanned<String>,
+    action: Option<String>,
+    resource: Option<RawResource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    #[serde(rename = "type")]
+    entity_type: Spanned<String>,
+    id: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawContext {
+    #[serde(default)]
+    headers: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_token_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTokenCache {
+    capacity: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDecisionLog {
+    output: Option<String>,
+    path: Option<String>,
+    queue: Option<usize>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// One problem in the config, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, 0 when unknown.
+    pub line: u64,
+    /// 1-based column, 0 when unknown.
+    pub column: u64,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+/// Why a config could not be loaded: either it could not be read, or it holds problems (all of
+/// them, not just the first).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid config.
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if p.line > 0 {
+            out.push_str(&format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                p.line,
+                p.column,
+                p.message
+            ));
+        } else {
+            out.push_str(&format!("{}: {}", path.display(), p.message));
+        }
+    }
+    out
+}
+
+/// Collects problems during validation.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        self.0.push(Problem {
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+            message: message.into(),
+        });
+    }
+
+    fn nowhere(&mut self, message: impl Into<String>) {
+        self.0.push(Problem {
+            line: 0,
+            column: 0,
+            message: message.into(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase two: validation.
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![Problem {
+                    line,
+                    column,
+                    message: first_line(&e.to_string()),
+                }],
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut problems = Problems::default();
+        let config = validate(raw, path, &base, &mut problems);
+        if problems.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: problems.0,
+            })
+        }
+    }
+
+    /// Finds the issuer configured for an `iss` value.
+    pub fn issuer(&self, iss: &str) -> Option<&Arc<IssuerConfig>> {
+        self.issuers.iter().find(|i| &*i.issuer == iss)
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).to_string()
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -> Config {
+    let grpc_listen = listen_addr(raw.listen.grpc.as_ref(), DEFAULT_GRPC_LISTEN, problems);
+    let admin_listen = listen_addr(raw.listen.admin.as_ref(), DEFAULT_ADMIN_LISTEN, problems);
+    if grpc_listen == admin_listen && grpc_listen.port() != 0 {
+        problems.nowhere("listen.grpc and listen.admin must differ");
+    }
+
+    let mut names = BTreeSet::new();
+    let mut issuer_urls = BTreeSet::new();
+    let mut issuers = Vec::new();
+    for (i, spanned) in raw.issuers.iter().enumerate() {
+        let issuer = validate_issuer(i, spanned, base, problems);
+        if !names.insert(issuer.name.clone()) {
+            problems.at(spanned, format!("issuer name `{}` is used twice", issuer.name));
+        }
+        if !issuer_urls.insert(issuer.issuer.clone()) {
+            problems.at(
+                &spanned.value.issuer,
+                format!("issuer `{}` is configured twice", issuer.issuer),
+            );
+        }
+        issuers.push(Arc::new(issuer));
+    }
+
+    let mtls = raw.mtls.as_ref().map(|m| MtlsConfig {
+        entity_type: entity_type(m.value.entity_type.as_ref(), "Service", problems),
+        trust_domains: m.value.trust_domains.iter().cloned().collect(),
+    });
+
+    let anonymous_type = entity_type(raw.anonymous_type.as_ref(), DEFAULT_ANONYMOUS_TYPE, problems);
+    let resource_type = entity_type(raw.resource_type.as_ref(), DEFAULT_RESOURCE_TYPE, problems);
+
+    let mut routes = Vec::new();
+    for spanned in &raw.routes {
+        if let Some(route) = validate_route(spanned, problems) {
+            routes.push(route);
+        }
+    }
+
+    let unmatched = match raw.unmatched_route.as_ref() {
+        None => Unmatched::Deny,
+        Some(s) => match s.value.as_str() {
+            "deny" => Unmatched::Deny,
+            "default" => Unmatched::Default,
+            other => {
+                problems.at(
+                    s,
+                    format!("unmatched_route must be `deny` or `default`, not `{other}`"),
+                );
+                Unmatched::Deny
+            }
+        },
+    };
+
+    let mut headers = Vec::new();
+    for h in &raw.context.headers {
+        let name = h.value.to_ascii_lowercase();
+        if matches!(name.as_str(), "authorization" | "cookie" | "proxy-authorization") {
+            problems.at(
+                h,
+                format!("context.headers must not include `{name}`: it carries credentials"),
+            );
+        } else if name.is_empty() || name.contains(|c: char| c.is_whitespace()) {
+            problems.at(h, format!("`{}` is not a header name", h.value));
+        } else {
+            headers.push(name);
+        }
+    }
+
+    let policy_dir = resolve(base, raw.policy_dir.as_deref().unwrap_or("policies"));
+
+    let limits = Limits {
+        max_token_bytes: raw
+            .limits
+            .max_token_bytes
+            .unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
+        max_header_bytes: raw
+            .limits
+            .max_header_bytes
+            .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+    };
+    if limits.max_token_bytes == 0 || limits.max_header_bytes == 0 {
+        problems.nowhere("limits must be greater than zero");
+    }
+
+    let output = match (
+        raw.decision_log.output.as_deref(),
+        raw.decision_log.path.as_deref(),
+    ) {
+        (None | Some("stdout"), None) => LogOutput::Stdout,
+        (Some("stderr"), None) => LogOutput::Stderr,
+        (Some("off"), None) => LogOutput::Off,
+        (None | Some("file"), Some(p)) => LogOutput::File(resolve(base, p)),
+        (Some("file"), None) => {
+            problems.nowhere("decision_log.output `file` needs decision_log.path");
+            LogOutput::Stdout
+        }
+        (Some(other), _) => {
+            problems.nowhere(format!(
+                "decision_log.output must be stdout, stderr, file or off, not `{other}`"
+            ));
+            LogOutput::Stdout
+        }
+    };
+
+    Config {
+        source: path.to_path_buf(),
+        grpc_listen,
+        admin_listen,
+        realm: raw.realm.as_deref().unwrap_or(DEFAULT_REALM).into(),
+        issuers,
+        mtls,
+        anonymous_type,
+        routes: Arc::new(RouteTable::new(routes)),
+        unmatched,
+        resource_type,
+        context: ContextConfig { headers },
+        policy_dir,
+        limits,
+        token_cache: TokenCacheConfig {
+            capacity: raw
+                .token_cache
+                .capacity
+                .unwrap_or(DEFAULT_TOKEN_CACHE_CAPACITY),
+        },
+        decision_log: DecisionLogConfig {
+            output,
+            queue: raw.decision_log.queue.unwrap_or(DEFAULT_DECISION_LOG_QUEUE).max(1),
+        },
+    }
+}
+
+fn listen_addr(raw: Option<&Spanned<String>>, default: &str, problems: &mut Problems) -> SocketAddr {
+    let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
+    match raw {
+        None => default.parse().unwrap_or(fallback),
+        Some(s) => s.value.parse().unwrap_or_else(|_| {
+            problems.at(s, format!("`{}` is not an ip:port address", s.value));
+            fallback
+        }),
+    }
+}
+
+/// Checks a Cedar entity type name (`Type` or `Namespace::Type`).
+fn entity_type(raw: Option<&Spanned<String>>, default: &str, problems: &mut Problems) -> Arc<str> {
+    match raw {
+        None => default.into(),
+        Some(s) => {
+            if cedar_policy::EntityTypeName::from_str(&s.value).is_err() {
+                problems.at(s, format!("`{}` is not a Cedar entity type name", s.value));
+            }
+            s.value.as_str().into()
+        }
+    }
+}
+
+/// Algorithms an issuer may allow: asymmetric only, so a key published in a JWKS can never be
+/// used as an HMAC secret.
+fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    let alg = Algorithm::from_str(name).map_err(|_| format!("unknown algorithm `{name}`"))?;
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Err(format!(
+            "`{name}` is symmetric; only RS*, PS*, ES256, ES384 and EdDSA are allowed with published keys"
+        )),
+        _ => Ok(alg),
+    }
+}
+
+fn validate_issuer(
+    index: usize,
+    spanned: &Spanned<RawIssuer>,
+    base: &Path,
+    problems: &mut Problems,
+) -> IssuerConfig {
+    let raw = &spanned.value;
+    // `iss` is compared exactly, so the configured value is kept as written.
+    let issuer = raw.issuer.value.clone();
+    if !is_secure_url(&issuer) {
+        problems.at(
+            &raw.issuer,
+            format!(
+                "issuer `{issuer}` must be an https URL (http is accepted only for loopback hosts)"
+            ),
+        );
+    }
+    if raw.audiences.is_empty() {
+        problems.at(
+            spanned,
+            "issuer needs at least one audience: tokens minted for other services must not be accepted",
+        );
+    }
+    let algorithms = match &raw.algorithms {
+        None => vec![Algorithm::RS256, Algorithm::ES256],
+        Some(list) => {
+            let mut out = Vec::new();
+            for a in list {
+                match parse_algorithm(&a.value) {
+                    Ok(alg) => out.push(alg),
+                    Err(msg) => problems.at(a, msg),
+                }
+            }
+            if list.is_empty() {
+                problems.at(spanned, "algorithms must not be empty");
+            }
+            out
+        }
+    };
+    let leeway = match &raw.leeway_seconds {
+        None => DEFAULT_LEEWAY_SECS,
+        Some(l) if l.value > MAX_LEEWAY_SECS => {
+            problems.at(
+                l,
+                format!("leeway_seconds {} exceeds the maximum {MAX_LEEWAY_SECS}", l.value),
+            );
+            MAX_LEEWAY_SECS
+        }
+        Some(l) => l.value,
+    };
+    let keys = match (&raw.jwks_uri, &raw.jwks_file) {
+        (Some(_), Some(_)) => {
+            problems.at(spanned, "set jwks_uri or jwks_file, not both");
+            KeySource::Discovery
+        }
+        (Some(uri), None) => {
+            if !is_secure_url(&uri.value) {
+                problems.at(uri, "jwks_uri must be https (http only for loopback hosts)");
+            }
+            KeySource::JwksUri(uri.value.clone())
+        }
+        (None, Some(file)) => KeySource::File(resolve(base, file)),
+        (None, None) => KeySource::Discovery,
+    };
+    let user = principal_mapping(&raw.principal, "User", "sub", problems);
+    let service = raw
+        .service_principal
+        .as_ref()
+        .map(|p| principal_mapping(p, "Service", "client_id", problems));
+    IssuerConfig {
+        name: raw
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("issuer{index}"))
+            .into(),
+        issuer: issuer.into(),
+        audiences: raw.audiences.clone(),
+        algorithms,
+        leeway: Duration::from_secs(leeway),
+        keys,
+        refresh: Duration::from_secs(raw.refresh_seconds.unwrap_or(DEFAULT_JWKS_REFRESH_SECS).max(1)),
+        kid_refetch_min_interval: Duration::from_secs(
+            raw.kid_refetch_min_interval_seconds
+                .unwrap_or(DEFAULT_KID_REFETCH_MIN_INTERVAL_SECS),
+        ),
+        fetch_timeout: Duration::from_millis(
+            raw.fetch_timeout_ms.unwrap_or(DEFAULT_FETCH_TIMEOUT_MS).max(1),
+        ),
+        user,
+        service,
+    }
+}
+
+fn principal_mapping(
+    raw: &RawPrincipal,
+    default_type: &str,
+    default_id_claim: &str,
+    problems: &mut Problems,
+) -> PrincipalMapping {
+    PrincipalMapping {
+        entity_type: entity_type(raw.entity_type.as_ref(), default_type, problems),
+        id_claim: raw.id_claim.as_deref().unwrap_or(default_id_claim).into(),
+        groups_claim: raw.groups_claim.as_deref().map(Into::into),
+        group_type: entity_type(raw.group_type.as_ref(), DEFAULT_GROUP_TYPE, problems),
+        attributes: raw.attributes.clone(),
+    }
+}
+
+/// https anywhere; http only where the traffic cannot leave the machine.
+fn is_secure_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host_port = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn validate_route(spanned: &Spanned<RawRoute>, problems: &mut Problems) -> Option<Route> {
+    let raw = &spanned.value;
+    let template = match PathTemplate::parse(&raw.path.value) {
+        Ok(t) => t,
+        Err(msg) => {
+            problems.at(&raw.path, msg);
+            return None;
+        }
+    };
+    let mut methods = Vec::new();
+    for m in &raw.methods {
+        let upper = m.value.to_ascii_uppercase();
+        if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
+            problems.at(m, format!("`{}` is not an HTTP method", m.value));
+        } else {
+            methods.push(upper);
+        }
+    }
+    if let Some(action) = &raw.action {
+        let uid = format!("{ACTION_TYPE}::{}", serde_json::Value::from(action.as_str()));
+        if cedar_policy::EntityUid::from_str(&uid).is_err() {
+            problems.at(spanned, format!("action `{action}` is not a valid Cedar action id"));
+        }
+    }
+    let resource = raw.resource.as_ref().map(|r| {
+        if cedar_policy::EntityTypeName::from_str(&r.entity_type.value).is_err() {
+            problems.at(
+                &r.entity_type,
+                format!("`{}` is not a Cedar entity type name", r.entity_type.value),
+            );
+        }
+        for param in placeholders(&r.id) {
+            if !template.params().any(|p| p == param) && param != "service" && param != "host" {
+                problems.at(
+                    &r.entity_type,
+                    format!(
+                        "resource id uses `{{{param}}}`, which the path `{}` does not capture",
+                        raw.path.value
+                    ),
+                );
+            }
+        }
+        (Arc::<str>::from(r.entity_type.value.as_str()), r.id.clone())
+    });
+    Some(Route {
+        name: raw
+            .name
+            .clone()
+            .unwrap_or_else(|| raw.path.value.clone())
+            .into(),
+        service: raw.service.clone(),
+        host: raw.host.as_ref().map(|h| h.to_ascii_lowercase()),
+        methods,
+        template,
+        action: raw.action.clone().map(Into::into),
+        resource,
+    })
+}
+
+/// `{name}` placeholders in a resource id template.
+pub(crate) fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(name, _)| name))
+}
+
+/// The Cedar action entity type.
+pub const fn action_type() -> &'static str {
+    ACTION_TYPE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match Config::parse(yaml, Path::new("c.yaml")) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| format!("{}:{} {}", p.line, p.column, p.message))
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::parse("{}", Path::new("/etc/cg/c.yaml"));
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => unreachable!("{e}"),
+        };
+        assert_eq!(config.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+        assert_eq!(config.policy_dir, PathBuf::from("/etc/cg/policies"));
+        assert_eq!(config.unmatched, Unmatched::Deny);
+        assert_eq!(config.decision_log.output, LogOutput::Stdout);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let yaml = "\
+issuers:
+  - name: a
+    issuer: http://idp.example.com
+    audiences: []
+    algorithms: [HS256, ES256, XX1]
+    leeway_seconds: 9000
+routes:
+  - path: /orders/{id
+unmatched_route: maybe
+context:
+  headers: [cookie]
+";
+        let got = problems(yaml);
+        assert_eq!(got.len(), 7, "{got:#?}");
+        assert!(got[0].starts_with("3:13 issuer `http://idp.example.com` must be an https URL"));
+        assert!(got.iter().any(|p| p.starts_with("5:18 `HS256` is symmetric")), "{got:#?}");
+        assert!(got.iter().any(|p| p.contains("unknown algorithm `XX1`")));
+        assert!(got.iter().any(|p| p.starts_with("6:21 leeway_seconds 9000")));
+        assert!(got.iter().any(|p| p.starts_with("8:11 ")));
+        assert!(got.iter().any(|p| p.contains("unmatched_route must be")));
+        assert!(got.iter().any(|p| p.contains("must not include `cookie`")));
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_not_silent_defaults() {
+        let got = problems("issuers:\n  - issuer: https://x\n    audience: [a]\n");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].contains("audience"), "{got:#?}");
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_elsewhere_https_required() {
+        assert!(is_secure_url("http://127.0.0.1:8080"));
+        assert!(is_secure_url("http://localhost/x"));
+        assert!(is_secure_url("http://[::1]:9/"));
+        assert!(is_secure_url("https://idp.example.com"));
+        assert!(!is_secure_url("http://idp.example.com"));
+        assert!(!is_secure_url("http://127.0.0.1.evil.com"));
+        assert!(!is_secure_url("ftp://127.0.0.1"));
+    }
+}

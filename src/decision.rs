@@ -1,0 +1,157 @@
+//! The decision core: (request, identity outcome, policy snapshot) → [`Decision`].
+//!
+//! Synchronous and free of IO: it never awaits, never fetches keys, never writes logs. Every
+//! failure becomes a deny here, in one place, with one reason code: a bad credential is a 401
+//! whatever the policies say; an anonymous caller that is denied gets a 401 challenge; everything
+//! else denied is a 403.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::identity::{Identity, IdentityError};
+use crate::mapping::{self, CedarRequest, MappingError};
+use crate::policy::PolicySnapshot;
+use crate::request::HttpRequest;
+
+/// A policy that determined a decision, with its `@reason`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidingPolicy {
+    /// Policy id.
+    pub id: String,
+    /// Its `@reason` annotation.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// What was decided and why.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Allow or deny.
+    pub allowed: bool,
+    /// HTTP status for Envoy: 200, 401 or 403.
+    pub status: u16,
+    /// Stable reason code (`allow`, `no_permit`, `forbid`, `token_expired`, …).
+    pub reason: &'static str,
+    /// Policies that determined the decision.
+    pub policies: Vec<DecidingPolicy>,
+    /// Evaluation or mapping errors, without secrets.
+    pub errors: Vec<String>,
+    /// The Cedar request, when one was built.
+    pub cedar: Option<CedarRequest>,
+    /// The matched route's name.
+    pub route: Option<String>,
+    /// Whether the caller presented no credential (drives the 401 challenge).
+    pub anonymous: bool,
+    /// `error` for the `WWW-Authenticate` challenge (`invalid_token`, `invalid_request`).
+    pub challenge_error: Option<&'static str>,
+    /// Policy-set version that decided.
+    pub policy_version: Arc<str>,
+}
+
+impl Decision {
+    fn deny(status: u16, reason: &'static str, version: &Arc<str>) -> Decision {
+        Decision {
+            allowed: false,
+            status,
+            reason,
+            policies: Vec::new(),
+            errors: Vec::new(),
+            cedar: None,
+            route: None,
+            anonymous: false,
+            challenge_error: None,
+            policy_version: version.clone(),
+        }
+    }
+
+    /// The principal as Cedar prints it, if a request was built.
+    pub fn principal(&self) -> Option<String> {
+        self.cedar.as_ref().map(|c| c.principal.to_string())
+    }
+}
+
+/// Decides a request.
+pub fn decide(
+    config: &Config,
+    policies: &PolicySnapshot,
+    request: &HttpRequest,
+    identity: &Result<Identity, IdentityError>,
+    now: SystemTime,
+) -> Decision {
+    let version = &policies.version;
+    if request.header_bytes > config.limits.max_header_bytes {
+        return Decision::deny(403, "headers_too_large", version);
+    }
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(e) => {
+            let mut d = Decision::deny(401, e.reason(), version);
+            d.challenge_error = Some(match e {
+                IdentityError::UnsupportedScheme => "invalid_request",
+                _ => "invalid_token",
+            });
+            return d;
+        }
+    };
+    let anonymous = matches!(identity, Identity::Anonymous);
+    let (cedar, route) = match mapping::map(config, identity, request, now) {
+        Ok(mapped) => mapped,
+        Err(MappingError::NoRoute) => {
+            let mut d = Decision::deny(if anonymous { 401 } else { 403 }, "no_route", version);
+            d.anonymous = anonymous;
+            return d;
+        }
+        Err(MappingError::Token(e)) => {
+            let mut d = Decision::deny(401, e.reason(), version);
+            d.challenge_error = Some("invalid_token");
+            return d;
+        }
+    };
+    let evaluation = match policies.evaluate(&cedar) {
+        Ok(e) => e,
+        Err(e) => {
+            let mut d = Decision::deny(403, "evaluation_error", version);
+            d.errors.push(e.to_string());
+            d.cedar = Some(cedar);
+            d.route = route;
+            return d;
+        }
+    };
+    let deciding = evaluation
+        .determining
+        .iter()
+        .map(|id| DecidingPolicy {
+            id: id.clone(),
+            reason: policies.reason(id).map(|r| r.to_string()),
+        })
+        .collect();
+    let (allowed, reason) = if evaluation.allowed && evaluation.forbid_errored {
+        (false, "policy_error")
+    } else if evaluation.allowed {
+        (true, "allow")
+    } else if evaluation.determining.is_empty() {
+        (false, "no_permit")
+    } else {
+        (false, "forbid")
+    };
+    let status = match (allowed, anonymous) {
+        (true, _) => 200,
+        (false, true) => 401,
+        (false, false) => 403,
+    };
+    Decision {
+        allowed,
+        status,
+        reason,
+        policies: deciding,
+        errors: evaluation.errors,
+        cedar: Some(cedar),
+        route,
+        anonymous,
+        challenge_error: None,
+        policy_version: version.clone(),
+    }
+}

@@ -1,0 +1,108 @@
+//! The Check pipeline, protocol-free: attributes → identity → decision → log.
+//!
+//! [`Gate::check`] is what the gRPC handler, the benchmarks and the tests call. It reads the policy
+//! set as an immutable snapshot (`ArcSwap`), so a reload never blocks or tears a Check. The only
+//! await on the path is token verification, which awaits only for an unknown-`kid` refetch.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::decision::{self, Decision};
+use crate::decision_log::{DecisionLog, DecisionRecord, RECORD_VERSION, TokenFacts, rfc3339};
+use crate::identity::{self, Identity};
+use crate::jwt::Verifier;
+use crate::policy::PolicySnapshot;
+use crate::request::HttpRequest;
+
+/// A decision with its id, as the gRPC edge answers it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Unique decision id (UUID v7: sortable by time).
+    pub decision_id: String,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// Everything a Check needs, shared by all Checks.
+pub struct Gate {
+    /// Validated config.
+    pub config: Arc<Config>,
+    /// Token verifier with its key registry and cache.
+    pub verifier: Verifier,
+    /// Current policy set; swapped whole on reload.
+    pub policies: ArcSwap<PolicySnapshot>,
+    /// Decision-log queue.
+    pub log: DecisionLog,
+}
+
+impl Gate {
+    /// Decides one request and records it.
+    pub async fn check(&self, request: HttpRequest) -> Verdict {
+        let started = Instant::now();
+        let arrived = SystemTime::now();
+        let identity = identity::resolve(&self.config, &self.verifier, &request).await;
+        let policies = self.policies.load();
+        let decision = decision::decide(&self.config, &policies, &request, &identity, arrived);
+        let verdict = Verdict {
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            decision,
+        };
+        self.log.record(record(
+            &verdict,
+            &request,
+            identity.as_ref().ok(),
+            arrived,
+            started,
+        ));
+        verdict
+    }
+}
+
+fn record(
+    verdict: &Verdict,
+    request: &HttpRequest,
+    identity: Option<&Identity>,
+    arrived: SystemTime,
+    started: Instant,
+) -> DecisionRecord {
+    let d = &verdict.decision;
+    let token = match identity {
+        Some(Identity::Token { token, cached }) => Some(TokenFacts {
+            issuer: token.issuer.name.to_string(),
+            iss: token.issuer.issuer.to_string(),
+            sub: token.claim_str("sub").map(str::to_string),
+            jti: token.claim_str("jti").map(str::to_string),
+            client_id: token
+                .claim_str("client_id")
+                .or_else(|| token.claim_str("azp"))
+                .map(str::to_string),
+            hash: token.hash.to_string(),
+            cached: *cached,
+        }),
+        _ => None,
+    };
+    DecisionRecord {
+        v: RECORD_VERSION,
+        time: rfc3339(arrived),
+        decision_id: verdict.decision_id.clone(),
+        request_id: (!request.request_id.is_empty()).then(|| request.request_id.clone()),
+        decision: if d.allowed { "allow" } else { "deny" }.to_string(),
+        status: d.status,
+        reason: d.reason.to_string(),
+        mode: "enforce".to_string(),
+        principal: d.principal(),
+        action: d.cedar.as_ref().map(|c| c.action.to_string()),
+        resource: d.cedar.as_ref().map(|c| c.resource.to_string()),
+        route: d.route.clone(),
+        policies: d.policies.clone(),
+        errors: d.errors.clone(),
+        token,
+        source_ip: request.source_ip.map(|ip| ip.to_string()),
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        policy_version: d.policy_version.to_string(),
+        cedar: d.cedar.clone(),
+    }
+}

@@ -1,0 +1,32 @@
+//! cedargate: an Envoy ext_authz service that verifies who is calling (OIDC/OAuth2 JWTs, mTLS
+//! peers), decides with Cedar policies, answers Envoy, and writes a replayable decision log.
+//!
+//! # Layout
+//!
+//! The request path, in order (see `ARCHITECTURE.md`):
+//!
+//! - [`grpc`] — the gRPC edge: `CheckRequest` → [`request::HttpRequest`], verdict → `CheckResponse`.
+//! - [`gate`] — the pipeline: identity → decision → decision log.
+//! - [`identity`] — credential extraction; [`jwt`] verifies bearer tokens; [`jwks`] holds keys.
+//! - [`mapping`] — request + identity → Cedar `(principal, action, resource, context)`;
+//!   [`routes`] matches path templates.
+//! - [`decision`] — the decision core (sync, no IO): every failure becomes a deny here.
+//! - [`policy`] — loading and evaluating the Cedar policy set.
+//! - [`decision_log`] — versioned records, written off the request path.
+//!
+//! Around it: [`config`] (two-phase YAML config), [`server`] (wiring, drain), [`admin`] (probes).
+
+pub mod admin;
+pub mod config;
+pub mod decision;
+pub mod decision_log;
+pub mod gate;
+pub mod grpc;
+pub mod identity;
+pub mod jwks;
+pub mod jwt;
+pub mod mapping;
+pub mod policy;
+pub mod request;
+pub mod routes;
+pub mod server;

@@ -1,0 +1,391 @@
+//! HTTP request + identity → Cedar request `(principal, action, resource, context)` and the
+//! request-derived entities, in Cedar's JSON forms.
+//!
+//! The result is a plain serde value ([`CedarRequest`]) so that the decision log can record it and
+//! `replay` can re-evaluate it exactly. Claims and query parameters come from callers, so any
+//! object key that Cedar's JSON format would read as an escape (`__entity`, `__extn`, `__expr`) is
+//! dropped: input data can never become an entity reference or an extension call. Pure: no IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::config::{Config, PrincipalMapping, Unmatched, action_type};
+use crate::identity::Identity;
+use crate::jwt::{TokenError, VerifiedToken};
+use crate::request::HttpRequest;
+
+/// Id of the anonymous principal.
+pub const ANONYMOUS_ID: &str = "anonymous";
+
+/// A Cedar entity reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityRef {
+    /// Entity type, e.g. `User`.
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Entity id.
+    pub id: String,
+}
+
+impl fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}::{}", self.entity_type, Value::from(self.id.as_str()))
+    }
+}
+
+/// A Cedar request plus the entities the request itself contributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CedarRequest {
+    /// Who.
+    pub principal: EntityRef,
+    /// Does what.
+    pub action: EntityRef,
+    /// To what.
+    pub resource: EntityRef,
+    /// Request facts (Cedar JSON record).
+    pub context: Value,
+    /// Principal, its group parents and the resource, in Cedar's entity JSON format. Static
+    /// entities from the policy folder take precedence over request-derived parents and resources.
+    pub entities: Vec<Value>,
+}
+
+/// Why a request could not be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// No route matched and `unmatched_route: deny`.
+    #[error("no route matches the request")]
+    NoRoute,
+    /// The principal id claim is missing or not a string.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// Maps a request from a resolved caller to a Cedar request.
+pub fn map(
+    config: &Config,
+    identity: &Identity,
+    request: &HttpRequest,
+    now: SystemTime,
+) -> Result<(CedarRequest, Option<String>), MappingError> {
+    let service = request.context_extensions.get("service").map(String::as_str);
+    let matched = config
+        .routes
+        .find(service, &request.host, &request.method, &request.path);
+    if matched.is_none() && config.unmatched == Unmatched::Deny {
+        return Err(MappingError::NoRoute);
+    }
+    let service_id = service.unwrap_or(&request.host);
+
+    let (action_id, resource, params, route_name) = match &matched {
+        Some(m) => {
+            let action = m.route.action.as_deref().map_or_else(
+                || format!("{} {}", request.method, m.route.template.as_str()),
+                str::to_string,
+            );
+            let resource = match &m.route.resource {
+                Some((ty, id_template)) => EntityRef {
+                    entity_type: ty.to_string(),
+                    id: fill(id_template, &m.params, service_id, &request.host),
+                },
+                None => service_ref(config, service_id),
+            };
+            (action, resource, m.params.clone(), Some(m.route.name.to_string()))
+        }
+        None => (
+            format!("{} {}", request.method, request.path),
+            service_ref(config, service_id),
+            Vec::new(),
+            None,
+        ),
+    };
+
+    let mut entities = Vec::new();
+    let principal = principal(config, identity, &mut entities)?;
+    entities.push(entity_json(&resource, Map::new(), &[]));
+
+    let context = context(config, identity, request, &params, now);
+    Ok((
+        CedarRequest {
+            principal,
+            action: EntityRef {
+                entity_type: action_type().to_string(),
+                id: action_id,
+            },
+            resource,
+            context,
+            entities,
+        },
+        route_name,
+    ))
+}
+
+fn service_ref(config: &Config, id: &str) -> EntityRef {
+    EntityRef {
+        entity_type: config.resource_type.to_string(),
+        id: id.to_string(),
+    }
+}
+
+/// Fills `{param}`, `{service}` and `{host}` in a resource id template.
+fn fill(template: &str, params: &[(String, String)], service: &str, host: &str) -> String {
+    let mut out = template.to_string();
+    for (name, value) in params {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out.replace("{service}", service).replace("{host}", host)
+}
+
+fn principal(
+    config: &Config,
+    identity: &Identity,
+    entities: &mut Vec<Value>,
+) -> Result<EntityRef, MappingError> {
+    match identity {
+        Identity::Anonymous => {
+            let uid = EntityRef {
+                entity_type: config.anonymous_type.to_string(),
+                id: ANONYMOUS_ID.to_string(),
+            };
+            entities.push(entity_json(&uid, Map::new(), &[]));
+            Ok(uid)
+        }
+        Identity::Peer(peer) => {
+            let entity_type = config
+                .mtls
+                .as_ref()
+                .map_or_else(|| "Service".to_string(), |m| m.entity_type.to_string());
+            let uid = EntityRef {
+                entity_type,
+                id: peer.clone(),
+            };
+            entities.push(entity_json(&uid, Map::new(), &[]));
+            Ok(uid)
+        }
+        Identity::Token { token, .. } => {
+            let mapping = principal_mapping(token);
+            let id = token
+                .claim_str(&mapping.id_claim)
+                .ok_or(TokenError::MissingPrincipalClaim)?;
+            let uid = EntityRef {
+                entity_type: mapping.entity_type.to_string(),
+                id: id.to_string(),
+            };
+            let groups: Vec<EntityRef> = mapping
+                .groups_claim
+                .as_deref()
+                .map(|claim| string_list(token.claims.get(claim)))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| EntityRef {
+                    entity_type: mapping.group_type.to_string(),
+                    id: g,
+                })
+                .collect();
+            let mut attrs = Map::new();
+            for (attr, claim) in &mapping.attributes {
+                if let Some(value) = token.claims.get(claim).and_then(cedar_value) {
+                    attrs.insert(attr.clone(), value);
+                }
+            }
+            entities.push(entity_json(&uid, attrs, &groups));
+            for group in &groups {
+                entities.push(entity_json(group, Map::new(), &[]));
+            }
+            Ok(uid)
+        }
+    }
+}
+
+/// The mapping for a token: the service mapping for client-only tokens (RFC 9068 §2.2: no `sub`,
+/// or `sub` equal to `client_id`), the user mapping otherwise.
+pub fn principal_mapping(token: &VerifiedToken) -> &PrincipalMapping {
+    match &token.issuer.service {
+        Some(service) => {
+            let sub = token.claim_str("sub");
+            let client = token
+                .claim_str("client_id")
+                .or_else(|| token.claim_str("azp"));
+            if sub.is_none() || (sub.is_some() && sub == client) {
+                service
+            } else {
+                &token.issuer.user
+            }
+        }
+        None => &token.issuer.user,
+    }
+}
+
+fn entity_json(uid: &EntityRef, attrs: Map<String, Value>, parents: &[EntityRef]) -> Value {
+    json!({
+        "uid": {"type": uid.entity_type, "id": uid.id},
+        "attrs": attrs,
+        "parents": parents.iter().map(|p| json!({"type": p.entity_type, "id": p.id})).collect::<Vec<_>>(),
+    })
+}
+
+/// A claim as a list of strings: a JSON array of strings, or a space-separated string (OAuth's
+/// `scope` format).
+fn string_list(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A claim value in Cedar's JSON form: strings, integers, booleans, arrays (as sets) and objects
+/// (as records). Floats and nulls have no Cedar form and are dropped, as are escape keys.
+pub fn cedar_value(value: &Value) -> Option<Value> {
+    match value {
+        Value::String(_) | Value::Bool(_) => Some(value.clone()),
+        Value::Number(n) => n.as_i64().map(Value::from),
+        Value::Array(items) => Some(Value::Array(items.iter().filter_map(cedar_value).collect())),
+        Value::Object(map) => Some(Value::Object(
+            map.iter()
+                .filter(|(k, _)| !is_escape_key(k))
+                .filter_map(|(k, v)| cedar_value(v).map(|v| (k.clone(), v)))
+                .collect(),
+        )),
+        Value::Null => None,
+    }
+}
+
+/// Keys Cedar's JSON format reads as escapes.
+fn is_escape_key(key: &str) -> bool {
+    key.starts_with("__")
+}
+
+fn context(
+    config: &Config,
+    identity: &Identity,
+    request: &HttpRequest,
+    params: &[(String, String)],
+    now: SystemTime,
+) -> Value {
+    let mut query = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(request.query.as_bytes()) {
+        if !is_escape_key(&k) {
+            query.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+    }
+    let headers: Map<String, Value> = config
+        .context
+        .headers
+        .iter()
+        .filter_map(|h| request.header(h).map(|v| (h.clone(), Value::from(v))))
+        .collect();
+    let params: Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+
+    let mut http = Map::new();
+    http.insert("method".into(), request.method.as_str().into());
+    http.insert("path".into(), request.path.as_str().into());
+    http.insert("host".into(), request.host.as_str().into());
+    http.insert("scheme".into(), request.scheme.as_str().into());
+    http.insert("protocol".into(), request.protocol.as_str().into());
+    http.insert("query".into(), json!(query));
+    http.insert("headers".into(), Value::Object(headers));
+    http.insert("params".into(), Value::Object(params));
+
+    let mut source = Map::new();
+    if let Some(ip) = request.source_ip {
+        source.insert("ip".into(), json!({"__extn": {"fn": "ip", "arg": ip.to_string()}}));
+    }
+    if let Some(p) = &request.source_principal {
+        source.insert("principal".into(), p.as_str().into());
+    }
+
+    let mut ctx = Map::new();
+    ctx.insert("request".into(), Value::Object(http));
+    ctx.insert("source".into(), Value::Object(source));
+    ctx.insert(
+        "authenticated".into(),
+        Value::Bool(!matches!(identity, Identity::Anonymous)),
+    );
+    if let Identity::Token { token, .. } = identity {
+        ctx.insert("token".into(), token_context(token));
+    }
+    if let Some((service, method)) = request.grpc_method() {
+        ctx.insert("grpc".into(), json!({"service": service, "method": method}));
+    }
+    ctx.insert("time".into(), time_context(now));
+    Value::Object(ctx)
+}
+
+fn token_context(token: &VerifiedToken) -> Value {
+    let mut t = Map::new();
+    t.insert("issuer".into(), (&*token.issuer.name).into());
+    for claim in ["iss", "sub", "client_id", "jti"] {
+        if let Some(v) = token.claim_str(claim) {
+            t.insert(claim.into(), v.into());
+        }
+    }
+    let aud = match token.claims.get("aud") {
+        Some(Value::String(s)) => vec![Value::from(s.as_str())],
+        other => string_list(other).into_iter().map(Value::from).collect(),
+    };
+    t.insert("aud".into(), Value::Array(aud));
+    let scopes = string_list(token.claims.get("scope").or_else(|| token.claims.get("scp")));
+    t.insert(
+        "scopes".into(),
+        Value::Array(scopes.into_iter().map(Value::from).collect()),
+    );
+    for claim in ["exp", "iat"] {
+        if let Some(v) = token.claims.get(claim).and_then(Value::as_i64) {
+            t.insert(claim.into(), v.into());
+        }
+    }
+    Value::Object(t)
+}
+
+fn time_context(now: SystemTime) -> Value {
+    let epoch = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = epoch / 86_400;
+    json!({
+        "epoch": epoch,
+        "hour": (epoch % 86_400) / 3_600,
+        // 1970-01-01 was a Thursday; 0 = Sunday.
+        "weekday": (days + 4) % 7,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_keys_in_claims_are_dropped() {
+        let claim = json!({"a": 1, "__entity": {"type": "User", "id": "root"}, "n": {"__extn": {}}, "f": 1.5, "z": null});
+        assert_eq!(cedar_value(&claim), Some(json!({"a": 1, "n": {}})));
+        assert_eq!(cedar_value(&json!([1, "x", 2.5])), Some(json!([1, "x"])));
+    }
+
+    #[test]
+    fn weekday_and_hour_are_utc() {
+        // 2026-11-30T13:05:00Z is a Monday.
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_796_043_900);
+        assert_eq!(time_context(t), json!({"epoch": 1_796_043_900u64, "hour": 13, "weekday": 1}));
+    }
+
+    #[test]
+    fn entity_refs_print_as_cedar() {
+        let r = EntityRef {
+            entity_type: "Action".into(),
+            id: "GET /orders/{id}".into(),
+        };
+        assert_eq!(r.to_string(), r#"Action::"GET /orders/{id}""#);
+    }
+}

@@ -1,0 +1,446 @@
+//! The policy set: every `*.cedar` in the policy folder, validated (strict) against the
+//! `*.cedarschema` there, plus static entities from `entities.json`, loaded as one immutable
+//! snapshot with a content-hash version; and evaluation of a [`CedarRequest`] against it.
+//!
+//! Loading reports *every* problem with file:line:column. Evaluation is synchronous and does no
+//! IO. Policy ids are the `@id("…")` annotation when present, else `<file>#<n>` (n-th policy in
+//! the file, from 0) — annotate policies with `@id` so ids survive edits.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet,
+    Request, Schema, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+
+use crate::jwt::{hex_prefix, sha256};
+use crate::mapping::{CedarRequest, EntityRef};
+
+/// Static entities file in the policy folder.
+pub const ENTITIES_FILE: &str = "entities.json";
+
+/// One problem in the policy folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line (0 = whole file).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+/// The policy folder could not be loaded; every problem found is listed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct PolicyLoadError(pub Vec<Problem>);
+
+/// Facts about one policy, for logs and explanations.
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    /// permit or forbid.
+    pub effect: Effect,
+    /// The `@reason` annotation (or `@description`), if any.
+    pub reason: Option<Arc<str>>,
+    /// File it came from.
+    pub file: PathBuf,
+}
+
+/// An immutable, validated policy set.
+pub struct PolicySnapshot {
+    /// The policies, with stable ids.
+    pub policies: PolicySet,
+    /// The schema, when the folder has one.
+    pub schema: Option<Schema>,
+    /// Static entities (and action entities from the schema).
+    pub entities: Entities,
+    /// UIDs in `entities`, so request-derived duplicates can be skipped.
+    static_uids: HashSet<EntityUid>,
+    /// Policy facts by id.
+    pub info: HashMap<String, PolicyInfo>,
+    /// Content hash of every loaded file (short hex): the policy-set version in decision logs.
+    pub version: Arc<str>,
+    /// When this snapshot was loaded.
+    pub loaded_at: SystemTime,
+    /// Files read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// The outcome of one evaluation.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Cedar's decision.
+    pub allowed: bool,
+    /// Ids of the policies that determined it (permits on allow, forbids on an explicit deny).
+    pub determining: Vec<String>,
+    /// Evaluation errors, as `policy id: message`.
+    pub errors: Vec<String>,
+    /// True when a forbid policy errored: Cedar skips erroring policies, so such an allow is
+    /// turned into a deny (fail closed).
+    pub forbid_errored: bool,
+}
+
+/// Why a request could not be evaluated.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EvaluationError {
+    /// A uid, context or entity could not be built.
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// Which part.
+        what: &'static str,
+        /// Cedar's message.
+        message: String,
+    },
+}
+
+fn invalid(what: &'static str) -> impl Fn(&dyn fmt::Display) -> EvaluationError {
+    move |e| EvaluationError::Invalid {
+        what,
+        message: e.to_string(),
+    }
+}
+
+impl PolicySnapshot {
+    /// Loads and validates the policy folder.
+    pub fn load(dir: &Path) -> Result<PolicySnapshot, PolicyLoadError> {
+        let mut problems = Vec::new();
+        let mut files = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                return Err(PolicyLoadError(vec![Problem {
+                    file: dir.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read policy folder: {e}"),
+                }]));
+            }
+        };
+        files.sort();
+        let ext = |p: &Path, e: &str| p.extension().is_some_and(|x| x == e);
+        let policy_files: Vec<PathBuf> = files.iter().filter(|p| ext(p, "cedar")).cloned().collect();
+        let schema_files: Vec<PathBuf> = files
+            .iter()
+            .filter(|p| ext(p, "cedarschema"))
+            .cloned()
+            .collect();
+        let entities_file = dir.join(ENTITIES_FILE);
+
+        let mut hasher_input = Vec::new();
+        let mut read = |path: &Path, problems: &mut Vec<Problem>| -> Option<String> {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    hasher_input.extend_from_slice(path.file_name().map_or(b"", |n| n.as_encoded_bytes()));
+                    hasher_input.push(0);
+                    hasher_input.extend_from_slice(text.as_bytes());
+                    hasher_input.push(0);
+                    Some(text)
+                }
+                Err(e) => {
+                    problems.push(whole_file(path, format!("cannot read: {e}")));
+                    None
+                }
+            }
+        };
+
+        // Schema: at most one file, so there is one truth about types.
+        let schema = match schema_files.as_slice() {
+            [] => None,
+            [path] => read(path, &mut problems).and_then(|text| {
+                match Schema::from_cedarschema_str(&text) {
+                    Ok((schema, _warnings)) => Some(schema),
+                    Err(e) => {
+                        problems.extend(diagnostic_problems(path, &text, &e));
+                        None
+                    }
+                }
+            }),
+            [first, ..] => {
+                problems.push(whole_file(
+                    first,
+                    format!(
+                        "found {} schema files; keep exactly one *.cedarschema in the policy folder",
+                        schema_files.len()
+                    ),
+                ));
+                None
+            }
+        };
+
+        let mut policies = PolicySet::new();
+        let mut info = HashMap::new();
+        for path in &policy_files {
+            let Some(text) = read(path, &mut problems) else {
+                continue;
+            };
+            let parsed = match PolicySet::from_str(&text) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.extend(diagnostic_problems(path, &text, &e));
+                    continue;
+                }
+            };
+            if parsed.templates().next().is_some() {
+                problems.push(whole_file(path, "policy templates are not supported".into()));
+                continue;
+            }
+            if let Some(schema) = &schema {
+                let result = Validator::new(schema.clone()).validate(&parsed, ValidationMode::Strict);
+                for error in result.validation_errors() {
+                    problems.extend(diagnostic_problems(path, &text, error));
+                }
+            }
+            let file_name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            // `PolicySet::from_str` numbers policies `policy0`, `policy1`… in file order.
+            let mut numbered: Vec<_> = parsed.policies().collect();
+            numbered.sort_by_key(|p| {
+                p.id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX)
+            });
+            for (n, policy) in numbered.into_iter().enumerate() {
+                let id = policy
+                    .annotation("id")
+                    .map_or_else(|| format!("{file_name}#{n}"), str::to_string);
+                let reason = policy
+                    .annotation("reason")
+                    .or_else(|| policy.annotation("description"))
+                    .map(Arc::from);
+                let renamed = policy.new_id(PolicyId::new(&id));
+                if info.contains_key(&id) {
+                    problems.push(whole_file(path, format!("policy id `{id}` is used twice")));
+                    continue;
+                }
+                info.insert(
+                    id.clone(),
+                    PolicyInfo {
+                        effect: policy.effect(),
+                        reason,
+                        file: path.clone(),
+                    },
+                );
+                if let Err(e) = policies.add(renamed) {
+                    problems.push(whole_file(path, e.to_string()));
+                }
+            }
+        }
+        if policy_files.is_empty() {
+            problems.push(whole_file(
+                dir,
+                "no *.cedar files: with no policies everything is denied; add at least one".into(),
+            ));
+        }
+
+        let entities = if entities_file.is_file() {
+            read(&entities_file, &mut problems).and_then(|text| {
+                match Entities::from_json_str(&text, schema.as_ref()) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        problems.extend(diagnostic_problems(&entities_file, &text, &e));
+                        None
+                    }
+                }
+            })
+        } else {
+            match &schema {
+                Some(s) => Entities::empty().add_entities(std::iter::empty(), Some(s)).ok(),
+                None => Some(Entities::empty()),
+            }
+        };
+        // Action entities from the schema, so `action in Action::"group"` works.
+        let entities = match (entities, &schema) {
+            (Some(e), Some(s)) => match s.action_entities() {
+                Ok(actions) => {
+                    let existing: HashSet<EntityUid> = e.iter().map(Entity::uid).collect();
+                    let missing: Vec<Entity> = actions
+                        .iter()
+                        .filter(|a| !existing.contains(&a.uid()))
+                        .cloned()
+                        .collect();
+                    e.add_entities(missing, None).ok()
+                }
+                Err(err) => {
+                    problems.push(whole_file(dir, err.to_string()));
+                    None
+                }
+            },
+            (e, _) => e,
+        };
+
+        if !problems.is_empty() {
+            return Err(PolicyLoadError(problems));
+        }
+        let entities = entities.unwrap_or_else(Entities::empty);
+        let static_uids = entities.iter().map(Entity::uid).collect();
+        let mut all_files = schema_files;
+        all_files.extend(policy_files);
+        if entities_file.is_file() {
+            all_files.push(entities_file);
+        }
+        Ok(PolicySnapshot {
+            policies,
+            schema,
+            entities,
+            static_uids,
+            info,
+            version: hex_prefix(&sha256(&hasher_input)).into(),
+            loaded_at: SystemTime::now(),
+            files: all_files,
+        })
+    }
+
+    /// Evaluates `request` against this policy set.
+    pub fn evaluate(&self, request: &CedarRequest) -> Result<Evaluation, EvaluationError> {
+        let principal = uid(&request.principal)?;
+        let action = uid(&request.action)?;
+        let resource = uid(&request.resource)?;
+        let context = Context::from_json_value(request.context.clone(), None)
+            .map_err(|e| invalid("context")(&e))?;
+        let cedar_request =
+            Request::new(principal, action, resource, context, None).map_err(|e| invalid("request")(&e))?;
+
+        // Request-derived entities: the principal always comes from the request (it carries the
+        // token's attributes); parents and resources defined statically keep their static form.
+        let principal_uid = uid(&request.principal)?;
+        let mut derived = Vec::with_capacity(request.entities.len());
+        for value in &request.entities {
+            let entity = Entity::from_json_value(value.clone(), None)
+                .map_err(|e| invalid("entity")(&e))?;
+            let is_principal = entity.uid() == principal_uid;
+            if is_principal || !self.static_uids.contains(&entity.uid()) {
+                derived.push(entity);
+            }
+        }
+        let entities = if derived.iter().any(|e| self.static_uids.contains(&e.uid())) {
+            // The principal is also a static entity: rebuild without the static copy.
+            let keep = self
+                .entities
+                .iter()
+                .filter(|e| e.uid() != principal_uid)
+                .cloned();
+            Entities::from_entities(keep.chain(derived), None)
+        } else {
+            self.entities.clone().add_entities(derived, None)
+        }
+        .map_err(|e| invalid("entities")(&e))?;
+
+        let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        let forbid_errored = diagnostics.errors().any(|e| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+            self.info
+                .get(e.policy_id().to_string().as_str())
+                .is_some_and(|i| i.effect == Effect::Forbid)
+        });
+        Ok(Evaluation {
+            allowed: response.decision() == Decision::Allow,
+            determining: diagnostics.reason().map(ToString::to_string).collect(),
+            errors,
+            forbid_errored,
+        })
+    }
+
+    /// The `@reason` of a policy.
+    pub fn reason(&self, id: &str) -> Option<&Arc<str>> {
+        self.info.get(id).and_then(|i| i.reason.as_ref())
+    }
+}
+
+fn uid(r: &EntityRef) -> Result<EntityUid, EvaluationError> {
+    let ty = cedar_policy::EntityTypeName::from_str(&r.entity_type)
+        .map_err(|e| invalid("entity type")(&e))?;
+    Ok(EntityUid::from_type_name_and_id(
+        ty,
+        cedar_policy::EntityId::new(&r.id),
+    ))
+}
+
+fn whole_file(path: &Path, message: String) -> Problem {
+    Problem {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message,
+    }
+}
+
+/// Problems from a miette diagnostic, positioned by its first label (offsets are into `text`).
+fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<Problem> {
+    let related: Vec<&dyn Diagnostic> = diag.related().map(|r| r.collect()).unwrap_or_default();
+    if !related.is_empty() {
+        return related
+            .into_iter()
+            .flat_map(|d| diagnostic_problems(path, text, d))
+            .collect();
+    }
+    let (line, column) = diag
+        .labels()
+        .and_then(|mut l| l.next())
+        .map(|label| line_column(text, label.offset()))
+        .unwrap_or((0, 0));
+    let mut message = diag.to_string();
+    if let Some(help) = diag.help() {
+        message.push_str(&format!(" (help: {help})"));
+    }
+    vec![Problem {
+        file: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }]
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_from_one() {
+        let text = "ab\ncde\nf";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 4), (2, 2));
+        assert_eq!(line_column(text, 7), (3, 1));
+        assert_eq!(line_column(text, 999), (3, 2));
+    }
+}

@@ -1,0 +1,116 @@
+// cedargate test upstream: echoes what Envoy forwarded, so tests can see the headers cedargate
+// added or stripped. TEST-ONLY.
+//
+//   node upstream/upstream.mjs --port 8081 [--grpc-port 8082]
+//
+// Dependencies: `ws` from idp/node_modules (install with scripts/install-idp.sh). Node's ESM
+// loader ignores NODE_PATH, so this file resolves `ws` itself through createRequire anchored at
+// idp/package.json: run it from anywhere, no NODE_PATH needed.
+//
+// HTTP (--port, HTTP/1.1):
+//   any method, any path  -> 200 application/json {"method","path","headers":{...}}
+//                            (path includes the query string; headers are as received, lower-case)
+//   path ending in "/ws" with an Upgrade: websocket request (e.g. /ws, /chat/ws)
+//                         -> WebSocket that echoes every message back (text as text, binary as
+//                            binary). Sending the text message "__headers__" returns the handshake
+//                            request's headers as JSON instead. The 101 response also carries
+//                            x-echo-headers: base64url(JSON of the handshake headers).
+// gRPC (--grpc-port, cleartext HTTP/2, optional):
+//   /grpc.health.v1.Health/Check (and any other gRPC method) -> a unary reply
+//   HealthCheckResponse{status: SERVING}; the response's initial metadata carries
+//   echo-headers: base64url(JSON of the request headers), so tests can see them over gRPC too.
+//
+// stdout: "upstream listening on 127.0.0.1:N" once the HTTP port is ready (followed by
+// "upstream grpc listening on 127.0.0.1:M" when --grpc-port is given, printed first).
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import { createRequire } from 'node:module';
+import { parseArgs } from 'node:util';
+
+const require = createRequire(new URL('../idp/package.json', import.meta.url));
+const { WebSocketServer } = require('ws');
+
+const { values: args } = parseArgs({
+  options: {
+    port: { type: 'string', default: process.env.UPSTREAM_PORT ?? '8081' },
+    'grpc-port': { type: 'string', default: process.env.UPSTREAM_GRPC_PORT },
+  },
+  strict: true,
+});
+
+const b64json = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+function plainHeaders(headers) {
+  const out = {};
+  for (const [k, v] of Object.entries(headers)) {
+    if (!k.startsWith(':')) out[k] = v;
+  }
+  return out;
+}
+
+const isWsPath = (url) => (url ?? '/').split('?')[0].endsWith('/ws');
+
+const server = http.createServer((req, res) => {
+  // Drain the body (Envoy may forward one), then answer with what we saw.
+  req.resume();
+  req.on('end', () => {
+    const body = JSON.stringify({ method: req.method, path: req.url, headers: req.headers });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+});
+
+const wss = new WebSocketServer({ noServer: true });
+wss.on('headers', (headers, req) => headers.push(`x-echo-headers: ${b64json(req.headers)}`));
+wss.on('connection', (ws, req) => {
+  ws.on('message', (data, isBinary) => {
+    if (!isBinary && data.toString() === '__headers__') {
+      ws.send(JSON.stringify({ method: req.method, path: req.url, headers: req.headers }));
+    } else {
+      ws.send(data, { binary: isBinary });
+    }
+  });
+  ws.on('error', () => {});
+});
+
+server.on('upgrade', (req, socket, head) => {
+  if (!isWsPath(req.url) || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+    socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    return;
+  }
+  wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+});
+
+function startGrpc(port) {
+  return new Promise((resolve) => {
+    const grpc = http2.createServer();
+    grpc.on('stream', (stream, headers) => {
+      stream.on('error', () => {});
+      stream.resume();
+      stream.on('end', () => {
+        // HealthCheckResponse { status: SERVING (1) } = field 1, varint 1 -> 0x08 0x01,
+        // in a gRPC length-prefixed message: flag 0, 4-byte big-endian length.
+        const msg = Buffer.from([0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x01]);
+        stream.respond({
+          ':status': 200,
+          'content-type': 'application/grpc',
+          'echo-headers': b64json(plainHeaders(headers)),
+        }, { waitForTrailers: true });
+        stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+        stream.end(msg);
+      });
+    });
+    grpc.listen(port, '127.0.0.1', () => {
+      console.log(`upstream grpc listening on 127.0.0.1:${grpc.address().port}`);
+      resolve(grpc);
+    });
+  });
+}
+
+if (args['grpc-port'] !== undefined) await startGrpc(Number.parseInt(args['grpc-port'], 10));
+
+server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
+  console.log(`upstream listening on 127.0.0.1:${server.address().port}`);
+});
+
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(0));
