@@ -491,7 +491,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
     for (i, spanned) in raw.issuers.iter().enumerate() {
         let issuer = validate_issuer(i, spanned, base, problems);
         if !names.insert(issuer.name.clone()) {
-            problems.at(spanned, format!("issuer name `{}` is used twice", issuer.name));
+            problems.at(
+                spanned,
+                format!("issuer name `{}` is used twice", issuer.name),
+            );
         }
         if !issuer_urls.insert(issuer.issuer.clone()) {
             problems.at(
@@ -507,7 +510,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         trust_domains: m.value.trust_domains.iter().cloned().collect(),
     });
 
-    let anonymous_type = entity_type(raw.anonymous_type.as_ref(), DEFAULT_ANONYMOUS_TYPE, problems);
+    let anonymous_type = entity_type(
+        raw.anonymous_type.as_ref(),
+        DEFAULT_ANONYMOUS_TYPE,
+        problems,
+    );
     let resource_type = entity_type(raw.resource_type.as_ref(), DEFAULT_RESOURCE_TYPE, problems);
 
     let mut routes = Vec::new();
@@ -535,7 +542,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
     let mut headers = Vec::new();
     for h in &raw.context.headers {
         let name = h.value.to_ascii_lowercase();
-        if matches!(name.as_str(), "authorization" | "cookie" | "proxy-authorization") {
+        if matches!(
+            name.as_str(),
+            "authorization" | "cookie" | "proxy-authorization"
+        ) {
             problems.at(
                 h,
                 format!("context.headers must not include `{name}`: it carries credentials"),
@@ -605,12 +615,20 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         },
         decision_log: DecisionLogConfig {
             output,
-            queue: raw.decision_log.queue.unwrap_or(DEFAULT_DECISION_LOG_QUEUE).max(1),
+            queue: raw
+                .decision_log
+                .queue
+                .unwrap_or(DEFAULT_DECISION_LOG_QUEUE)
+                .max(1),
         },
     }
 }
 
-fn listen_addr(raw: Option<&Spanned<String>>, default: &str, problems: &mut Problems) -> SocketAddr {
+fn listen_addr(
+    raw: Option<&Spanned<String>>,
+    default: &str,
+    problems: &mut Problems,
+) -> SocketAddr {
     let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
     match raw {
         None => default.parse().unwrap_or(fallback),
@@ -690,7 +708,10 @@ fn validate_issuer(
         Some(l) if l.value > MAX_LEEWAY_SECS => {
             problems.at(
                 l,
-                format!("leeway_seconds {} exceeds the maximum {MAX_LEEWAY_SECS}", l.value),
+                format!(
+                    "leeway_seconds {} exceeds the maximum {MAX_LEEWAY_SECS}",
+                    l.value
+                ),
             );
             MAX_LEEWAY_SECS
         }
@@ -726,13 +747,19 @@ fn validate_issuer(
         algorithms,
         leeway: Duration::from_secs(leeway),
         keys,
-        refresh: Duration::from_secs(raw.refresh_seconds.unwrap_or(DEFAULT_JWKS_REFRESH_SECS).max(1)),
+        refresh: Duration::from_secs(
+            raw.refresh_seconds
+                .unwrap_or(DEFAULT_JWKS_REFRESH_SECS)
+                .max(1),
+        ),
         kid_refetch_min_interval: Duration::from_secs(
             raw.kid_refetch_min_interval_seconds
                 .unwrap_or(DEFAULT_KID_REFETCH_MIN_INTERVAL_SECS),
         ),
         fetch_timeout: Duration::from_millis(
-            raw.fetch_timeout_ms.unwrap_or(DEFAULT_FETCH_TIMEOUT_MS).max(1),
+            raw.fetch_timeout_ms
+                .unwrap_or(DEFAULT_FETCH_TIMEOUT_MS)
+                .max(1),
         ),
         user,
         service,
@@ -793,9 +820,15 @@ fn validate_route(spanned: &Spanned<RawRoute>, problems: &mut Problems) -> Optio
         }
     }
     if let Some(action) = &raw.action {
-        let uid = format!("{ACTION_TYPE}::{}", serde_json::Value::from(action.as_str()));
+        let uid = format!(
+            "{ACTION_TYPE}::{}",
+            serde_json::Value::from(action.as_str())
+        );
         if cedar_policy::EntityUid::from_str(&uid).is_err() {
-            problems.at(spanned, format!("action `{action}` is not a valid Cedar action id"));
+            problems.at(
+                spanned,
+                format!("action `{action}` is not a valid Cedar action id"),
+            );
         }
     }
     let resource = raw.resource.as_ref().map(|r| {
@@ -890,11 +923,22 @@ context:
   headers: [cookie]
 ";
         let got = problems(yaml);
-        assert_eq!(got.len(), 7, "{got:#?}");
+        assert_eq!(got.len(), 8, "{got:#?}");
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("2:5 issuer needs at least one audience"))
+        );
         assert!(got[0].starts_with("3:13 issuer `http://idp.example.com` must be an https URL"));
-        assert!(got.iter().any(|p| p.starts_with("5:18 `HS256` is symmetric")), "{got:#?}");
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("5:18 `HS256` is symmetric")),
+            "{got:#?}"
+        );
         assert!(got.iter().any(|p| p.contains("unknown algorithm `XX1`")));
-        assert!(got.iter().any(|p| p.starts_with("6:21 leeway_seconds 9000")));
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("6:21 leeway_seconds 9000"))
+        );
         assert!(got.iter().any(|p| p.starts_with("8:11 ")));
         assert!(got.iter().any(|p| p.contains("unmatched_route must be")));
         assert!(got.iter().any(|p| p.contains("must not include `cookie`")));

@@ -49,7 +49,10 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         let http = http_request(request.into_inner());
         let verdict = self.gate.check(http).await;
-        Ok(Response::new(check_response(&verdict, &self.gate.config.realm)))
+        Ok(Response::new(check_response(
+            &verdict,
+            &self.gate.config.realm,
+        )))
     }
 }
 
@@ -68,9 +71,7 @@ pub fn http_request(check: CheckRequest) -> HttpRequest {
             Address::SocketAddress(sa) => sa.address.parse().ok(),
             _ => None,
         });
-    let source_principal = source
-        .map(|s| s.principal)
-        .filter(|p| !p.is_empty());
+    let source_principal = source.map(|s| s.principal).filter(|p| !p.is_empty());
     let Some(http) = attributes.request.and_then(|r| r.http) else {
         return HttpRequest {
             source_ip,
@@ -95,10 +96,7 @@ pub fn http_request(check: CheckRequest) -> HttpRequest {
     }
     let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
     let (path, query) = HttpRequest::split_target(&http.path);
-    let request_id = headers
-        .get("x-request-id")
-        .cloned()
-        .unwrap_or(http.id);
+    let request_id = headers.get("x-request-id").cloned().unwrap_or(http.id);
     HttpRequest {
         request_id,
         method: http.method.to_ascii_uppercase(),
@@ -149,7 +147,10 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
         };
     }
     let (code, error) = if d.status == 401 {
-        (GRPC_UNAUTHENTICATED, d.challenge_error.unwrap_or("unauthorized"))
+        (
+            GRPC_UNAUTHENTICATED,
+            d.challenge_error.unwrap_or("unauthorized"),
+        )
     } else {
         (GRPC_PERMISSION_DENIED, "forbidden")
     };

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::jwt::{TokenError, Verifier, VerifiedToken};
+use crate::jwt::{TokenError, VerifiedToken, Verifier};
 use crate::request::HttpRequest;
 
 /// The caller, once credentials checked out.
@@ -100,7 +100,10 @@ mod tests {
     fn bearer_scheme_is_case_insensitive_and_others_are_rejected() {
         assert_eq!(bearer("Bearer abc"), Ok("abc"));
         assert_eq!(bearer("bearer   abc "), Ok("abc"));
-        assert_eq!(bearer("Basic dXNlcjpwdw=="), Err(IdentityError::UnsupportedScheme));
+        assert_eq!(
+            bearer("Basic dXNlcjpwdw=="),
+            Err(IdentityError::UnsupportedScheme)
+        );
         assert_eq!(bearer("Bearer"), Err(IdentityError::UnsupportedScheme));
         assert_eq!(
             bearer("Bearer  "),

@@ -296,12 +296,13 @@ impl IssuerKeys {
         let (name, text) = match &self.config.keys {
             KeySource::File(path) => {
                 let name = path.display().to_string();
-                let text = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|e| JwksError::Document {
-                        url: name.clone(),
-                        message: e.to_string(),
-                    })?;
+                let text =
+                    tokio::fs::read_to_string(path)
+                        .await
+                        .map_err(|e| JwksError::Document {
+                            url: name.clone(),
+                            message: e.to_string(),
+                        })?;
                 (name, text)
             }
             KeySource::JwksUri(uri) => (uri.clone(), self.get(uri).await?),

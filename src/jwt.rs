@@ -128,6 +128,8 @@ struct PeekHeader {
 #[derive(Deserialize)]
 struct PeekClaims {
     iss: Option<Value>,
+    exp: Option<Value>,
+    nbf: Option<Value>,
 }
 
 /// The per-entry cache expiry: until `exp`, at most [`MAX_CACHE_TTL`].
@@ -226,6 +228,13 @@ impl Verifier {
             return Err(TokenError::CriticalHeader);
         }
         let peek: PeekClaims = decode_part(payload)?;
+        // jsonwebtoken reads a non-numeric `exp` as absent; name the real problem instead.
+        if [&peek.exp, &peek.nbf]
+            .into_iter()
+            .any(|c| c.as_ref().is_some_and(|v| !v.is_u64()))
+        {
+            return Err(TokenError::InvalidClaim);
+        }
         let iss = match peek.iss {
             Some(Value::String(s)) => s,
             Some(_) => return Err(TokenError::InvalidClaim),

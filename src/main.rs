@@ -10,7 +10,11 @@ use cedargate::config::Config;
 use cedargate::policy::PolicySnapshot;
 
 #[derive(Parser)]
-#[command(name = "cedargate", version, about = "Envoy ext_authz with OIDC/JWT identity and Cedar policies")]
+#[command(
+    name = "cedargate",
+    version,
+    about = "Envoy ext_authz with OIDC/JWT identity and Cedar policies"
+)]
 struct Cli {
     /// Log format for operational logs on stderr (decision records go to the decision log).
     #[arg(long, global = true, value_enum, default_value = "text")]

@@ -71,7 +71,10 @@ pub fn map(
     request: &HttpRequest,
     now: SystemTime,
 ) -> Result<(CedarRequest, Option<String>), MappingError> {
-    let service = request.context_extensions.get("service").map(String::as_str);
+    let service = request
+        .context_extensions
+        .get("service")
+        .map(String::as_str);
     let matched = config
         .routes
         .find(service, &request.host, &request.method, &request.path);
@@ -93,7 +96,12 @@ pub fn map(
                 },
                 None => service_ref(config, service_id),
             };
-            (action, resource, m.params.clone(), Some(m.route.name.to_string()))
+            (
+                action,
+                resource,
+                m.params.clone(),
+                Some(m.route.name.to_string()),
+            )
         }
         None => (
             format!("{} {}", request.method, request.path),
@@ -273,7 +281,9 @@ fn context(
     let mut query = BTreeMap::new();
     for (k, v) in form_urlencoded::parse(request.query.as_bytes()) {
         if !is_escape_key(&k) {
-            query.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+            query
+                .entry(k.into_owned())
+                .or_insert_with(|| v.into_owned());
         }
     }
     let headers: Map<String, Value> = config
@@ -299,7 +309,10 @@ fn context(
 
     let mut source = Map::new();
     if let Some(ip) = request.source_ip {
-        source.insert("ip".into(), json!({"__extn": {"fn": "ip", "arg": ip.to_string()}}));
+        source.insert(
+            "ip".into(),
+            json!({"__extn": {"fn": "ip", "arg": ip.to_string()}}),
+        );
     }
     if let Some(p) = &request.source_principal {
         source.insert("principal".into(), p.as_str().into());
@@ -335,7 +348,12 @@ fn token_context(token: &VerifiedToken) -> Value {
         other => string_list(other).into_iter().map(Value::from).collect(),
     };
     t.insert("aud".into(), Value::Array(aud));
-    let scopes = string_list(token.claims.get("scope").or_else(|| token.claims.get("scp")));
+    let scopes = string_list(
+        token
+            .claims
+            .get("scope")
+            .or_else(|| token.claims.get("scp")),
+    );
     t.insert(
         "scopes".into(),
         Value::Array(scopes.into_iter().map(Value::from).collect()),
@@ -377,7 +395,10 @@ mod tests {
     fn weekday_and_hour_are_utc() {
         // 2026-11-30T13:05:00Z is a Monday.
         let t = UNIX_EPOCH + std::time::Duration::from_secs(1_796_043_900);
-        assert_eq!(time_context(t), json!({"epoch": 1_796_043_900u64, "hour": 13, "weekday": 1}));
+        assert_eq!(
+            time_context(t),
+            json!({"epoch": 1_796_043_900u64, "hour": 13, "weekday": 1})
+        );
     }
 
     #[test]

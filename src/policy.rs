@@ -146,7 +146,8 @@ impl PolicySnapshot {
         };
         files.sort();
         let ext = |p: &Path, e: &str| p.extension().is_some_and(|x| x == e);
-        let policy_files: Vec<PathBuf> = files.iter().filter(|p| ext(p, "cedar")).cloned().collect();
+        let policy_files: Vec<PathBuf> =
+            files.iter().filter(|p| ext(p, "cedar")).cloned().collect();
         let schema_files: Vec<PathBuf> = files
             .iter()
             .filter(|p| ext(p, "cedarschema"))
@@ -158,7 +159,8 @@ impl PolicySnapshot {
         let mut read = |path: &Path, problems: &mut Vec<Problem>| -> Option<String> {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
-                    hasher_input.extend_from_slice(path.file_name().map_or(b"", |n| n.as_encoded_bytes()));
+                    hasher_input
+                        .extend_from_slice(path.file_name().map_or(b"", |n| n.as_encoded_bytes()));
                     hasher_input.push(0);
                     hasher_input.extend_from_slice(text.as_bytes());
                     hasher_input.push(0);
@@ -174,15 +176,17 @@ impl PolicySnapshot {
         // Schema: at most one file, so there is one truth about types.
         let schema = match schema_files.as_slice() {
             [] => None,
-            [path] => read(path, &mut problems).and_then(|text| {
-                match Schema::from_cedarschema_str(&text) {
-                    Ok((schema, _warnings)) => Some(schema),
-                    Err(e) => {
-                        problems.extend(diagnostic_problems(path, &text, &e));
-                        None
+            [path] => {
+                read(path, &mut problems).and_then(|text| {
+                    match Schema::from_cedarschema_str(&text) {
+                        Ok((schema, _warnings)) => Some(schema),
+                        Err(e) => {
+                            problems.extend(diagnostic_problems(path, &text, &e));
+                            None
+                        }
                     }
-                }
-            }),
+                })
+            }
             [first, ..] => {
                 problems.push(whole_file(
                     first,
@@ -209,14 +213,11 @@ impl PolicySnapshot {
                 }
             };
             if parsed.templates().next().is_some() {
-                problems.push(whole_file(path, "policy templates are not supported".into()));
+                problems.push(whole_file(
+                    path,
+                    "policy templates are not supported".into(),
+                ));
                 continue;
-            }
-            if let Some(schema) = &schema {
-                let result = Validator::new(schema.clone()).validate(&parsed, ValidationMode::Strict);
-                for error in result.validation_errors() {
-                    problems.extend(diagnostic_problems(path, &text, error));
-                }
             }
             let file_name = path
                 .file_name()
@@ -230,6 +231,7 @@ impl PolicySnapshot {
                     .parse::<usize>()
                     .unwrap_or(usize::MAX)
             });
+            let mut file_set = PolicySet::new();
             for (n, policy) in numbered.into_iter().enumerate() {
                 let id = policy
                     .annotation("id")
@@ -251,8 +253,19 @@ impl PolicySnapshot {
                         file: path.clone(),
                     },
                 );
+                if let Err(e) = file_set.add(renamed.clone()) {
+                    problems.push(whole_file(path, e.to_string()));
+                }
                 if let Err(e) = policies.add(renamed) {
                     problems.push(whole_file(path, e.to_string()));
+                }
+            }
+            // Validated per file so that error positions are offsets into this file's text.
+            if let Some(schema) = &schema {
+                let result =
+                    Validator::new(schema.clone()).validate(&file_set, ValidationMode::Strict);
+                for error in result.validation_errors() {
+                    problems.extend(diagnostic_problems(path, &text, error));
                 }
             }
         }
@@ -275,7 +288,9 @@ impl PolicySnapshot {
             })
         } else {
             match &schema {
-                Some(s) => Entities::empty().add_entities(std::iter::empty(), Some(s)).ok(),
+                Some(s) => Entities::empty()
+                    .add_entities(std::iter::empty(), Some(s))
+                    .ok(),
                 None => Some(Entities::empty()),
             }
         };
@@ -328,16 +343,16 @@ impl PolicySnapshot {
         let resource = uid(&request.resource)?;
         let context = Context::from_json_value(request.context.clone(), None)
             .map_err(|e| invalid("context")(&e))?;
-        let cedar_request =
-            Request::new(principal, action, resource, context, None).map_err(|e| invalid("request")(&e))?;
+        let cedar_request = Request::new(principal, action, resource, context, None)
+            .map_err(|e| invalid("request")(&e))?;
 
         // Request-derived entities: the principal always comes from the request (it carries the
         // token's attributes); parents and resources defined statically keep their static form.
         let principal_uid = uid(&request.principal)?;
         let mut derived = Vec::with_capacity(request.entities.len());
         for value in &request.entities {
-            let entity = Entity::from_json_value(value.clone(), None)
-                .map_err(|e| invalid("entity")(&e))?;
+            let entity =
+                Entity::from_json_value(value.clone(), None).map_err(|e| invalid("entity")(&e))?;
             let is_principal = entity.uid() == principal_uid;
             if is_principal || !self.static_uids.contains(&entity.uid()) {
                 derived.push(entity);
@@ -365,9 +380,12 @@ impl PolicySnapshot {
                 .get(e.policy_id().to_string().as_str())
                 .is_some_and(|i| i.effect == Effect::Forbid)
         });
+        // Cedar reports determining policies as a set; sorted, records are deterministic.
+        let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        determining.sort_unstable();
         Ok(Evaluation {
             allowed: response.decision() == Decision::Allow,
-            determining: diagnostics.reason().map(ToString::to_string).collect(),
+            determining,
             errors,
             forbid_errored,
         })

@@ -93,13 +93,19 @@ mod tests {
             HttpRequest::split_target("/a/b?x=1&y=2"),
             ("/a/b".into(), "x=1&y=2".into())
         );
-        assert_eq!(HttpRequest::split_target("/a#frag"), ("/a".into(), "".into()));
+        assert_eq!(
+            HttpRequest::split_target("/a#frag"),
+            ("/a".into(), "".into())
+        );
         assert_eq!(HttpRequest::split_target("/"), ("/".into(), "".into()));
     }
 
     #[test]
     fn hosts_lose_their_port_and_case() {
-        assert_eq!(HttpRequest::normalize_host("API.Example.com:8443"), "api.example.com");
+        assert_eq!(
+            HttpRequest::normalize_host("API.Example.com:8443"),
+            "api.example.com"
+        );
         assert_eq!(HttpRequest::normalize_host("[::1]:80"), "::1");
         assert_eq!(HttpRequest::normalize_host("example.com"), "example.com");
     }

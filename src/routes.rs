@@ -41,14 +41,15 @@ impl PathTemplate {
         for (i, part) in parts.iter().enumerate() {
             if let Some(inner) = part.strip_prefix('{') {
                 let Some(name) = inner.strip_suffix('}') else {
-                    return Err(format!("path `{template}`: `{part}` is missing its closing `}}`"));
+                    return Err(format!(
+                        "path `{template}`: `{part}` is missing its closing `}}`"
+                    ));
                 };
                 let (name, rest) = match name.strip_suffix('*') {
                     Some(n) => (n, true),
                     None => (name, false),
                 };
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(format!(
                         "path `{template}`: parameter `{part}` must be `{{name}}` with letters, digits or `_`"
                     ));
@@ -114,8 +115,12 @@ impl PathTemplate {
                     params.push((name.clone(), value.to_string()));
                 }
                 Segment::Rest(name) => {
-                    let rest: Vec<&str> = parts.take()?.collect();
-                    params.push((name.clone(), rest.join("/")));
+                    let rest = parts.take()?.collect::<Vec<_>>().join("/");
+                    // A rest parameter captures at least one non-empty segment.
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    params.push((name.clone(), rest));
                     return Some(params);
                 }
             }
@@ -223,7 +228,8 @@ mod tests {
 
     #[test]
     fn templates_match_as_documented() {
-        let cases: &[(&str, &str, Option<&[(&str, &str)]>)] = &[
+        type Case<'a> = (&'a str, &'a str, Option<&'a [(&'a str, &'a str)]>);
+        let cases: &[Case] = &[
             ("/orders", "/orders", Some(&[])),
             ("/orders", "/orders/", Some(&[])),
             ("/orders", "/orders/1", None),
@@ -231,8 +237,16 @@ mod tests {
             ("/orders/{id}", "/orders/", None),
             ("/orders/{id}", "/orders", None),
             ("/orders/{id}", "/orders/42/items", None),
-            ("/t/{tenant}/o/{id}", "/t/acme/o/7", Some(&[("tenant", "acme"), ("id", "7")])),
-            ("/files/{path*}", "/files/a/b/c.txt", Some(&[("path", "a/b/c.txt")])),
+            (
+                "/t/{tenant}/o/{id}",
+                "/t/acme/o/7",
+                Some(&[("tenant", "acme"), ("id", "7")]),
+            ),
+            (
+                "/files/{path*}",
+                "/files/a/b/c.txt",
+                Some(&[("path", "a/b/c.txt")]),
+            ),
             ("/files/{path*}", "/files", None),
             ("/", "/", Some(&[])),
             ("/", "/x", None),
@@ -286,9 +300,18 @@ mod tests {
                 .find(service, "h", method, path)
                 .map(|m| m.route.name.to_string())
         };
-        assert_eq!(name(Some("orders"), "GET", "/orders/1").as_deref(), Some("a"));
-        assert_eq!(name(Some("orders"), "DELETE", "/orders/1").as_deref(), Some("b"));
-        assert_eq!(name(Some("payments"), "GET", "/orders/1").as_deref(), Some("c"));
+        assert_eq!(
+            name(Some("orders"), "GET", "/orders/1").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            name(Some("orders"), "DELETE", "/orders/1").as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            name(Some("payments"), "GET", "/orders/1").as_deref(),
+            Some("c")
+        );
         assert_eq!(name(None, "GET", "/orders/1").as_deref(), Some("c"));
     }
 }

@@ -1,0 +1,346 @@
+//! Test support: test keys and token minting, a JWKS/discovery server on a real socket, an
+//! in-process cedargate on ephemeral ports, a tonic Check client, and decision-record reading.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+pub const AUDIENCE: &str = "https://api.cedargate.test";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/keys").join(name)
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Signs `header` + `claims` (both JSON) with a fixture key; the header is used verbatim, so tests
+/// can put anything in it (`crit`, `jku`, `alg: none`, …).
+pub fn sign_raw(header: &Value, claims: &Value, key: &EncodingKey, alg: Algorithm) -> String {
+    let message = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, alg).unwrap();
+    format!("{message}.{signature}")
+}
+
+pub fn key(name: &str) -> EncodingKey {
+    let pem = std::fs::read(fixture(&format!("{name}.pem"))).unwrap();
+    match name {
+        "ec" => EncodingKey::from_ec_pem(&pem).unwrap(),
+        "ed" => EncodingKey::from_ed_pem(&pem).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+    }
+}
+
+/// Standard claims for `sub` from `issuer`, valid for an hour.
+pub fn claims(issuer: &str, sub: &str, groups: &[&str]) -> Value {
+    json!({
+        "iss": issuer,
+        "sub": sub,
+        "aud": AUDIENCE,
+        "exp": now() + 3600,
+        "iat": now(),
+        "jti": format!("jti-{sub}-{}", now()),
+        "client_id": "webapp",
+        "scope": "orders:read orders:write",
+        "groups": groups,
+        "tenant": "acme",
+    })
+}
+
+/// An ES256 token from the test key.
+pub fn token(claims: &Value) -> String {
+    sign_raw(
+        &json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-ec"}),
+        claims,
+        &key("ec"),
+        Algorithm::ES256,
+    )
+}
+
+/// A discovery + JWKS server on a real socket that counts JWKS fetches.
+pub struct FakeIdp {
+    pub issuer: String,
+    pub jwks_hits: Arc<AtomicU64>,
+    pub jwks: Arc<std::sync::RwLock<String>>,
+}
+
+impl FakeIdp {
+    pub async fn start() -> FakeIdp {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let issuer = format!("http://{addr}");
+        let jwks_hits = Arc::new(AtomicU64::new(0));
+        let jwks = Arc::new(std::sync::RwLock::new(
+            std::fs::read_to_string(fixture("jwks.json")).unwrap(),
+        ));
+        let discovery = json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/jwks"),
+        })
+        .to_string();
+        let hits = jwks_hits.clone();
+        let served = jwks.clone();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || {
+                    let d = discovery.clone();
+                    async move { ([("content-type", "application/json")], d) }
+                }),
+            )
+            .route(
+                "/jwks",
+                get(move || {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let body = served.read().unwrap().clone();
+                    async move { ([("content-type", "application/json")], body) }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeIdp {
+            issuer,
+            jwks_hits,
+            jwks,
+        }
+    }
+}
+
+/// A cedargate running in-process with a decision log in a temp folder.
+pub struct Gate {
+    pub running: Option<cedargate::server::Running>,
+    pub client: AuthorizationClient<Channel>,
+    pub log_path: PathBuf,
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// The example config with the issuer, ports and log redirected for a test.
+pub fn test_config_yaml(issuer: &str, log_path: &Path) -> String {
+    let example = std::fs::read_to_string(repo().join("cedargate.yaml")).unwrap();
+    let yaml = example
+        .replace("http://127.0.0.1:9400", issuer)
+        .replace("127.0.0.1:9191", "127.0.0.1:0")
+        .replace("127.0.0.1:9192", "127.0.0.1:0")
+        .replace(
+            "algorithms: [ES256, RS256]",
+            "algorithms: [ES256, RS256, EdDSA]",
+        )
+        .replace(
+            "output: stdout ",
+            &format!("output: file\n  path: {}\n ", log_path.display()),
+        )
+        .replace(
+            "policy_dir: policies",
+            &format!("policy_dir: {}", repo().join("policies").display()),
+        );
+    assert!(
+        yaml.contains(issuer) && yaml.contains("output: file"),
+        "test config rewrite failed"
+    );
+    yaml
+}
+
+impl Gate {
+    pub async fn start(issuer: &str) -> Gate {
+        Gate::start_with(issuer, |y| y).await
+    }
+
+    pub async fn start_with(issuer: &str, edit: impl FnOnce(String) -> String) -> Gate {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("decisions.jsonl");
+        let yaml = edit(test_config_yaml(issuer, &log_path));
+        let config_path = dir.path().join("cedargate.yaml");
+        std::fs::write(&config_path, &yaml).unwrap();
+        let config = cedargate::config::Config::load(&config_path).unwrap();
+        let running = cedargate::server::start(config).await.unwrap();
+        let client = AuthorizationClient::connect(format!("http://{}", running.grpc_addr))
+            .await
+            .unwrap();
+        let admin = running.admin_addr;
+        let gate = Gate {
+            running: Some(running),
+            client,
+            log_path,
+            admin,
+            _dir: dir,
+        };
+        gate.wait_ready().await;
+        gate
+    }
+
+    /// Waits until every issuer has keys (readiness), with a deadline.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.admin);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cedargate not ready in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn check(&mut self, req: CheckRequest) -> Answer {
+        let response = self.client.check(req).await.unwrap().into_inner();
+        Answer::from(response)
+    }
+
+    /// The decision record with this id, waiting for the writer (deadline 5 s).
+    pub async fn record(&self, decision_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                if v["decision_id"] == decision_id {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < deadline, "no record for {decision_id}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn log_bytes(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// A CheckResponse, flattened.
+#[derive(Debug)]
+pub struct Answer {
+    pub grpc_code: i32,
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn decision_id(&self) -> &str {
+        &self.headers["x-cedargate-decision-id"]
+    }
+}
+
+impl From<CheckResponse> for Answer {
+    fn from(r: CheckResponse) -> Answer {
+        let grpc_code = r.status.map(|s| s.code).unwrap_or(-1);
+        let (status, headers, body) = match r.http_response {
+            Some(HttpResponse::OkResponse(ok)) => (200, ok.headers, String::new()),
+            Some(HttpResponse::DeniedResponse(d)) => (
+                d.status.map(|s| s.code as u16).unwrap_or(0),
+                d.headers,
+                d.body,
+            ),
+            _ => (0, Vec::new(), String::new()),
+        };
+        let headers = headers
+            .into_iter()
+            .filter_map(|h| h.header)
+            .map(|h| (h.key, h.value))
+            .collect();
+        Answer {
+            grpc_code,
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// An Envoy-shaped CheckRequest.
+pub fn check_request(
+    service: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> CheckRequest {
+    let mut h: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    h.insert(":method".into(), method.into());
+    h.insert(":path".into(), path.into());
+    h.insert(":authority".into(), "api.example.test".into());
+    h.entry("x-request-id".into())
+        .or_insert_with(|| format!("req-{}", uuid_like()));
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: "127.0.0.1".into(),
+                        ..SocketAddress::default()
+                    })),
+                }),
+                ..Peer::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    id: "1".into(),
+                    method: method.into(),
+                    path: path.into(),
+                    host: "api.example.test".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers: h,
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            context_extensions: [("service".to_string(), service.to_string())]
+                .into_iter()
+                .collect(),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+fn uuid_like() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
