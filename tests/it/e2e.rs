@@ -1,0 +1,370 @@
+//! End to end through the real Envoy with tokens from the real oidc-provider: what users get.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::stack::{Stack, envoy_bin};
+use crate::support::repo;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn get(
+    stack: &Stack,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = client().get(stack.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let h = r.headers().clone();
+    (status, h, r.text().await.unwrap())
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+/// The payload of a JWT, decoded (to read `exp` and `kid` of real IdP tokens).
+fn jwt_part(token: &str, index: usize) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(index).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A WebSocket upgrade through Envoy; on 101 sends one masked text frame and returns the echo.
+fn websocket(stack: &Stack, path: &str, token: &str) -> (u16, Option<String>) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", stack.listener)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    if status != 101 {
+        return (status, None);
+    }
+    let payload = b"hello through envoy";
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).unwrap();
+    let mut header = [0u8; 2];
+    s.read_exact(&mut header).unwrap();
+    let mut body = vec![0u8; (header[1] & 0x7f) as usize];
+    s.read_exact(&mut body).unwrap();
+    (status, Some(String::from_utf8(body).unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_with_real_idp_end_to_end() {
+    let stack = Stack::start();
+    let alice = stack.idp.user("alice");
+    let bob = stack.idp.user("bob");
+    let mallory = stack.idp.user("mallory");
+
+    // Allowed user: 200; the upstream sees cedargate's identity headers, and a client-sent
+    // x-cedargate-principal never reaches it.
+    let (status, _, body) = get(
+        &stack,
+        "/orders/1",
+        &[
+            ("authorization", &bearer(&alice)),
+            ("x-cedargate-principal", "User::\"root\""),
+            ("cookie", "session=e2e-secret-cookie"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["headers"]["x-cedargate-principal"], "User::\"alice\"");
+    let decision_id = echo["headers"]["x-cedargate-decision-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = stack.record(&decision_id);
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["principal"], "User::\"alice\"");
+    assert_eq!(record["token"]["iss"], stack.idp.issuer);
+
+    // Denied by policy: 403 with the JSON body.
+    let (status, headers, body) =
+        get(&stack, "/orders/1", &[("authorization", &bearer(&mallory))]).await;
+    assert_eq!(status, 403);
+    assert_eq!(headers["content-type"], "application/json");
+    let denied: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(denied["error"], "forbidden");
+    assert_eq!(
+        stack.record(denied["decision_id"].as_str().unwrap())["reason"],
+        "no_permit"
+    );
+
+    // No token on a protected route: 401 with a challenge.
+    let (status, headers, _) = get(&stack, "/orders/1", &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"cedargate\"");
+
+    // Malformed, foreign-issuer, wrong-audience and expired tokens: 401 invalid_token.
+    let foreign = stack.foreign_idp.user("alice");
+    let wrong_aud = stack.idp.token(&[
+        "--user",
+        "alice",
+        "--resource",
+        "https://other.cedargate.test",
+    ]);
+    let short = stack.short_idp.user("alice");
+    let exp = jwt_part(&short, 1)["exp"].as_u64().unwrap();
+    let cases = [
+        ("malformed", "not-a-jwt".to_string(), "token_malformed"),
+        ("foreign issuer", foreign, "token_unknown_issuer"),
+        ("wrong audience", wrong_aud, "token_wrong_audience"),
+    ];
+    for (name, token, reason) in cases {
+        let (status, headers, body) =
+            get(&stack, "/orders/1", &[("authorization", &bearer(&token))]).await;
+        assert_eq!(status, 401, "{name}");
+        assert_eq!(
+            headers["www-authenticate"], "Bearer realm=\"cedargate\", error=\"invalid_token\"",
+            "{name}"
+        );
+        let id = serde_json::from_str::<Value>(&body).unwrap()["decision_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(stack.record(&id)["reason"], reason, "{name}");
+    }
+    // The short-lived token works until it expires, then gets 401 token_expired.
+    let (status, _, _) = get(&stack, "/orders/1", &[("authorization", &bearer(&short))]).await;
+    assert_eq!(status, 200, "short-lived token before expiry");
+    let expired_at = std::time::UNIX_EPOCH + Duration::from_secs(exp + 1);
+    if let Ok(wait) = expired_at.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let (status, _, body) = get(&stack, "/orders/1", &[("authorization", &bearer(&short))]).await;
+    assert_eq!(status, 401, "expired token");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(stack.record(&id)["reason"], "token_expired");
+
+    // Service tokens (client_credentials): allowed only where service policies allow.
+    let orders_service = stack
+        .idp
+        .service("orders-service", "orders:read orders:write");
+    let r = client()
+        .post(stack.url("/payments"))
+        .header("authorization", bearer(&orders_service))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(
+        echo["headers"]["x-cedargate-principal"],
+        "Service::\"orders-service\""
+    );
+    let (status, _, _) = get(
+        &stack,
+        "/orders/1",
+        &[("authorization", &bearer(&orders_service))],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // The public route: no token, cedargate never asked, spoofed identity headers stripped.
+    let asked = |s: &Stack| {
+        ["ok", "denied", "error"]
+            .iter()
+            .map(|k| s.envoy_stat(&format!("http.ingress_http.ext_authz.{k}")))
+            .sum::<u64>()
+    };
+    let before = asked(&stack);
+    let (status, _, body) = get(
+        &stack,
+        "/public/hello",
+        &[("x-cedargate-principal", "User::\"root\"")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        echo["headers"].get("x-cedargate-principal").is_none(),
+        "spoofed header reached upstream: {echo}"
+    );
+    assert_eq!(asked(&stack), before, "ext_authz was consulted for /public");
+    assert!(before > 0, "ext_authz stats are not being read");
+
+    // gRPC through Envoy: decided on the gRPC service and method.
+    let channel = tonic::transport::Endpoint::from_shared(stack.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    req.metadata_mut()
+        .insert("authorization", bearer(&bob).parse().unwrap());
+    let reply = health.check(req).await.expect("bob may call Health/Check");
+    assert_eq!(reply.into_inner().status, 1);
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    req.metadata_mut()
+        .insert("authorization", bearer(&bob).parse().unwrap());
+    let err = health
+        .watch(req)
+        .await
+        .expect_err("Health/Watch is not allowed");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    req.metadata_mut()
+        .insert("authorization", bearer(&mallory).parse().unwrap());
+    let err = health.check(req).await.expect_err("mallory is not staff");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // WebSocket upgrade: allowed for staff (and echoes), denied otherwise.
+    let (status, echo) = websocket(&stack, "/chat/ws", &bob);
+    assert_eq!(status, 101);
+    assert_eq!(echo.as_deref(), Some("hello through envoy"));
+    let (status, _) = websocket(&stack, "/chat/ws", &mallory);
+    assert_eq!(status, 403);
+
+    // Nothing secret in any decision record.
+    let log = stack.cedargate.lines.lock().unwrap().join("\n");
+    assert!(!log.contains("e2e-secret-cookie"));
+    for t in [&alice, &bob, &mallory, &orders_service] {
+        assert!(
+            !log.contains(t.as_str()),
+            "a token reached the decision log"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_fails_closed_when_cedargate_stops() {
+    let mut stack = Stack::start();
+    let alice = stack.idp.user("alice");
+    let (status, _, _) = get(&stack, "/orders/1", &[("authorization", &bearer(&alice))]).await;
+    assert_eq!(status, 200);
+    assert!(
+        stack.cedargate.terminate(),
+        "cedargate did not exit cleanly on SIGTERM"
+    );
+    let (status, _, body) = get(&stack, "/orders/1", &[("authorization", &bearer(&alice))]).await;
+    assert_eq!(
+        status, 503,
+        "Envoy must deny (status_on_error) when cedargate is down: {body}"
+    );
+    let (status, _, _) = get(&stack, "/public/x", &[]).await;
+    assert_eq!(status, 200, "routes without ext_authz keep working");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_key_rotation_needs_no_restart() {
+    let stack = Stack::start();
+    let before = stack.idp.user("alice");
+    let (status, _, _) = get(&stack, "/orders/1", &[("authorization", &bearer(&before))]).await;
+    assert_eq!(status, 200);
+
+    // The IdP starts signing with a brand-new key (published at the same moment).
+    let new_key = std::process::Command::new("node")
+        .arg(repo().join("idp/keys/gen-key.mjs"))
+        .output()
+        .unwrap();
+    let new_key: Value = serde_json::from_slice(&new_key.stdout).unwrap();
+    let mut keys: Value =
+        serde_json::from_str(&std::fs::read_to_string(&stack.idp.keys).unwrap()).unwrap();
+    keys["keys"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, new_key.clone());
+    std::fs::write(&stack.idp.keys, keys.to_string()).unwrap();
+    let reloaded = client()
+        .post(format!("{}/test/reload-keys", stack.idp.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert!(reloaded.status().is_success());
+
+    let after = stack.idp.user("alice");
+    assert_eq!(
+        jwt_part(&after, 0)["kid"],
+        new_key["kid"],
+        "the IdP did not sign with the new key"
+    );
+    let started = Instant::now();
+    let (status, _, body) = get(&stack, "/orders/1", &[("authorization", &bearer(&after))]).await;
+    assert_eq!(status, 200, "first new-kid token must be accepted: {body}");
+    eprintln!(
+        "first new-kid request took {:?} (includes the JWKS refetch)",
+        started.elapsed()
+    );
+    let (status, _, _) = get(&stack, "/orders/1", &[("authorization", &bearer(&before))]).await;
+    assert_eq!(
+        status, 200,
+        "old-key tokens keep working while the old key is published"
+    );
+}
+
+#[test]
+fn every_shipped_envoy_config_passes_validate() {
+    let envoy = envoy_bin();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("envoy")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = std::process::Command::new(&envoy)
+                .current_dir(repo())
+                .args(["--mode", "validate", "--base-id"])
+                .arg((std::process::id() % 10_000 * 16 + 15).to_string())
+                .arg("-c")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{} failed validation:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "expected the shipped Envoy configs, found {checked}"
+    );
+}
