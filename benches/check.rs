@@ -1,1 +1,195 @@
-fn main() {}
+//! Micro-benchmarks of the in-process Check path (criterion):
+//!
+//! - `verify/*`: bearer JWT verification (ES256, RS256, EdDSA), cache miss vs hit;
+//! - `map`: request + identity → Cedar request;
+//! - `evaluate`: Cedar evaluation with the example policy set;
+//! - `check/*`: the whole `Gate::check` (identity → decision → record), decision log off.
+//!
+//! Run: `cargo bench --bench check` (results in BENCHMARKS.md).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cedargate::config::Config;
+use cedargate::decision_log::DecisionLog;
+use cedargate::gate::Gate;
+use cedargate::identity::Identity;
+use cedargate::jwks::Jwks;
+use cedargate::jwt::Verifier;
+use cedargate::policy::PolicySnapshot;
+use cedargate::request::HttpRequest;
+use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::json;
+
+const ISSUER: &str = "https://issuer.bench.test";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(cache: u64) -> Config {
+    let example = std::fs::read_to_string(repo().join("cedargate.yaml")).unwrap();
+    let yaml = example
+        .replace("http://127.0.0.1:9400", ISSUER)
+        .replace(
+            "algorithms: [ES256, RS256]",
+            &format!(
+                "algorithms: [ES256, RS256, EdDSA]\n    jwks_file: {}",
+                repo().join("tests/fixtures/keys/jwks.json").display()
+            ),
+        )
+        .replace("capacity: 10000", &format!("capacity: {cache}"))
+        .replace("output: stdout ", "output: off ");
+    Config::parse(&yaml, &repo().join("cedargate.yaml")).unwrap()
+}
+
+fn token(alg: Algorithm, key: &str, kid: &str, n: u64) -> String {
+    let pem = std::fs::read(repo().join(format!("tests/fixtures/keys/{key}.pem"))).unwrap();
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = json!({"alg": format!("{alg:?}"), "typ": "at+jwt", "kid": kid});
+    let claims = json!({
+        "iss": ISSUER, "sub": "alice", "aud": "https://api.cedargate.test", "exp": now + 3600,
+        "iat": now, "jti": format!("bench-{n}"), "client_id": "webapp",
+        "scope": "orders:read orders:write", "groups": ["admins"], "tenant": "acme",
+    });
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg).unwrap();
+    format!("{message}.{sig}")
+}
+
+fn request(token: &str) -> HttpRequest {
+    let mut headers = std::collections::HashMap::new();
+    headers.insert("authorization".to_string(), format!("Bearer {token}"));
+    headers.insert("user-agent".to_string(), "bench/1".to_string());
+    headers.insert("x-request-id".to_string(), "bench".to_string());
+    HttpRequest {
+        request_id: "bench".into(),
+        method: "GET".into(),
+        path: "/orders/42".into(),
+        query: "limit=5".into(),
+        host: "api.example.test".into(),
+        scheme: "http".into(),
+        protocol: "HTTP/1.1".into(),
+        headers,
+        context_extensions: [("service".to_string(), "orders".to_string())]
+            .into_iter()
+            .collect(),
+        source_ip: "127.0.0.1".parse().ok(),
+        source_principal: None,
+        header_bytes: 1200,
+    }
+}
+
+fn gate(rt: &tokio::runtime::Runtime, cache: u64) -> Gate {
+    let config = Arc::new(config(cache));
+    let jwks = Arc::new(Jwks::new(
+        &config.issuers,
+        cedargate::jwks::http_client().unwrap(),
+    ));
+    for issuer in jwks.issuers() {
+        rt.block_on(issuer.refresh()).unwrap();
+    }
+    let policies = PolicySnapshot::load(&repo().join("policies")).unwrap();
+    let log = rt
+        .block_on(async { DecisionLog::start(&config.decision_log.output, 16) })
+        .unwrap();
+    Gate {
+        verifier: Verifier::new(jwks, cache, config.limits.max_token_bytes),
+        policies: ArcSwap::from_pointee(policies),
+        log,
+        config,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cached = gate(&rt, 10_000);
+    let uncached = gate(&rt, 0);
+
+    for (alg, key, kid) in [
+        (Algorithm::ES256, "ec", "test-ec"),
+        (Algorithm::RS256, "rsa", "test-rsa"),
+        (Algorithm::EdDSA, "ed", "test-ed"),
+    ] {
+        let t = token(alg, key, kid, 1);
+        c.bench_function(&format!("verify/{alg:?}/miss"), |b| {
+            b.iter(|| {
+                rt.block_on(uncached.verifier.verify(black_box(&t)))
+                    .unwrap()
+            })
+        });
+        c.bench_function(&format!("verify/{alg:?}/hit"), |b| {
+            b.iter(|| rt.block_on(cached.verifier.verify(black_box(&t))).unwrap())
+        });
+    }
+
+    let t = token(Algorithm::ES256, "ec", "test-ec", 2);
+    let req = request(&t);
+    let (verified, _) = rt.block_on(cached.verifier.verify(&t)).unwrap();
+    let identity = Identity::Token {
+        token: verified,
+        cached: true,
+    };
+    let now = SystemTime::now();
+    c.bench_function("map", |b| {
+        b.iter(|| cedargate::mapping::map(&cached.config, black_box(&identity), &req, now).unwrap())
+    });
+    let (cedar, _) = cedargate::mapping::map(&cached.config, &identity, &req, now).unwrap();
+    let policies = cached.policies.load();
+    c.bench_function("evaluate", |b| {
+        b.iter(|| policies.evaluate(black_box(&cedar)).unwrap())
+    });
+
+    c.bench_function("check/es256/cache-hit", |b| {
+        b.iter(|| {
+            let v = rt.block_on(cached.check(black_box(req.clone())));
+            assert!(v.decision.allowed);
+        })
+    });
+    c.bench_function("check/es256/cache-off", |b| {
+        b.iter(|| {
+            let v = rt.block_on(uncached.check(black_box(req.clone())));
+            assert!(v.decision.allowed);
+        })
+    });
+    let anonymous = {
+        let mut r = request("");
+        r.headers.remove("authorization");
+        r.path = "/orders/status".into();
+        r
+    };
+    c.bench_function("check/anonymous", |b| {
+        b.iter(|| rt.block_on(cached.check(black_box(anonymous.clone()))))
+    });
+}
+
+criterion_group! {
+    name = check;
+    config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(check);

@@ -2,12 +2,12 @@
 // on stdout (no newline games: one line). Errors go to stderr with exit status 1.
 //
 // Service (client_credentials):
-//   node idp/get-token.mjs --issuer http://127.0.0.1:8443 --client-credentials \
+//   node idp/get-token.mjs --issuer http://127.0.0.1:9400 --client-credentials \
 //        --client orders-service --secret orders-service-secret [--scope "orders:read orders:write"]
 //   (--secret defaults to "<client>-secret", the test IdP's convention)
 //
 // Human user (authorization code + PKCE S256, driven over HTTP, no browser):
-//   node idp/get-token.mjs --issuer http://127.0.0.1:8443 --user alice [--scope "openid orders:read"]
+//   node idp/get-token.mjs --issuer http://127.0.0.1:9400 --user alice [--scope "openid orders:read"]
 //   Uses the public client `webapp` (override with --client) and the dev login form (any password).
 //
 // Common options:

@@ -1,12 +1,20 @@
-// cedargate test IdP: a real OpenID provider (oidc-provider, pinned in package.json) on loopback.
-// TEST-ONLY. Never expose it: the login form accepts any password (devInteractions).
+// cedargate test IdP: a real OpenID provider (oidc-provider, pinned in package.json), on loopback
+// by default. TEST-ONLY. Never expose it: the login form accepts any password (devInteractions).
 //
 // Usage:
-//   node idp/idp.mjs --port 8443 --keys idp/keys/demo-keys.json
-//   (env fallbacks: IDP_PORT, IDP_KEYS, IDP_AUDIENCE, IDP_ACCESS_TOKEN_TTL)
+//   node idp/idp.mjs --port 9400 --keys idp/keys/demo-keys.json
+//   (env fallbacks: IDP_HOST, IDP_PORT, IDP_ISSUER, IDP_KEYS, IDP_AUDIENCE, IDP_ACCESS_TOKEN_TTL)
 //
-//   --port N                issuer is http://127.0.0.1:N. `--port 0` picks a free port; the ready
-//                           line then names the real one.
+//   --host ADDR             bind address (default 127.0.0.1). Any non-loopback address exposes
+//                           the any-password login: only on an isolated network (docker-compose.yml
+//                           binds 0.0.0.0 inside the compose network).
+//   --port N                listening port (default 9400). `--port 0` picks a free port.
+//   --issuer URL            the issuer to announce (discovery `issuer`, token `iss`), an origin
+//                           only: scheme://host[:port], no path, no trailing slash. Default
+//                           http://127.0.0.1:<port actually bound>, so with `--port 0` the ready
+//                           line names the real port. An explicit issuer is announced as given
+//                           (it is the name clients reach this IdP by, e.g. http://idp:9400 in
+//                           docker-compose.yml), whatever --host/--port are.
 //   --keys FILE             JSON `{"keys":[<private JWKs>]}` (make keys with idp/keys/gen-key.mjs).
 //                           The FIRST key signs everything (access tokens pin its kid); every key
 //                           is published at the JWKS endpoint.
@@ -14,7 +22,8 @@
 //   --access-token-ttl S    access token lifetime in seconds (default 3600).
 //
 // stdout (machine-readable, one line each):
-//   idp listening on http://127.0.0.1:N      once, when the provider is ready
+//   idp listening on <issuer>                once, when the provider is ready
+//                                            (http://127.0.0.1:N unless --issuer is given)
 //   jwks_request count=N                     per request to the JWKS endpoint (/jwks)
 //   keys_reloaded signing=KID published=K1,K2   after a key reload (see below)
 // Everything else (oidc-provider's warnings, the Node 20 "unsupported runtime" notice) goes to stderr.
@@ -56,7 +65,9 @@ console.info = (...a) => console.error(...a);
 
 const { values: args } = parseArgs({
   options: {
-    port: { type: 'string', default: process.env.IDP_PORT ?? '8443' },
+    host: { type: 'string', default: process.env.IDP_HOST ?? '127.0.0.1' },
+    port: { type: 'string', default: process.env.IDP_PORT ?? '9400' },
+    issuer: { type: 'string', default: process.env.IDP_ISSUER },
     keys: { type: 'string', default: process.env.IDP_KEYS },
     audience: { type: 'string', default: process.env.IDP_AUDIENCE ?? 'https://api.cedargate.test' },
     'access-token-ttl': { type: 'string', default: process.env.IDP_ACCESS_TOKEN_TTL ?? '3600' },
@@ -65,8 +76,26 @@ const { values: args } = parseArgs({
 });
 
 if (!args.keys) {
-  console.error('usage: node idp.mjs --port N --keys FILE   (FILE: {"keys":[<private JWKs>]})');
+  console.error('usage: node idp.mjs [--host ADDR] [--port N] [--issuer URL] --keys FILE   (FILE: {"keys":[<private JWKs>]})');
   process.exit(2);
+}
+const PORT = Number(args.port);
+if (!/^\d+$/.test(args.port) || PORT > 65535) {
+  console.error(`idp: --port must be a port number 0-65535, got ${JSON.stringify(args.port)}`);
+  process.exit(2);
+}
+if (args.issuer !== undefined) {
+  let origin;
+  try {
+    const u = new URL(args.issuer);
+    origin = (u.protocol === 'http:' || u.protocol === 'https:') ? u.origin : undefined;
+  } catch {
+    origin = undefined;
+  }
+  if (origin !== args.issuer) {
+    console.error(`idp: --issuer must be an http(s) origin like http://idp:9400 (no path, no trailing slash, no default port), got ${JSON.stringify(args.issuer)}`);
+    process.exit(2);
+  }
 }
 const AUDIENCE = args.audience;
 // A second resource server, so tests can obtain a validly signed token for the WRONG audience
@@ -252,9 +281,16 @@ const server = http.createServer((req, res) => {
   return handler(req, res);
 });
 
-server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
+const onListenError = (err) => {
+  console.error(`idp: cannot listen on ${args.host}:${args.port}: ${err.message}`);
+  process.exit(1);
+};
+server.once('error', onListenError);
+
+server.listen(PORT, args.host, () => {
+  server.off('error', onListenError);
   const { port } = server.address();
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = args.issuer ?? `http://127.0.0.1:${port}`;
 
   const install = (jwks) => {
     handler = buildProvider(issuer, jwks).callback();

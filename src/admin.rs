@@ -70,6 +70,10 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
             "ready": ready,
             "reasons": reasons,
             "policy_version": &*admin.gate.policies.load().version,
+            "decision_log": {
+                "queued": admin.gate.log.queued(),
+                "dropped": admin.gate.log.dropped(),
+            },
             "issuers": issuers,
         })),
     )

@@ -59,6 +59,21 @@ const DEFAULT_RESOURCE_TYPE: &str = "Service";
 const DEFAULT_GROUP_TYPE: &str = "Group";
 /// Entity type of Cedar actions.
 const ACTION_TYPE: &str = "Action";
+/// Entity type of mTLS peers without a token.
+const DEFAULT_MTLS_TYPE: &str = "Workload";
+/// Policy folder, relative to the config file.
+const DEFAULT_POLICY_DIR: &str = "policies";
+/// Algorithms accepted when an issuer lists none: the two every OIDC provider supports.
+const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+/// Principal of human tokens: `User::"<sub>"` (OIDC's stable subject identifier).
+const DEFAULT_USER_TYPE: &str = "User";
+const DEFAULT_USER_ID_CLAIM: &str = "sub";
+/// Principal of client-only tokens: `Service::"<client_id>"` (RFC 9068 §2.2).
+const DEFAULT_SERVICE_TYPE: &str = "Service";
+const DEFAULT_SERVICE_ID_CLAIM: &str = "client_id";
+/// Longest a Check waits for an unknown-`kid` refetch before answering; the fetch itself goes on
+/// in the background. Below Envoy's usual ext_authz deadline (our configs use 500 ms).
+const DEFAULT_KID_REFETCH_WAIT_MS: u64 = 300;
 
 /// The validated configuration. Every value here has been checked; code that holds a `Config`
 /// never re-validates.
@@ -117,6 +132,10 @@ pub struct IssuerConfig {
     pub kid_refetch_min_interval: Duration,
     /// Timeout of one HTTP fetch.
     pub fetch_timeout: Duration,
+    /// Longest a Check waits for an unknown-`kid` refetch.
+    pub kid_refetch_wait: Duration,
+    /// Whether plain-http issuer/JWKS URLs are accepted beyond loopback (explicit opt-in).
+    pub allow_insecure_http: bool,
     /// How human (end-user) tokens become principals.
     pub user: PrincipalMapping,
     /// How client-only tokens (client_credentials: `sub` absent or equal to `client_id`, per
@@ -174,6 +193,9 @@ pub enum Unmatched {
 pub struct ContextConfig {
     /// Lower-case header names copied into `context.request.headers`.
     pub headers: Vec<String>,
+    /// Query parameter names copied into `context.request.query`. An allow-list, because query
+    /// strings carry secrets too (`?access_token=`, API keys) and the context is logged.
+    pub query: Vec<String>,
 }
 
 /// Input size bounds.
@@ -222,7 +244,7 @@ pub enum LogOutput {
 struct RawConfig {
     #[serde(default)]
     listen: RawListen,
-    realm: Option<String>,
+    realm: Option<Spanned<String>>,
     #[serde(default)]
     issuers: Vec<Spanned<RawIssuer>>,
     mtls: Option<Spanned<RawMtls>>,
@@ -260,9 +282,12 @@ struct RawIssuer {
     leeway_seconds: Option<Spanned<u64>>,
     jwks_uri: Option<Spanned<String>>,
     jwks_file: Option<String>,
-    refresh_seconds: Option<u64>,
-    kid_refetch_min_interval_seconds: Option<u64>,
-    fetch_timeout_ms: Option<u64>,
+    refresh_seconds: Option<Spanned<u64>>,
+    kid_refetch_min_interval_seconds: Option<Spanned<u64>>,
+    kid_refetch_wait_ms: Option<Spanned<u64>>,
+    fetch_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
     #[serde(default)]
     principal: RawPrincipal,
     service_principal: Option<RawPrincipal>,
@@ -307,7 +332,7 @@ struct RawRoute {
 struct RawResource {
     #[serde(rename = "type")]
     entity_type: Spanned<String>,
-    id: String,
+    id: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -315,6 +340,8 @@ struct RawResource {
 struct RawContext {
     #[serde(default)]
     headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    query: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -335,7 +362,7 @@ struct RawTokenCache {
 struct RawDecisionLog {
     output: Option<String>,
     path: Option<String>,
-    queue: Option<usize>,
+    queue: Option<Spanned<usize>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,7 +533,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
     }
 
     let mtls = raw.mtls.as_ref().map(|m| MtlsConfig {
-        entity_type: entity_type(m.value.entity_type.as_ref(), "Service", problems),
+        entity_type: entity_type(m.value.entity_type.as_ref(), DEFAULT_MTLS_TYPE, problems),
         trust_domains: m.value.trust_domains.iter().cloned().collect(),
     });
 
@@ -557,7 +584,36 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         }
     }
 
-    let policy_dir = resolve(base, raw.policy_dir.as_deref().unwrap_or("policies"));
+    let mut query = Vec::new();
+    for q in &raw.context.query {
+        if matches!(
+            q.value.as_str(),
+            "access_token" | "id_token" | "code" | "client_secret"
+        ) {
+            problems.at(
+                q,
+                format!(
+                    "context.query must not include `{}`: it carries credentials",
+                    q.value
+                ),
+            );
+        } else if q.value.starts_with("__") {
+            problems.at(
+                q,
+                format!(
+                    "`{}`: names starting with `__` are reserved by Cedar",
+                    q.value
+                ),
+            );
+        } else {
+            query.push(q.value.clone());
+        }
+    }
+
+    let policy_dir = resolve(
+        base,
+        raw.policy_dir.as_deref().unwrap_or(DEFAULT_POLICY_DIR),
+    );
 
     let limits = Limits {
         max_token_bytes: raw
@@ -585,6 +641,12 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
             problems.nowhere("decision_log.output `file` needs decision_log.path");
             LogOutput::Stdout
         }
+        (Some(out @ ("stdout" | "stderr" | "off")), Some(_)) => {
+            problems.nowhere(format!(
+                "decision_log.path is only for output `file`, not `{out}`"
+            ));
+            LogOutput::Stdout
+        }
         (Some(other), _) => {
             problems.nowhere(format!(
                 "decision_log.output must be stdout, stderr, file or off, not `{other}`"
@@ -597,14 +659,14 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         source: path.to_path_buf(),
         grpc_listen,
         admin_listen,
-        realm: raw.realm.as_deref().unwrap_or(DEFAULT_REALM).into(),
+        realm: realm(raw.realm.as_ref(), problems),
         issuers,
         mtls,
         anonymous_type,
         routes: Arc::new(RouteTable::new(routes)),
         unmatched,
         resource_type,
-        context: ContextConfig { headers },
+        context: ContextConfig { headers, query },
         policy_dir,
         limits,
         token_cache: TokenCacheConfig {
@@ -615,12 +677,31 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         },
         decision_log: DecisionLogConfig {
             output,
-            queue: raw
-                .decision_log
-                .queue
-                .unwrap_or(DEFAULT_DECISION_LOG_QUEUE)
-                .max(1),
+            queue: positive(
+                raw.decision_log.queue.as_ref(),
+                DEFAULT_DECISION_LOG_QUEUE,
+                "decision_log.queue",
+                problems,
+            ),
         },
+    }
+}
+
+/// The realm goes inside a quoted `WWW-Authenticate` parameter: printable ASCII, no quote or
+/// backslash, so it can never break the header.
+fn realm(raw: Option<&Spanned<String>>, problems: &mut Problems) -> Arc<str> {
+    match raw {
+        None => DEFAULT_REALM.into(),
+        Some(r) => {
+            let ok = !r.value.is_empty()
+                && r.value
+                    .bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            if !ok {
+                problems.at(r, "realm must be printable ASCII without `\"` or `\\`");
+            }
+            r.value.as_str().into()
+        }
     }
 }
 
@@ -673,11 +754,11 @@ fn validate_issuer(
     let raw = &spanned.value;
     // `iss` is compared exactly, so the configured value is kept as written.
     let issuer = raw.issuer.value.clone();
-    if !is_secure_url(&issuer) {
+    if !raw.allow_insecure_http && !is_secure_url(&issuer) {
         problems.at(
             &raw.issuer,
             format!(
-                "issuer `{issuer}` must be an https URL (http is accepted only for loopback hosts)"
+                "issuer `{issuer}` must be an https URL (http is accepted for loopback hosts, or with allow_insecure_http: true)"
             ),
         );
     }
@@ -688,7 +769,7 @@ fn validate_issuer(
         );
     }
     let algorithms = match &raw.algorithms {
-        None => vec![Algorithm::RS256, Algorithm::ES256],
+        None => DEFAULT_ALGORITHMS.to_vec(),
         Some(list) => {
             let mut out = Vec::new();
             for a in list {
@@ -723,7 +804,7 @@ fn validate_issuer(
             KeySource::Discovery
         }
         (Some(uri), None) => {
-            if !is_secure_url(&uri.value) {
+            if !raw.allow_insecure_http && !is_secure_url(&uri.value) {
                 problems.at(uri, "jwks_uri must be https (http only for loopback hosts)");
             }
             KeySource::JwksUri(uri.value.clone())
@@ -731,11 +812,16 @@ fn validate_issuer(
         (None, Some(file)) => KeySource::File(resolve(base, file)),
         (None, None) => KeySource::Discovery,
     };
-    let user = principal_mapping(&raw.principal, "User", "sub", problems);
+    let user = principal_mapping(
+        &raw.principal,
+        DEFAULT_USER_TYPE,
+        DEFAULT_USER_ID_CLAIM,
+        problems,
+    );
     let service = raw
         .service_principal
         .as_ref()
-        .map(|p| principal_mapping(p, "Service", "client_id", problems));
+        .map(|p| principal_mapping(p, DEFAULT_SERVICE_TYPE, DEFAULT_SERVICE_ID_CLAIM, problems));
     IssuerConfig {
         name: raw
             .name
@@ -747,22 +833,50 @@ fn validate_issuer(
         algorithms,
         leeway: Duration::from_secs(leeway),
         keys,
-        refresh: Duration::from_secs(
-            raw.refresh_seconds
-                .unwrap_or(DEFAULT_JWKS_REFRESH_SECS)
-                .max(1),
-        ),
-        kid_refetch_min_interval: Duration::from_secs(
-            raw.kid_refetch_min_interval_seconds
-                .unwrap_or(DEFAULT_KID_REFETCH_MIN_INTERVAL_SECS),
-        ),
-        fetch_timeout: Duration::from_millis(
-            raw.fetch_timeout_ms
-                .unwrap_or(DEFAULT_FETCH_TIMEOUT_MS)
-                .max(1),
-        ),
+        refresh: Duration::from_secs(positive(
+            raw.refresh_seconds.as_ref(),
+            DEFAULT_JWKS_REFRESH_SECS,
+            "refresh_seconds",
+            problems,
+        )),
+        kid_refetch_min_interval: Duration::from_secs(positive(
+            raw.kid_refetch_min_interval_seconds.as_ref(),
+            DEFAULT_KID_REFETCH_MIN_INTERVAL_SECS,
+            "kid_refetch_min_interval_seconds (the rate limit on refetches cannot be off)",
+            problems,
+        )),
+        kid_refetch_wait: Duration::from_millis(positive(
+            raw.kid_refetch_wait_ms.as_ref(),
+            DEFAULT_KID_REFETCH_WAIT_MS,
+            "kid_refetch_wait_ms",
+            problems,
+        )),
+        fetch_timeout: Duration::from_millis(positive(
+            raw.fetch_timeout_ms.as_ref(),
+            DEFAULT_FETCH_TIMEOUT_MS,
+            "fetch_timeout_ms",
+            problems,
+        )),
+        allow_insecure_http: raw.allow_insecure_http,
         user,
         service,
+    }
+}
+
+/// A number that must be at least 1; reports 0 instead of silently changing it.
+fn positive<T: Copy + PartialOrd + From<u8>>(
+    raw: Option<&Spanned<T>>,
+    default: T,
+    name: &str,
+    problems: &mut Problems,
+) -> T {
+    match raw {
+        None => default,
+        Some(v) if v.value < T::from(1) => {
+            problems.at(v, format!("{name} must be at least 1"));
+            default
+        }
+        Some(v) => v.value,
     }
 }
 
@@ -782,7 +896,7 @@ fn principal_mapping(
 }
 
 /// https anywhere; http only where the traffic cannot leave the machine.
-fn is_secure_url(url: &str) -> bool {
+pub fn is_secure_url(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }
@@ -838,10 +952,10 @@ fn validate_route(spanned: &Spanned<RawRoute>, problems: &mut Problems) -> Optio
                 format!("`{}` is not a Cedar entity type name", r.entity_type.value),
             );
         }
-        for param in placeholders(&r.id) {
+        for param in placeholders(&r.id.value) {
             if !template.params().any(|p| p == param) && param != "service" && param != "host" {
                 problems.at(
-                    &r.entity_type,
+                    &r.id,
                     format!(
                         "resource id uses `{{{param}}}`, which the path `{}` does not capture",
                         raw.path.value
@@ -849,7 +963,10 @@ fn validate_route(spanned: &Spanned<RawRoute>, problems: &mut Problems) -> Optio
                 );
             }
         }
-        (Arc::<str>::from(r.entity_type.value.as_str()), r.id.clone())
+        (
+            Arc::<str>::from(r.entity_type.value.as_str()),
+            r.id.value.clone(),
+        )
     });
     Some(Route {
         name: raw

@@ -2,8 +2,8 @@
 //!
 //! Synchronous and free of IO: it never awaits, never fetches keys, never writes logs. Every
 //! failure becomes a deny here, in one place, with one reason code: a bad credential is a 401
-//! whatever the policies say; an anonymous caller that is denied gets a 401 challenge; everything
-//! else denied is a 403.
+//! whatever the policies say; an anonymous caller that is denied gets a 401 challenge; missing
+//! issuer keys (an outage on our side) are a 503; everything else denied is a 403.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError};
+use crate::jwt::TokenError;
 use crate::mapping::{self, CedarRequest, MappingError};
 use crate::policy::PolicySnapshot;
 use crate::request::HttpRequest;
@@ -43,8 +44,6 @@ pub struct Decision {
     pub cedar: Option<CedarRequest>,
     /// The matched route's name.
     pub route: Option<String>,
-    /// Whether the caller presented no credential (drives the 401 challenge).
-    pub anonymous: bool,
     /// `error` for the `WWW-Authenticate` challenge (`invalid_token`, `invalid_request`).
     pub challenge_error: Option<&'static str>,
     /// Policy-set version that decided.
@@ -61,7 +60,6 @@ impl Decision {
             errors: Vec::new(),
             cedar: None,
             route: None,
-            anonymous: false,
             challenge_error: None,
             policy_version: version.clone(),
         }
@@ -87,12 +85,18 @@ pub fn decide(
     }
     let identity = match identity {
         Ok(identity) => identity,
+        // Our keys are missing (IdP unreachable since start): an outage, not the caller's fault.
+        Err(IdentityError::Token(TokenError::KeysUnavailable)) => {
+            return Decision::deny(503, TokenError::KeysUnavailable.reason(), version);
+        }
         Err(e) => {
             let mut d = Decision::deny(401, e.reason(), version);
-            d.challenge_error = Some(match e {
-                IdentityError::UnsupportedScheme => "invalid_request",
-                _ => "invalid_token",
-            });
+            // RFC 6750 §3.1: an error code only for a bad bearer token; a request with another
+            // scheme or no token gets a bare challenge.
+            d.challenge_error = match e {
+                IdentityError::Token(_) => Some("invalid_token"),
+                IdentityError::UnsupportedScheme | IdentityError::UntrustedPeer => None,
+            };
             return d;
         }
     };
@@ -100,9 +104,7 @@ pub fn decide(
     let (cedar, route) = match mapping::map(config, identity, request, now) {
         Ok(mapped) => mapped,
         Err(MappingError::NoRoute) => {
-            let mut d = Decision::deny(if anonymous { 401 } else { 403 }, "no_route", version);
-            d.anonymous = anonymous;
-            return d;
+            return Decision::deny(if anonymous { 401 } else { 403 }, "no_route", version);
         }
         Err(MappingError::Token(e)) => {
             let mut d = Decision::deny(401, e.reason(), version);
@@ -113,7 +115,11 @@ pub fn decide(
     let evaluation = match policies.evaluate(&cedar) {
         Ok(e) => e,
         Err(e) => {
-            let mut d = Decision::deny(403, "evaluation_error", version);
+            let mut d = Decision::deny(
+                if anonymous { 401 } else { 403 },
+                "evaluation_error",
+                version,
+            );
             d.errors.push(e.to_string());
             d.cedar = Some(cedar);
             d.route = route;
@@ -150,7 +156,6 @@ pub fn decide(
         errors: evaluation.errors,
         cedar: Some(cedar),
         route,
-        anonymous,
         challenge_error: None,
         policy_version: version.clone(),
     }

@@ -1,4 +1,4 @@
-//! Decision records: one versioned JSON line per Check, written off the request path.
+//! Decision records: one versioned JSON line per Check, queued off the request path.
 //!
 //! [`DecisionRecord`] is a public contract (documented in `docs/decision-log.md`; bump `v` on
 //! any incompatible change). Checks hand records to a bounded queue with `try_send` and never
@@ -45,7 +45,7 @@ pub struct TokenFacts {
     pub cached: bool,
 }
 
-/// One decision, as written.
+/// One decision, as queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     /// Format version ([`RECORD_VERSION`]).
@@ -101,28 +101,36 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
+/// What travels to the writer thread.
+enum Message {
+    /// A record to write.
+    Record(Box<DecisionRecord>),
+    /// Flush everything queued before this, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The sending half: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct DecisionLog {
     /// Queue to the writer; `None` when logging is off.
-    sender: Option<mpsc::Sender<DecisionRecord>>,
+    sender: Option<mpsc::Sender<Message>>,
     /// Records dropped because the queue was full.
     dropped: Arc<AtomicU64>,
-    /// Records accepted.
-    written: Arc<AtomicU64>,
+    /// Records accepted into the queue.
+    queued: Arc<AtomicU64>,
 }
 
 impl DecisionLog {
     /// Starts the writer task for `output`.
     pub fn start(output: &LogOutput, queue: usize) -> std::io::Result<DecisionLog> {
         let dropped = Arc::new(AtomicU64::new(0));
-        let written = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicU64::new(0));
         let sink: Box<dyn Write + Send> = match output {
             LogOutput::Off => {
                 return Ok(DecisionLog {
                     sender: None,
                     dropped,
-                    written,
+                    queued,
                 });
             }
             LogOutput::Stdout => Box::new(std::io::stdout()),
@@ -143,7 +151,7 @@ impl DecisionLog {
         Ok(DecisionLog {
             sender: Some(sender),
             dropped,
-            written,
+            queued,
         })
     }
 
@@ -152,9 +160,9 @@ impl DecisionLog {
         let Some(sender) = &self.sender else {
             return;
         };
-        match sender.try_send(record) {
+        match sender.try_send(Message::Record(Box::new(record))) {
             Ok(()) => {
-                self.written.fetch_add(1, Ordering::Relaxed);
+                self.queued.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -166,10 +174,30 @@ impl DecisionLog {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Records accepted into the queue so far.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Waits (up to `limit`) until everything queued so far is written and flushed: used on
+    /// shutdown so that the last decisions are not lost.
+    pub async fn flush(&self, limit: Duration) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if tokio::time::timeout(limit, sender.send(Message::Flush(done)))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(limit, wait).await;
+        }
+    }
 }
 
 fn write_records(
-    mut receiver: mpsc::Receiver<DecisionRecord>,
+    mut receiver: mpsc::Receiver<Message>,
     sink: Box<dyn Write + Send>,
     dropped: &AtomicU64,
 ) {
@@ -177,20 +205,29 @@ fn write_records(
     let mut reported = 0u64;
     let mut last_report = std::time::Instant::now();
     let mut line = Vec::with_capacity(2048);
-    while let Some(record) = receiver.blocking_recv() {
-        let mut next = Some(record);
+    while let Some(message) = receiver.blocking_recv() {
+        let mut next = Some(message);
         let mut result = Ok(());
+        let mut flushed = Vec::new();
         // Drain what is queued, then flush once.
-        while let Some(record) = next.take() {
-            line.clear();
-            if serde_json::to_writer(&mut line, &record).is_ok() {
-                line.push(b'\n');
-                result = result.and(out.write_all(&line));
+        while let Some(message) = next.take() {
+            match message {
+                Message::Record(record) => {
+                    line.clear();
+                    if serde_json::to_writer(&mut line, &record).is_ok() {
+                        line.push(b'\n');
+                        result = result.and(out.write_all(&line));
+                    }
+                }
+                Message::Flush(done) => flushed.push(done),
             }
             next = receiver.try_recv().ok();
         }
         if let Err(e) = result.and(out.flush()) {
             tracing::error!(error = %e, "decision_log.write_failed");
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
         let now_dropped = dropped.load(Ordering::Relaxed);
         if now_dropped > reported && last_report.elapsed() >= DROP_REPORT_INTERVAL {

@@ -43,7 +43,12 @@ impl Gate {
     pub async fn check(&self, request: HttpRequest) -> Verdict {
         let started = Instant::now();
         let arrived = SystemTime::now();
-        let identity = identity::resolve(&self.config, &self.verifier, &request).await;
+        // Oversized requests are denied by `decide` before anything else; don't verify their tokens.
+        let identity = if request.header_bytes > self.config.limits.max_header_bytes {
+            Ok(Identity::Anonymous)
+        } else {
+            identity::resolve(&self.config, &self.verifier, &request).await
+        };
         let policies = self.policies.load();
         let decision = decision::decide(&self.config, &policies, &request, &identity, arrived);
         let verdict = Verdict {

@@ -26,6 +26,7 @@ pub const DECISION_ID_HEADER: &str = "x-cedargate-decision-id";
 const GRPC_OK: i32 = 0;
 const GRPC_PERMISSION_DENIED: i32 = 7;
 const GRPC_UNAUTHENTICATED: i32 = 16;
+const GRPC_UNAVAILABLE: i32 = 14;
 
 /// The Authorization service.
 #[derive(Clone)]
@@ -146,13 +147,13 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             ..CheckResponse::default()
         };
     }
-    let (code, error) = if d.status == 401 {
-        (
+    let (code, error) = match d.status {
+        401 => (
             GRPC_UNAUTHENTICATED,
             d.challenge_error.unwrap_or("unauthorized"),
-        )
-    } else {
-        (GRPC_PERMISSION_DENIED, "forbidden")
+        ),
+        503 => (GRPC_UNAVAILABLE, "unavailable"),
+        _ => (GRPC_PERMISSION_DENIED, "forbidden"),
     };
     let mut headers = vec![
         header("content-type", "application/json".to_string()),

@@ -53,18 +53,15 @@ impl IdentityError {
 
 /// The bearer token in an `Authorization` header value, if it is one.
 pub fn bearer(authorization: &str) -> Result<&str, IdentityError> {
+    // `trim` then a split at the first whitespace: the token part is never empty.
     let (scheme, token) = authorization
         .trim()
-        .split_once(' ')
+        .split_once(char::is_whitespace)
         .ok_or(IdentityError::UnsupportedScheme)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(IdentityError::UnsupportedScheme);
     }
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(IdentityError::Token(TokenError::Malformed));
-    }
-    Ok(token)
+    Ok(token.trim())
 }
 
 /// Resolves the caller of `request`.
@@ -100,6 +97,7 @@ mod tests {
     fn bearer_scheme_is_case_insensitive_and_others_are_rejected() {
         assert_eq!(bearer("Bearer abc"), Ok("abc"));
         assert_eq!(bearer("bearer   abc "), Ok("abc"));
+        assert_eq!(bearer("Bearer\tabc"), Ok("abc"));
         assert_eq!(
             bearer("Basic dXNlcjpwdw=="),
             Err(IdentityError::UnsupportedScheme)

@@ -105,9 +105,11 @@ impl Key {
 pub struct KeySet {
     /// Usable keys.
     pub keys: Vec<Key>,
-    /// Increases with every successful fetch whose content changed; cached tokens verified under
-    /// another version are re-verified, so a removed key stops working at once.
+    /// Increases when a fetch brings different content; cached tokens verified under another
+    /// version are re-verified, so a removed key stops working at once.
     pub version: u64,
+    /// SHA-256 of the fetched document, to tell a changed key set from an unchanged one.
+    content: [u8; 32],
     /// When these keys were fetched.
     pub fetched_at: SystemTime,
 }
@@ -224,10 +226,15 @@ impl IssuerKeys {
     pub async fn refresh(&self) -> Result<Arc<KeySet>, JwksError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         match self.fetch().await {
-            Ok(keys) => {
+            Ok((keys, content)) => {
+                let version = match self.snapshot() {
+                    Some(current) if current.content == content => current.version,
+                    _ => self.next_version.fetch_add(1, Ordering::Relaxed),
+                };
                 let set = Arc::new(KeySet {
                     keys,
-                    version: self.next_version.fetch_add(1, Ordering::Relaxed),
+                    version,
+                    content,
                     fetched_at: SystemTime::now(),
                 });
                 self.current.store(Some(set.clone()));
@@ -243,9 +250,10 @@ impl IssuerKeys {
     }
 
     /// Called on an unknown `kid`: refetches at most once per `kid_refetch_min_interval`, with
-    /// all concurrent callers sharing one fetch. Returns the snapshot to retry with, if it
-    /// changed or now knows the kid.
-    pub async fn refetch_for_kid(&self, kid: &str) -> Option<Arc<KeySet>> {
+    /// all concurrent callers sharing one fetch. The fetch runs as its own task, so a caller
+    /// that stops waiting (after `kid_refetch_wait`, below Envoy's deadline) does not cancel it.
+    /// Returns the snapshot to retry with.
+    pub async fn refetch_for_kid(self: &Arc<Self>, kid: &str) -> Option<Arc<KeySet>> {
         let mut last = self.refetch.lock().await;
         // Someone else's refetch may have brought the kid while we waited.
         if let Some(current) = self.snapshot()
@@ -257,9 +265,10 @@ impl IssuerKeys {
             return None;
         }
         *last = Some(Instant::now());
-        let fetched = tokio::time::timeout(self.config.fetch_timeout, self.refresh()).await;
-        match fetched {
-            Ok(Ok(set)) => Some(set),
+        let this = self.clone();
+        let fetch = tokio::spawn(async move { this.refresh().await });
+        match tokio::time::timeout(self.config.kid_refetch_wait, fetch).await {
+            Ok(Ok(Ok(set))) => Some(set),
             _ => None,
         }
     }
@@ -292,7 +301,7 @@ impl IssuerKeys {
         })
     }
 
-    async fn fetch(&self) -> Result<Vec<Key>, JwksError> {
+    async fn fetch(&self) -> Result<(Vec<Key>, [u8; 32]), JwksError> {
         let (name, text) = match &self.config.keys {
             KeySource::File(path) => {
                 let name = path.display().to_string();
@@ -326,7 +335,8 @@ impl IssuerKeys {
                 (uri, text)
             }
         };
-        parse_jwks(&name, &text, &self.config.algorithms)
+        let keys = parse_jwks(&name, &text, &self.config.algorithms)?;
+        Ok((keys, crate::jwt::sha256(text.as_bytes())))
     }
 
     async fn discover(&self) -> Result<String, JwksError> {
@@ -345,6 +355,15 @@ impl IssuerKeys {
                 message: format!(
                     "discovery says issuer `{}`, configured `{}` (OIDC Discovery §4.3 requires them equal)",
                     doc.issuer, self.config.issuer
+                ),
+            });
+        }
+        if !self.config.allow_insecure_http && !crate::config::is_secure_url(&doc.jwks_uri) {
+            return Err(JwksError::Document {
+                url,
+                message: format!(
+                    "jwks_uri `{}` must be https (http only for loopback hosts)",
+                    doc.jwks_uri
                 ),
             });
         }
@@ -492,10 +511,11 @@ impl Jwks {
     }
 }
 
-/// A reqwest client suitable for key fetching: no redirects to other schemes, rustls.
+/// A reqwest client for key fetching (rustls). Redirects are not followed: discovery and JWKS
+/// URLs are configuration, and a redirect could downgrade https to http or leave the IdP.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("cedargate/", env!("CARGO_PKG_VERSION")))
         .build()
 }

@@ -271,7 +271,7 @@ impl Verifier {
     }
 }
 
-async fn refetch(keys: &IssuerKeys, kid: &str) -> Result<Arc<KeySet>, TokenError> {
+async fn refetch(keys: &Arc<IssuerKeys>, kid: &str) -> Result<Arc<KeySet>, TokenError> {
     match keys.refetch_for_kid(kid).await {
         Some(set) if set.has_kid(kid) => Ok(set),
         _ => Err(TokenError::UnknownKid),

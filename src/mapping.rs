@@ -138,13 +138,35 @@ fn service_ref(config: &Config, id: &str) -> EntityRef {
     }
 }
 
-/// Fills `{param}`, `{service}` and `{host}` in a resource id template.
+/// Fills `{param}`, `{service}` and `{host}` in a resource id template, in one pass: a captured
+/// value that itself looks like `{service}` is copied literally, never expanded again.
 fn fill(template: &str, params: &[(String, String)], service: &str, host: &str) -> String {
-    let mut out = template.to_string();
-    for (name, value) in params {
-        out = out.replace(&format!("{{{name}}}"), value);
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let (before, after) = rest.split_at(open);
+        out.push_str(before);
+        let Some(close) = after.find('}') else {
+            out.push_str(after);
+            return out;
+        };
+        let name = after.get(1..close).unwrap_or_default();
+        let value = match name {
+            "service" => Some(service),
+            "host" => Some(host),
+            _ => params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str()),
+        };
+        match value {
+            Some(v) => out.push_str(v),
+            None => out.push_str(after.get(..=close).unwrap_or_default()),
+        }
+        rest = after.get(close + 1..).unwrap_or_default();
     }
-    out.replace("{service}", service).replace("{host}", host)
+    out.push_str(rest);
+    out
 }
 
 fn principal(
@@ -279,11 +301,13 @@ fn context(
     now: SystemTime,
 ) -> Value {
     let mut query = BTreeMap::new();
-    for (k, v) in form_urlencoded::parse(request.query.as_bytes()) {
-        if !is_escape_key(&k) {
-            query
-                .entry(k.into_owned())
-                .or_insert_with(|| v.into_owned());
+    if !config.context.query.is_empty() {
+        for (k, v) in form_urlencoded::parse(request.query.as_bytes()) {
+            if config.context.query.iter().any(|allowed| *allowed == k) {
+                query
+                    .entry(k.into_owned())
+                    .or_insert_with(|| v.into_owned());
+            }
         }
     }
     let headers: Map<String, Value> = config
@@ -338,10 +362,16 @@ fn context(
 fn token_context(token: &VerifiedToken) -> Value {
     let mut t = Map::new();
     t.insert("issuer".into(), (&*token.issuer.name).into());
-    for claim in ["iss", "sub", "client_id", "jti"] {
+    for claim in ["iss", "sub", "jti"] {
         if let Some(v) = token.claim_str(claim) {
             t.insert(claim.into(), v.into());
         }
+    }
+    if let Some(client) = token
+        .claim_str("client_id")
+        .or_else(|| token.claim_str("azp"))
+    {
+        t.insert("client_id".into(), client.into());
     }
     let aud = match token.claims.get("aud") {
         Some(Value::String(s)) => vec![Value::from(s.as_str())],
@@ -399,6 +429,16 @@ mod tests {
             time_context(t),
             json!({"epoch": 1_796_043_900u64, "hour": 13, "weekday": 1})
         );
+    }
+
+    #[test]
+    fn resource_templates_fill_once() {
+        let params = vec![("tenant".to_string(), "{service}".to_string())];
+        assert_eq!(
+            fill("{tenant}/{service}@{host}", &params, "orders", "h"),
+            "{service}/orders@h"
+        );
+        assert_eq!(fill("x{unknown}y{", &params, "s", "h"), "x{unknown}y{");
     }
 
     #[test]

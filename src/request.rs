@@ -42,8 +42,8 @@ impl HttpRequest {
         self.headers.get(name).map(String::as_str)
     }
 
-    /// Splits Envoy's `path` (which carries the query string) into path and query, and strips the
-    /// port from a host.
+    /// Splits Envoy's `path` (which carries the query string) into path and query; drops a
+    /// fragment.
     pub fn split_target(target: &str) -> (String, String) {
         let without_fragment = target.split('#').next().unwrap_or(target);
         match without_fragment.split_once('?') {

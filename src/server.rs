@@ -23,6 +23,9 @@ use crate::jwks::{self, Jwks};
 use crate::jwt::Verifier;
 use crate::policy::{PolicyLoadError, PolicySnapshot};
 
+/// How long shutdown waits for queued decision records to be written.
+const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -177,6 +180,7 @@ impl Running {
             Ok(Err(e)) => tracing::error!(error = %e, "grpc.serve_failed"),
             Err(e) => tracing::error!(error = %e, "grpc.task_failed"),
         }
+        self.gate.log.flush(LOG_FLUSH_LIMIT).await;
         let _ = self.stop_admin.send(());
         for task in self.refresh_tasks {
             task.abort();

@@ -1,7 +1,11 @@
 // cedargate test upstream: echoes what Envoy forwarded, so tests can see the headers cedargate
 // added or stripped. TEST-ONLY.
 //
-//   node upstream/upstream.mjs --port 8081 [--grpc-port 8082]
+//   node upstream/upstream.mjs [--host 127.0.0.1] --port 8081 [--grpc-port 8082]
+//   (env fallbacks: UPSTREAM_HOST, UPSTREAM_PORT, UPSTREAM_GRPC_PORT)
+//
+// --host ADDR binds both the HTTP and the gRPC listener (default 127.0.0.1; docker-compose.yml
+// uses 0.0.0.0 inside the compose network). Port 0 picks a free port; the ready lines name it.
 //
 // Dependencies: `ws` from idp/node_modules (install with scripts/install-idp.sh). Node's ESM
 // loader ignores NODE_PATH, so this file resolves `ws` itself through createRequire anchored at
@@ -20,8 +24,9 @@
 //   HealthCheckResponse{status: SERVING}; the response's initial metadata carries
 //   echo-headers: base64url(JSON of the request headers), so tests can see them over gRPC too.
 //
-// stdout: "upstream listening on 127.0.0.1:N" once the HTTP port is ready (followed by
-// "upstream grpc listening on 127.0.0.1:M" when --grpc-port is given, printed first).
+// stdout: "upstream listening on HOST:N" once the HTTP port is ready (preceded by
+// "upstream grpc listening on HOST:M" when --grpc-port is given). HOST is the address actually
+// bound (127.0.0.1 by default, 0.0.0.0 with --host 0.0.0.0, [::1] style for IPv6).
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import { createRequire } from 'node:module';
@@ -32,11 +37,30 @@ const { WebSocketServer } = require('ws');
 
 const { values: args } = parseArgs({
   options: {
+    host: { type: 'string', default: process.env.UPSTREAM_HOST ?? '127.0.0.1' },
     port: { type: 'string', default: process.env.UPSTREAM_PORT ?? '8081' },
     'grpc-port': { type: 'string', default: process.env.UPSTREAM_GRPC_PORT },
   },
   strict: true,
 });
+
+// "host:port" of a listening server, IPv6 hosts in brackets.
+function boundAddress(srv) {
+  const { address, family, port } = srv.address();
+  return family === 'IPv6' || family === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function listenOrDie(srv, port, name, onReady) {
+  const onError = (err) => {
+    console.error(`upstream: cannot listen (${name}) on ${args.host}:${port}: ${err.message}`);
+    process.exit(1);
+  };
+  srv.once('error', onError);
+  srv.listen(port, args.host, () => {
+    srv.off('error', onError);
+    onReady();
+  });
+}
 
 const b64json = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
@@ -100,8 +124,8 @@ function startGrpc(port) {
         stream.end(msg);
       });
     });
-    grpc.listen(port, '127.0.0.1', () => {
-      console.log(`upstream grpc listening on 127.0.0.1:${grpc.address().port}`);
+    listenOrDie(grpc, port, 'grpc', () => {
+      console.log(`upstream grpc listening on ${boundAddress(grpc)}`);
       resolve(grpc);
     });
   });
@@ -109,8 +133,8 @@ function startGrpc(port) {
 
 if (args['grpc-port'] !== undefined) await startGrpc(Number.parseInt(args['grpc-port'], 10));
 
-server.listen(Number.parseInt(args.port, 10), '127.0.0.1', () => {
-  console.log(`upstream listening on 127.0.0.1:${server.address().port}`);
+listenOrDie(server, Number.parseInt(args.port, 10), 'http', () => {
+  console.log(`upstream listening on ${boundAddress(server)}`);
 });
 
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(0));

@@ -338,9 +338,9 @@ impl Stack {
             .replace("127.0.0.1:9192", &format!("127.0.0.1:{cedargate_admin}"))
             .replace("policy_dir: policies", &format!("policy_dir: {}", repo().join("policies").display()))
             .replace(
-                "\nanonymous_type:",
+                "\nmtls:",
                 &format!(
-                    "  - name: short-idp\n    issuer: {}\n    audiences: [https://api.cedargate.test]\n    algorithms: [ES256]\n    leeway_seconds: 0\n    principal: {{ groups_claim: groups }}\n\nanonymous_type:",
+                    "  - name: short-idp\n    issuer: {}\n    audiences: [https://api.cedargate.test]\n    algorithms: [ES256]\n    leeway_seconds: 0\n    principal: {{ groups_claim: groups }}\n\nmtls:",
                     short_idp.issuer
                 ),
             );
