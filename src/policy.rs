@@ -15,9 +15,10 @@ use std::time::SystemTime;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet,
-    Request, Schema, ValidationMode, Validator,
+    Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
+use serde_json::Value;
 
 use crate::jwt::{hex_prefix, sha256};
 use crate::mapping::{CedarRequest, EntityRef};
@@ -341,8 +342,7 @@ impl PolicySnapshot {
         let principal = uid(&request.principal)?;
         let action = uid(&request.action)?;
         let resource = uid(&request.resource)?;
-        let context = Context::from_json_value(request.context.clone(), None)
-            .map_err(|e| invalid("context")(&e))?;
+        let context = context(&request.context)?;
         let cedar_request = Request::new(principal, action, resource, context, None)
             .map_err(|e| invalid("request")(&e))?;
 
@@ -351,8 +351,7 @@ impl PolicySnapshot {
         let principal_uid = uid(&request.principal)?;
         let mut derived = Vec::with_capacity(request.entities.len());
         for value in &request.entities {
-            let entity =
-                Entity::from_json_value(value.clone(), None).map_err(|e| invalid("entity")(&e))?;
+            let entity = entity(value)?;
             let is_principal = entity.uid() == principal_uid;
             if is_principal || !self.static_uids.contains(&entity.uid()) {
                 derived.push(entity);
@@ -395,6 +394,96 @@ impl PolicySnapshot {
     pub fn reason(&self, id: &str) -> Option<&Arc<str>> {
         self.info.get(id).and_then(|i| i.reason.as_ref())
     }
+}
+
+/// The context record from its Cedar-JSON form. Built through `RestrictedExpression`s rather
+/// than `Context::from_json_value`, which measured ~5× slower on this path (80 µs vs 15 µs).
+fn context(value: &Value) -> Result<Context, EvaluationError> {
+    let Value::Object(map) = value else {
+        return Err(EvaluationError::Invalid {
+            what: "context",
+            message: "not a record".into(),
+        });
+    };
+    let pairs = map
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), restricted(v)?)))
+        .collect::<Result<Vec<_>, EvaluationError>>()?;
+    Context::from_pairs(pairs).map_err(|e| invalid("context")(&e))
+}
+
+/// A request-derived entity from the JSON that `mapping` builds:
+/// `{"uid": {"type", "id"}, "attrs": {…}, "parents": [{"type", "id"}, …]}`.
+fn entity(value: &Value) -> Result<Entity, EvaluationError> {
+    let bad = |message: &str| EvaluationError::Invalid {
+        what: "entity",
+        message: message.to_string(),
+    };
+    let reference = |v: &Value| -> Result<EntityUid, EvaluationError> {
+        let r: EntityRef = serde_json::from_value(v.clone()).map_err(|e| bad(&e.to_string()))?;
+        uid(&r)
+    };
+    let uid = reference(value.get("uid").ok_or_else(|| bad("no uid"))?)?;
+    let attrs = match value.get("attrs") {
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), restricted(v)?)))
+            .collect::<Result<HashMap<_, _>, EvaluationError>>()?,
+        _ => HashMap::new(),
+    };
+    let parents = match value.get("parents") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(reference)
+            .collect::<Result<HashSet<_>, _>>()?,
+        _ => HashSet::new(),
+    };
+    Entity::new(uid, attrs, parents).map_err(|e| invalid("entity")(&e))
+}
+
+/// Cedar JSON value → restricted expression: strings, longs, booleans, sets, records, and the
+/// `{"__extn": {"fn": "ip"|"decimal", "arg": …}}` and `{"__entity": {…}}` escapes.
+fn restricted(value: &Value) -> Result<RestrictedExpression, EvaluationError> {
+    let bad = |message: String| EvaluationError::Invalid {
+        what: "value",
+        message,
+    };
+    Ok(match value {
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => RestrictedExpression::new_long(
+            n.as_i64()
+                .ok_or_else(|| bad(format!("{n} is not a 64-bit integer")))?,
+        ),
+        Value::Array(items) => RestrictedExpression::new_set(
+            items
+                .iter()
+                .map(restricted)
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Value::Object(map) => {
+            if let Some(extn) = map.get("__extn") {
+                let arg = extn.get("arg").and_then(Value::as_str).unwrap_or_default();
+                match extn.get("fn").and_then(Value::as_str) {
+                    Some("ip") => RestrictedExpression::new_ip(arg),
+                    Some("decimal") => RestrictedExpression::new_decimal(arg),
+                    other => return Err(bad(format!("unsupported extension {other:?}"))),
+                }
+            } else if let Some(e) = map.get("__entity") {
+                let r: EntityRef =
+                    serde_json::from_value(e.clone()).map_err(|e| bad(e.to_string()))?;
+                RestrictedExpression::new_entity_uid(uid(&r)?)
+            } else {
+                RestrictedExpression::new_record(
+                    map.iter()
+                        .map(|(k, v)| Ok((k.clone(), restricted(v)?)))
+                        .collect::<Result<Vec<_>, EvaluationError>>()?,
+                )
+                .map_err(|e| bad(e.to_string()))?
+            }
+        }
+        Value::Null => return Err(bad("null has no Cedar value".into())),
+    })
 }
 
 fn uid(r: &EntityRef) -> Result<EntityUid, EvaluationError> {
