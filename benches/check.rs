@@ -14,7 +14,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cedargate::config::Config;
@@ -113,12 +112,8 @@ fn gate(rt: &tokio::runtime::Runtime, cache: u64) -> Gate {
     let log = rt
         .block_on(async { DecisionLog::start(&config.decision_log.output, 16) })
         .unwrap();
-    Gate {
-        verifier: Verifier::new(jwks, cache, config.limits.max_token_bytes),
-        policies: ArcSwap::from_pointee(policies),
-        log,
-        config,
-    }
+    let verifier = Verifier::new(jwks, cache, config.limits.max_token_bytes);
+    Gate::new(config, policies, verifier, log)
 }
 
 fn benches(c: &mut Criterion) {
@@ -155,11 +150,12 @@ fn benches(c: &mut Criterion) {
         cached: true,
     };
     let now = SystemTime::now();
+    let config = cached.config();
     c.bench_function("map", |b| {
-        b.iter(|| cedargate::mapping::map(&cached.config, black_box(&identity), &req, now).unwrap())
+        b.iter(|| cedargate::mapping::map(&config, black_box(&identity), &req, now).unwrap())
     });
-    let (cedar, _) = cedargate::mapping::map(&cached.config, &identity, &req, now).unwrap();
-    let policies = cached.policies.load();
+    let (cedar, _) = cedargate::mapping::map(&config, &identity, &req, now).unwrap();
+    let policies = cached.active.load().policies.clone();
     c.bench_function("evaluate", |b| {
         b.iter(|| policies.evaluate(black_box(&cedar)).unwrap())
     });

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::decision_log::rfc3339;
 use crate::gate::Gate;
+use crate::reload::Reloader;
 
 /// Shared admin state.
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct Admin {
     pub gate: Arc<Gate>,
     /// Set when draining: readiness turns false so load balancers stop sending.
     pub draining: Arc<AtomicBool>,
+    /// Hot-reload state, for `/policy`.
+    pub reload: Arc<Reloader>,
 }
 
 /// The admin router.
@@ -44,18 +47,23 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         .iter()
         .map(|k| k.status())
         .collect();
-    let keys_ready = issuers.iter().all(|s| s.keys.is_some());
+    let keys_ready = issuers.iter().all(|s| s.usable);
     let draining = admin.draining.load(Ordering::Relaxed);
     let ready = keys_ready && !draining;
     let reasons: Vec<String> = issuers
         .iter()
-        .filter(|s| s.keys.is_none())
+        .filter(|s| !s.usable)
         .map(|s| {
-            format!(
-                "issuer {} has no keys: {}",
-                s.name,
-                s.last_error.as_deref().unwrap_or("first fetch pending")
-            )
+            let why = s.last_error.as_deref().unwrap_or("first fetch pending");
+            if s.stale {
+                format!(
+                    "issuer {} keys are stale ({} s old, beyond max_staleness): {why}",
+                    s.name,
+                    s.age_seconds.unwrap_or_default()
+                )
+            } else {
+                format!("issuer {} has no keys: {why}", s.name)
+            }
         })
         .chain(draining.then(|| "shutting down".to_string()))
         .collect();
@@ -69,7 +77,7 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         Json(json!({
             "ready": ready,
             "reasons": reasons,
-            "policy_version": &*admin.gate.policies.load().version,
+                        "policy_version": &*admin.gate.active.load().policies.version,
             "decision_log": {
                 "queued": admin.gate.log.queued(),
                 "dropped": admin.gate.log.dropped(),
@@ -80,11 +88,13 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
 }
 
 async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
-    let snapshot = admin.gate.policies.load();
+    let active = admin.gate.active.load();
+    let snapshot = &active.policies;
     Json(json!({
         "version": &*snapshot.version,
         "loaded_at": rfc3339(snapshot.loaded_at),
         "policies": snapshot.info.len(),
         "files": snapshot.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "reload": admin.reload.status(),
     }))
 }

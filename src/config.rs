@@ -33,6 +33,12 @@ const MAX_LEEWAY_SECS: u64 = 300;
 /// Background JWKS refresh period: IdPs rotate keys on a scale of days and publish new keys ahead
 /// of use; five minutes keeps removed keys from lingering while costing the IdP almost nothing.
 const DEFAULT_JWKS_REFRESH_SECS: u64 = 300;
+/// Shortest refresh period a JWKS `Cache-Control: max-age` can ask for: an IdP answering
+/// `max-age=0` must not turn into a fetch loop.
+const DEFAULT_MIN_REFRESH_SECS: u64 = 30;
+/// How long the last good keys stay in force while the IdP is unreachable. A day rides out any
+/// ordinary outage; past it, an issuer whose keys may have been rotated away fails closed.
+const DEFAULT_MAX_STALENESS_SECS: u64 = 86_400;
 /// Minimum gap between two unknown-`kid` refetches for one issuer, so a flood of forged kids cannot
 /// become a flood of requests at the IdP.
 const DEFAULT_KID_REFETCH_MIN_INTERVAL_SECS: u64 = 10;
@@ -112,7 +118,7 @@ pub struct Config {
 }
 
 /// One trusted token issuer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
     /// Short name used in logs, metrics and policy tests.
     pub name: Arc<str>,
@@ -126,8 +132,13 @@ pub struct IssuerConfig {
     pub leeway: Duration,
     /// Where the keys come from.
     pub keys: KeySource,
-    /// Background refresh period for remote keys.
+    /// Background refresh period for remote keys when the JWKS response sets no
+    /// `Cache-Control: max-age`; also the longest period a `max-age` can ask for.
     pub refresh: Duration,
+    /// Shortest refresh period a `max-age` can ask for (also caps the outage retry backoff).
+    pub min_refresh: Duration,
+    /// Keys older than this (no successful fetch since) stop verifying: the issuer fails closed.
+    pub max_staleness: Duration,
     /// Minimum gap between unknown-`kid` refetches.
     pub kid_refetch_min_interval: Duration,
     /// Timeout of one HTTP fetch.
@@ -155,7 +166,7 @@ pub enum KeySource {
 }
 
 /// Claims → Cedar principal entity.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrincipalMapping {
     /// Cedar entity type, e.g. `User` or `Service`.
     pub entity_type: Arc<str>,
@@ -283,6 +294,8 @@ struct RawIssuer {
     jwks_uri: Option<Spanned<String>>,
     jwks_file: Option<String>,
     refresh_seconds: Option<Spanned<u64>>,
+    min_refresh_seconds: Option<Spanned<u64>>,
+    max_staleness_seconds: Option<Spanned<u64>>,
     kid_refetch_min_interval_seconds: Option<Spanned<u64>>,
     kid_refetch_wait_ms: Option<Spanned<u64>>,
     fetch_timeout_ms: Option<Spanned<u64>>,
@@ -812,6 +825,44 @@ fn validate_issuer(
         (None, Some(file)) => KeySource::File(resolve(base, file)),
         (None, None) => KeySource::Discovery,
     };
+    let refresh = positive(
+        raw.refresh_seconds.as_ref(),
+        DEFAULT_JWKS_REFRESH_SECS,
+        "refresh_seconds",
+        problems,
+    );
+    let min_refresh = match &raw.min_refresh_seconds {
+        Some(m) if m.value > refresh => {
+            problems.at(
+                m,
+                format!(
+                    "min_refresh_seconds {} exceeds refresh_seconds {refresh}",
+                    m.value
+                ),
+            );
+            refresh
+        }
+        other => positive(
+            other.as_ref(),
+            DEFAULT_MIN_REFRESH_SECS.min(refresh),
+            "min_refresh_seconds",
+            problems,
+        ),
+    };
+    let max_staleness = match &raw.max_staleness_seconds {
+        Some(m) if m.value <= refresh => {
+            problems.at(
+                m,
+                format!(
+                    "max_staleness_seconds {} must exceed refresh_seconds {refresh}, or keys go stale between refreshes",
+                    m.value
+                ),
+            );
+            DEFAULT_MAX_STALENESS_SECS.max(refresh + 1)
+        }
+        Some(m) => m.value,
+        None => DEFAULT_MAX_STALENESS_SECS.max(refresh + 1),
+    };
     let user = principal_mapping(
         &raw.principal,
         DEFAULT_USER_TYPE,
@@ -833,12 +884,9 @@ fn validate_issuer(
         algorithms,
         leeway: Duration::from_secs(leeway),
         keys,
-        refresh: Duration::from_secs(positive(
-            raw.refresh_seconds.as_ref(),
-            DEFAULT_JWKS_REFRESH_SECS,
-            "refresh_seconds",
-            problems,
-        )),
+        refresh: Duration::from_secs(refresh),
+        min_refresh: Duration::from_secs(min_refresh),
+        max_staleness: Duration::from_secs(max_staleness),
         kid_refetch_min_interval: Duration::from_secs(positive(
             raw.kid_refetch_min_interval_seconds.as_ref(),
             DEFAULT_KID_REFETCH_MIN_INTERVAL_SECS,
@@ -1066,6 +1114,56 @@ context:
         let got = problems("issuers:\n  - issuer: https://x\n    audience: [a]\n");
         assert_eq!(got.len(), 1, "{got:#?}");
         assert!(got[0].contains("audience"), "{got:#?}");
+    }
+
+    #[test]
+    fn zero_values_and_unsafe_choices_are_reported_not_clamped() {
+        let yaml = "\
+realm: 'bad\"realm'
+issuers:
+  - issuer: https://idp.example.com
+    audiences: [a]
+    refresh_seconds: 0
+    kid_refetch_min_interval_seconds: 0
+    fetch_timeout_ms: 0
+context:
+  query: [access_token, limit]
+decision_log:
+  queue: 0
+";
+        let got = problems(yaml);
+        for needle in [
+            "1:8 realm must be printable ASCII",
+            "5:22 refresh_seconds must be at least 1",
+            "6:39 kid_refetch_min_interval_seconds",
+            "7:23 fetch_timeout_ms must be at least 1",
+            "9:11 context.query must not include `access_token`",
+            "11:10 decision_log.queue must be at least 1",
+        ] {
+            assert!(
+                got.iter().any(|p| p.starts_with(needle)),
+                "{needle} missing in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), 6, "{got:#?}");
+    }
+
+    #[test]
+    fn plain_http_needs_an_explicit_opt_in_beyond_loopback() {
+        let yaml = "issuers:\n  - issuer: http://idp:9400\n    audiences: [a]\n    allow_insecure_http: true\n";
+        assert_eq!(problems(yaml), Vec::<String>::new());
+    }
+
+    #[test]
+    fn resource_placeholders_must_be_captured_by_the_path() {
+        let yaml =
+            "routes:\n  - path: /orders/{id}\n    resource: { type: Order, id: \"{order}\" }\n";
+        let got = problems(yaml);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with("3:34 resource id uses `{order}`"),
+            "{got:#?}"
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Synchronous and free of IO: it never awaits, never fetches keys, never writes logs. Every
 //! failure becomes a deny here, in one place, with one reason code: a bad credential is a 401
-//! whatever the policies say; an anonymous caller that is denied gets a 401 challenge; missing
-//! issuer keys (an outage on our side) are a 503; everything else denied is a 403.
+//! whatever the policies say (missing or stale issuer keys included: the issuer fails closed);
+//! an anonymous caller that is denied gets a 401 challenge; everything else denied is a 403.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -44,7 +44,7 @@ pub struct Decision {
     pub cedar: Option<CedarRequest>,
     /// The matched route's name.
     pub route: Option<String>,
-    /// `error` for the `WWW-Authenticate` challenge (`invalid_token`, `invalid_request`).
+    /// `error` for the `WWW-Authenticate` challenge (`invalid_token`), when there is one.
     pub challenge_error: Option<&'static str>,
     /// Policy-set version that decided.
     pub policy_version: Arc<str>,
@@ -85,15 +85,14 @@ pub fn decide(
     }
     let identity = match identity {
         Ok(identity) => identity,
-        // Our keys are missing (IdP unreachable since start): an outage, not the caller's fault.
-        Err(IdentityError::Token(TokenError::KeysUnavailable)) => {
-            return Decision::deny(503, TokenError::KeysUnavailable.reason(), version);
-        }
+
         Err(e) => {
             let mut d = Decision::deny(401, e.reason(), version);
             // RFC 6750 §3.1: an error code only for a bad bearer token; a request with another
             // scheme or no token gets a bare challenge.
             d.challenge_error = match e {
+                // The issuer's keys are missing or stale: the token may be fine, we cannot tell.
+                IdentityError::Token(TokenError::KeysUnavailable | TokenError::KeysStale) => None,
                 IdentityError::Token(_) => Some("invalid_token"),
                 IdentityError::UnsupportedScheme | IdentityError::UntrustedPeer => None,
             };

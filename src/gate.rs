@@ -26,31 +26,61 @@ pub struct Verdict {
     pub decision: Decision,
 }
 
-/// Everything a Check needs, shared by all Checks.
-pub struct Gate {
+/// The config and policy set in force, swapped together so that a Check never sees a new route
+/// table with an old policy set (or the reverse).
+pub struct Active {
     /// Validated config.
     pub config: Arc<Config>,
+    /// Validated policy set.
+    pub policies: Arc<PolicySnapshot>,
+}
+
+/// Everything a Check needs, shared by all Checks.
+pub struct Gate {
+    /// Config + policies in force; replaced whole on reload.
+    pub active: ArcSwap<Active>,
     /// Token verifier with its key registry and cache.
     pub verifier: Verifier,
-    /// Current policy set; swapped whole on reload.
-    pub policies: ArcSwap<PolicySnapshot>,
     /// Decision-log queue.
     pub log: DecisionLog,
 }
 
 impl Gate {
+    /// A gate deciding with `config` and `policies`.
+    pub fn new(
+        config: Arc<Config>,
+        policies: PolicySnapshot,
+        verifier: Verifier,
+        log: DecisionLog,
+    ) -> Gate {
+        Gate {
+            active: ArcSwap::from_pointee(Active {
+                config,
+                policies: Arc::new(policies),
+            }),
+            verifier,
+            log,
+        }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.active.load().config.clone()
+    }
+
     /// Decides one request and records it.
     pub async fn check(&self, request: HttpRequest) -> Verdict {
         let started = Instant::now();
         let arrived = SystemTime::now();
+        let active = self.active.load_full();
+        let config = &active.config;
         // Oversized requests are denied by `decide` before anything else; don't verify their tokens.
-        let identity = if request.header_bytes > self.config.limits.max_header_bytes {
+        let identity = if request.header_bytes > config.limits.max_header_bytes {
             Ok(Identity::Anonymous)
         } else {
-            identity::resolve(&self.config, &self.verifier, &request).await
+            identity::resolve(config, &self.verifier, &request).await
         };
-        let policies = self.policies.load();
-        let decision = decision::decide(&self.config, &policies, &request, &identity, arrived);
+        let decision = decision::decide(config, &active.policies, &request, &identity, arrived);
         let verdict = Verdict {
             decision_id: uuid::Uuid::now_v7().to_string(),
             decision,

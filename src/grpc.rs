@@ -52,7 +52,7 @@ impl Authorization for CheckService {
         let verdict = self.gate.check(http).await;
         Ok(Response::new(check_response(
             &verdict,
-            &self.gate.config.realm,
+            &self.gate.config().realm,
         )))
     }
 }

@@ -112,6 +112,8 @@ pub struct KeySet {
     content: [u8; 32],
     /// When these keys were fetched.
     pub fetched_at: SystemTime,
+    /// `Cache-Control: max-age` of the JWKS response, if any.
+    pub max_age: Option<Duration>,
 }
 
 impl KeySet {
@@ -151,6 +153,19 @@ pub struct IssuerStatus {
     pub last_error: Option<String>,
     /// Fetches attempted so far.
     pub fetches: u64,
+    /// Whether the keys are older than `max_staleness`: the issuer then fails closed.
+    pub stale: bool,
+    /// Whether tokens of this issuer can be verified now (keys present and not stale).
+    pub usable: bool,
+}
+
+/// Why an issuer's keys cannot be used right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// Never fetched successfully.
+    Missing,
+    /// Not refreshed within `max_staleness`.
+    Stale,
 }
 
 /// Keys of one issuer, with their fetch machinery.
@@ -171,6 +186,8 @@ pub struct IssuerKeys {
     fetches: AtomicU64,
     /// Next version number.
     next_version: AtomicU64,
+    /// Set while the keys are stale, so the transition is logged once, not per request.
+    stale_logged: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -196,7 +213,30 @@ impl IssuerKeys {
             last_error: ArcSwapOption::empty(),
             fetches: AtomicU64::new(0),
             next_version: AtomicU64::new(1),
+            stale_logged: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The snapshot to verify with: present and younger than `max_staleness`. Past that, the
+    /// issuer fails closed (its signing keys may have been rotated away while we could not see).
+    pub fn usable(&self) -> Result<Arc<KeySet>, Unusable> {
+        let set = self.snapshot().ok_or(Unusable::Missing)?;
+        let age = SystemTime::now()
+            .duration_since(set.fetched_at)
+            .unwrap_or_default();
+        if age > self.config.max_staleness {
+            if !self.stale_logged.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    issuer = %self.config.name,
+                    age_seconds = age.as_secs(),
+                    max_staleness_seconds = self.config.max_staleness.as_secs(),
+                    last_error = self.last_error.load_full().as_deref().map(String::as_str).unwrap_or(""),
+                    "jwks.stale: keys not refreshed within max_staleness; tokens of this issuer are rejected until a fetch succeeds"
+                );
+            }
+            return Err(Unusable::Stale);
+        }
+        Ok(set)
     }
 
     /// The current snapshot, if keys were ever fetched.
@@ -219,6 +259,8 @@ impl IssuerKeys {
             }),
             last_error: self.last_error.load_full().map(|e| e.to_string()),
             fetches: self.fetches.load(Ordering::Relaxed),
+            stale: matches!(self.usable(), Err(Unusable::Stale)),
+            usable: self.usable().is_ok(),
         }
     }
 
@@ -226,7 +268,7 @@ impl IssuerKeys {
     pub async fn refresh(&self) -> Result<Arc<KeySet>, JwksError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         match self.fetch().await {
-            Ok((keys, content)) => {
+            Ok((keys, content, max_age)) => {
                 let version = match self.snapshot() {
                     Some(current) if current.content == content => current.version,
                     _ => self.next_version.fetch_add(1, Ordering::Relaxed),
@@ -236,9 +278,13 @@ impl IssuerKeys {
                     version,
                     content,
                     fetched_at: SystemTime::now(),
+                    max_age,
                 });
                 self.current.store(Some(set.clone()));
                 self.last_error.store(None);
+                if self.stale_logged.swap(false, Ordering::Relaxed) {
+                    tracing::info!(issuer = %self.config.name, "jwks.recovered");
+                }
                 Ok(set)
             }
             Err(e) => {
@@ -273,7 +319,9 @@ impl IssuerKeys {
         }
     }
 
-    /// Spawns the background task: first fetch with backoff, then periodic refresh.
+    /// Spawns the background task: first fetch with retries and backoff, then refreshes every
+    /// `Cache-Control: max-age` (bounded to `[min_refresh, refresh]`) or `refresh` without one.
+    /// After a failure it retries with backoff up to `min_refresh`, keeping the last good keys.
     pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -281,28 +329,33 @@ impl IssuerKeys {
             loop {
                 match this.refresh().await {
                     Ok(set) => {
-                        tracing::info!(
+                        tracing::debug!(
                             issuer = %this.config.name,
                             keys = set.keys.len(),
                             version = set.version,
                             "jwks.loaded"
                         );
                         delay = INITIAL_RETRY;
-                        tokio::time::sleep(this.config.refresh).await;
+                        tokio::time::sleep(this.next_refresh(set.max_age)).await;
                     }
-                    Err(_) if this.snapshot().is_none() => {
-                        // No keys yet: retry soon, backing off.
+                    Err(_) => {
                         tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(this.config.refresh);
+                        delay = (delay * 2).min(this.config.min_refresh);
                     }
-                    Err(_) => tokio::time::sleep(delay.max(this.config.refresh / 10)).await,
                 }
             }
         })
     }
 
-    async fn fetch(&self) -> Result<(Vec<Key>, [u8; 32]), JwksError> {
-        let (name, text) = match &self.config.keys {
+    /// The next refresh period: the server's `max-age` within `[min_refresh, refresh]`.
+    fn next_refresh(&self, max_age: Option<Duration>) -> Duration {
+        max_age.map_or(self.config.refresh, |age| {
+            age.clamp(self.config.min_refresh, self.config.refresh)
+        })
+    }
+
+    async fn fetch(&self) -> Result<(Vec<Key>, [u8; 32], Option<Duration>), JwksError> {
+        let (name, (text, max_age)) = match &self.config.keys {
             KeySource::File(path) => {
                 let name = path.display().to_string();
                 let text =
@@ -312,7 +365,7 @@ impl IssuerKeys {
                             url: name.clone(),
                             message: e.to_string(),
                         })?;
-                (name, text)
+                (name, (text, None))
             }
             KeySource::JwksUri(uri) => (uri.clone(), self.get(uri).await?),
             KeySource::Discovery => {
@@ -324,19 +377,19 @@ impl IssuerKeys {
                         uri
                     }
                 };
-                let text = match self.get(&uri).await {
-                    Ok(text) => text,
+                let fetched = match self.get(&uri).await {
+                    Ok(fetched) => fetched,
                     Err(e) => {
                         // The jwks_uri may have moved: rediscover next time.
                         self.jwks_uri.store(None);
                         return Err(e);
                     }
                 };
-                (uri, text)
+                (uri, fetched)
             }
         };
         let keys = parse_jwks(&name, &text, &self.config.algorithms)?;
-        Ok((keys, crate::jwt::sha256(text.as_bytes())))
+        Ok((keys, crate::jwt::sha256(text.as_bytes()), max_age))
     }
 
     async fn discover(&self) -> Result<String, JwksError> {
@@ -344,7 +397,7 @@ impl IssuerKeys {
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        let text = self.get(&url).await?;
+        let (text, _) = self.get(&url).await?;
         let doc: Discovery = serde_json::from_str(&text).map_err(|e| JwksError::Document {
             url: url.clone(),
             message: format!("not an OpenID configuration: {e}"),
@@ -370,7 +423,8 @@ impl IssuerKeys {
         Ok(doc.jwks_uri)
     }
 
-    async fn get(&self, url: &str) -> Result<String, JwksError> {
+    /// GETs a document; returns its text and its `Cache-Control: max-age`.
+    async fn get(&self, url: &str) -> Result<(String, Option<Duration>), JwksError> {
         let http_err = |e: reqwest::Error| JwksError::Http {
             url: url.to_string(),
             message: e.to_string(),
@@ -388,6 +442,11 @@ impl IssuerKeys {
                 status: response.status().as_u16(),
             });
         }
+        let max_age = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
         let body = response.bytes().await.map_err(http_err)?;
         if body.len() > MAX_DOCUMENT_BYTES {
             return Err(JwksError::Document {
@@ -395,11 +454,36 @@ impl IssuerKeys {
                 message: format!("larger than {MAX_DOCUMENT_BYTES} bytes"),
             });
         }
-        String::from_utf8(body.to_vec()).map_err(|_| JwksError::Document {
+        let text = String::from_utf8(body.to_vec()).map_err(|_| JwksError::Document {
             url: url.to_string(),
             message: "not UTF-8".into(),
-        })
+        })?;
+        Ok((text, max_age))
     }
+}
+
+/// `max-age` from a `Cache-Control` value (`no-store`/`no-cache` count as 0: refresh as soon as
+/// `min_refresh` allows).
+fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control
+        .split(',')
+        .map(str::trim)
+        .find_map(|directive| {
+            if directive.eq_ignore_ascii_case("no-store")
+                || directive.eq_ignore_ascii_case("no-cache")
+            {
+                return Some(Duration::ZERO);
+            }
+            let (name, value) = directive.split_once('=')?;
+            name.trim().eq_ignore_ascii_case("max-age").then(|| {
+                value
+                    .trim()
+                    .trim_matches('"')
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs)
+            })?
+        })
 }
 
 /// Parses a JWKS, keeping the signature keys that fit at least one allowed algorithm. Keys we
@@ -505,9 +589,9 @@ impl Jwks {
         self.ordered.iter().map(|k| k.spawn_refresh()).collect()
     }
 
-    /// True when every issuer has keys.
+    /// True when every issuer has usable (present, not stale) keys.
     pub fn ready(&self) -> bool {
-        self.ordered.iter().all(|k| k.snapshot().is_some())
+        self.ordered.iter().all(|k| k.usable().is_ok())
     }
 }
 
@@ -526,6 +610,21 @@ mod tests {
 
     const EC_JWK: &str = r#"{"kty":"EC","crv":"P-256","kid":"ec1","alg":"ES256","use":"sig",
         "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+
+    #[test]
+    fn cache_control_max_age_is_read() {
+        assert_eq!(
+            max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            max_age("Max-Age=\"60\", must-revalidate"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+    }
 
     #[test]
     fn unusable_keys_are_skipped_and_usable_ones_kept() {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::IssuerConfig;
-use crate::jwks::{IssuerKeys, Jwks, KeySet};
+use crate::jwks::{IssuerKeys, Jwks, KeySet, Unusable};
 
 /// Longest a verified token stays cached even when its `exp` is further away: bounds how long a
 /// revoked-by-rotation key can keep a token alive between refreshes.
@@ -47,6 +47,9 @@ pub enum TokenError {
     /// The issuer's keys have never been fetched.
     #[error("issuer keys are unavailable")]
     KeysUnavailable,
+    /// The issuer's keys were not refreshed within `max_staleness`.
+    #[error("issuer keys are stale")]
+    KeysStale,
     /// The signature does not verify.
     #[error("token signature is invalid")]
     BadSignature,
@@ -84,6 +87,7 @@ impl TokenError {
             TokenError::UnknownIssuer => "token_unknown_issuer",
             TokenError::UnknownKid => "token_unknown_kid",
             TokenError::KeysUnavailable => "token_keys_unavailable",
+            TokenError::KeysStale => "token_keys_stale",
             TokenError::BadSignature => "token_bad_signature",
             TokenError::Expired => "token_expired",
             TokenError::NotYetValid => "token_not_yet_valid",
@@ -112,6 +116,21 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// A token as if it had verified against `issuer`, for policy tests and `cedargate check`:
+    /// they state the claims a verified token would carry, and must reach `mapping` and
+    /// `decision` through the same types as a real token. Never used on the request path.
+    pub fn from_claims(issuer: Arc<IssuerConfig>, claims: Map<String, Value>) -> VerifiedToken {
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        let digest = sha256(Value::Object(claims.clone()).to_string().as_bytes());
+        VerifiedToken {
+            issuer,
+            claims,
+            exp,
+            hash: hex_prefix(&digest).into(),
+            keys_version: 0,
+        }
+    }
+
     /// A string claim.
     pub fn claim_str(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
@@ -198,7 +217,7 @@ impl Verifier {
             let keys_current = self
                 .jwks
                 .issuer(&hit.issuer.issuer)
-                .and_then(|k| k.snapshot())
+                .and_then(|k| k.usable().ok())
                 .is_some_and(|s| s.version == hit.keys_version);
             if keys_current && hit.exp > now_secs() {
                 return Ok((hit, true));
@@ -250,7 +269,10 @@ impl Verifier {
             .ok_or(TokenError::AlgorithmNotAllowed)?;
         let validation = validation(issuer, alg);
 
-        let mut set = keys.snapshot().ok_or(TokenError::KeysUnavailable)?;
+        let mut set = keys.usable().map_err(|u| match u {
+            Unusable::Missing => TokenError::KeysUnavailable,
+            Unusable::Stale => TokenError::KeysStale,
+        })?;
         if let Some(kid) = header.kid.as_deref()
             && set.candidates(Some(kid), alg).next().is_none()
         {

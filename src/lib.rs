@@ -14,7 +14,8 @@
 //! - [`policy`] — loading and evaluating the Cedar policy set.
 //! - [`decision_log`] — versioned records, written off the request path.
 //!
-//! Around it: [`config`] (two-phase YAML config), [`server`] (wiring, drain), [`admin`] (probes).
+//! Around it: [`config`] (two-phase YAML config), [`server`] (wiring, drain), [`admin`] (probes),
+//! [`reload`] (hot reload of config and policies).
 
 pub mod admin;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod mapping;
 pub mod policy;
+pub mod reload;
 pub mod request;
 pub mod routes;
 pub mod server;

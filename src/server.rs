@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -22,6 +21,7 @@ use crate::grpc::CheckService;
 use crate::jwks::{self, Jwks};
 use crate::jwt::Verifier;
 use crate::policy::{PolicyLoadError, PolicySnapshot};
+use crate::reload::Reloader;
 
 /// How long shutdown waits for queued decision records to be written.
 const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -75,6 +75,10 @@ pub struct Running {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     /// Background key refresh tasks, aborted on shutdown.
     refresh_tasks: Vec<JoinHandle<()>>,
+    /// Hot reload (file watching + SIGHUP), also callable directly.
+    pub reload: Arc<Reloader>,
+    /// The reload task, aborted on shutdown.
+    reload_task: JoinHandle<()>,
 }
 
 /// Starts serving `config`.
@@ -95,16 +99,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let refresh_tasks = jwks.spawn_refresh();
     let log = DecisionLog::start(&config.decision_log.output, config.decision_log.queue)
         .map_err(io("opening the decision log"))?;
-    let gate = Arc::new(Gate {
-        verifier: Verifier::new(
-            jwks,
-            config.token_cache.capacity,
-            config.limits.max_token_bytes,
-        ),
-        policies: ArcSwap::from_pointee(policies),
-        log,
-        config: config.clone(),
-    });
+    let verifier = Verifier::new(
+        jwks,
+        config.token_cache.capacity,
+        config.limits.max_token_bytes,
+    );
+    let gate = Arc::new(Gate::new(config.clone(), policies, verifier, log));
+    let reload = Arc::new(Reloader::new(gate.clone(), config.source.clone()));
+    let reload_task = reload.clone().spawn();
 
     let grpc_listener = TcpListener::bind(config.grpc_listen)
         .await
@@ -137,6 +139,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let router = admin::router(Admin {
         gate: gate.clone(),
         draining: draining.clone(),
+        reload: reload.clone(),
     });
     tokio::spawn(async move {
         let served = axum::serve(admin_listener, router)
@@ -160,6 +163,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         stop_admin,
         grpc_task,
         refresh_tasks,
+        reload,
+        reload_task,
     })
 }
 
@@ -185,6 +190,7 @@ impl Running {
         for task in self.refresh_tasks {
             task.abort();
         }
+        self.reload_task.abort();
         tracing::info!("cedargate.stopped");
     }
 }

@@ -368,3 +368,107 @@ fn every_shipped_envoy_config_passes_validate() {
         "expected the shipped Envoy configs, found {checked}"
     );
 }
+
+/// No Docker engine runs here, so keep docker-compose.yml honest another way: every file it
+/// mounts or builds from exists, and the cedargate config it mounts is valid.
+#[test]
+fn docker_compose_references_real_files_and_a_valid_config() {
+    let text = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
+    let compose: Value = serde_saphyr::from_str(&text).unwrap();
+    let services = compose["services"].as_object().expect("services");
+    let mut mounts = 0;
+    for (name, service) in services {
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let host = volume.as_str().unwrap().split(':').next().unwrap();
+            if host.starts_with("./") {
+                assert!(
+                    repo().join(host).exists(),
+                    "service {name} mounts missing {host}"
+                );
+                mounts += 1;
+            }
+        }
+        if let Some(context) = service["build"].as_str() {
+            assert!(
+                repo().join(context).join("Dockerfile").is_file(),
+                "{name}: no Dockerfile"
+            );
+        }
+    }
+    assert!(
+        mounts >= 4,
+        "expected the config, policy and Envoy mounts, found {mounts}"
+    );
+    let config = cedargate::config::Config::load(&repo().join("deploy/compose/cedargate.yaml"))
+        .unwrap_or_else(|e| panic!("deploy/compose/cedargate.yaml is invalid:\n{e}"));
+    assert_eq!(config.issuers.len(), 1);
+    assert!(
+        compose["services"]["envoy"]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with("v1.40.0")
+    );
+}
+
+/// mTLS through `envoy/envoy-mtls.yaml`: a workload with a client certificate and no token is
+/// `Workload::"<SPIFFE ID>"`, decided by policy; without a certificate the TLS handshake fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_workload_identity_through_envoy() {
+    let stack = Stack::start();
+    let listener = crate::stack::free_port();
+    let admin = crate::stack::free_port();
+    let config = crate::stack::render_envoy(
+        "envoy/envoy-mtls.yaml",
+        &[
+            (10443, listener),
+            (9901, admin),
+            (9191, stack.cedargate_grpc),
+            (8081, stack.app_port),
+            (8082, stack.grpc_app_port),
+        ],
+    );
+    let _envoy = crate::stack::start_envoy(stack.dir.path(), &config, admin);
+    let certs = repo().join("envoy/certs");
+    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+    let mut identity_pem = read("client.crt");
+    identity_pem.extend(read("client.key"));
+    let ca = reqwest::Certificate::from_pem(&read("ca.crt")).unwrap();
+    let with_cert = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .identity(reqwest::Identity::from_pem(&identity_pem).unwrap())
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("https://localhost:{listener}{p}");
+
+    let r = with_cert.get(url("/reports/daily")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let echo: Value = r.json().await.unwrap();
+    let spiffe = "spiffe://cedargate.test/ns/default/sa/orders";
+    assert_eq!(
+        echo["headers"]["x-cedargate-principal"],
+        format!("Workload::\"{spiffe}\"")
+    );
+    let record = stack.record(echo["headers"]["x-cedargate-decision-id"].as_str().unwrap());
+    assert_eq!(record["cedar"]["context"]["source"]["principal"], spiffe);
+    assert_eq!(record["policies"][0]["id"], "orders-workload-reads-reports");
+
+    let r = with_cert.get(url("/orders/1")).send().await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "the workload may only read reports"
+    );
+
+    let without_cert = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    assert!(
+        without_cert
+            .get(url("/reports/daily"))
+            .send()
+            .await
+            .is_err(),
+        "a client without a certificate must not get through the TLS handshake"
+    );
+}

@@ -2,6 +2,7 @@
 //!
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
+//! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 
 #![allow(
     clippy::unwrap_used,
@@ -12,6 +13,7 @@
 
 mod check;
 mod e2e;
+mod faults;
 mod stack;
 mod support;
 mod tokens;

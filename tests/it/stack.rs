@@ -100,6 +100,17 @@ impl Proc {
         }
     }
 
+    /// Sends a signal (`HUP`, `TERM`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+
     /// Sends SIGTERM and waits for exit (deadline); returns the exit success.
     pub fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
@@ -141,11 +152,12 @@ fn node(script: &str) -> Command {
 
 /// A real oidc-provider on a free port.
 pub struct Idp {
-    /// Held: dropping it stops the IdP.
-    #[allow(dead_code)]
-    pub proc: Proc,
+    /// `None` while stopped (fault injection); dropping it stops the IdP.
+    pub proc: Option<Proc>,
     pub issuer: String,
     pub keys: PathBuf,
+    name: String,
+    ttl_seconds: u32,
 }
 
 impl Idp {
@@ -157,9 +169,20 @@ impl Idp {
             .status()
             .expect("gen-key");
         assert!(status.success(), "gen-key failed");
+        let (proc, issuer) = Idp::spawn(name, &keys, 0, ttl_seconds);
+        Idp {
+            proc: Some(proc),
+            issuer,
+            keys,
+            name: name.to_string(),
+            ttl_seconds,
+        }
+    }
+
+    fn spawn(name: &str, keys: &Path, port: u16, ttl_seconds: u32) -> (Proc, String) {
         let mut cmd = node("idp/idp.mjs");
-        cmd.args(["--port", "0", "--keys"])
-            .arg(&keys)
+        cmd.args(["--port", &port.to_string(), "--keys"])
+            .arg(keys)
             .args(["--access-token-ttl", &ttl_seconds.to_string()]);
         let (proc, line) = Proc::spawn(name, cmd, Some("idp listening on "));
         let issuer = line
@@ -168,7 +191,28 @@ impl Idp {
             .expect("issuer in ready line")
             .trim()
             .to_string();
-        Idp { proc, issuer, keys }
+        (proc, issuer)
+    }
+
+    /// Kills the IdP (fault injection).
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    /// Starts it again on the same port with the same keys.
+    pub fn restart(&mut self) {
+        let port: u16 = self.issuer.rsplit(':').next().unwrap().parse().unwrap();
+        let (proc, issuer) = Idp::spawn(&self.name, &self.keys, port, self.ttl_seconds);
+        assert_eq!(issuer, self.issuer);
+        self.proc = Some(proc);
+    }
+
+    /// JWKS requests the IdP served.
+    pub fn jwks_hits(&self) -> u64 {
+        let body = reqwest::blocking_get(&format!("{}/test/jwks-hits", self.issuer)).unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["hits"]
+            .as_u64()
+            .unwrap()
     }
 
     /// An access token from this IdP (`args` as for idp/get-token.mjs).
@@ -306,10 +350,19 @@ pub struct Stack {
     pub envoy: Proc,
     pub listener: u16,
     pub envoy_admin: u16,
+    /// cedargate's Check port and the upstream ports, for extra Envoys in a test.
+    pub cedargate_grpc: u16,
+    pub app_port: u16,
+    pub grpc_app_port: u16,
 }
 
 impl Stack {
     pub fn start() -> Stack {
+        Stack::start_with(|yaml| yaml)
+    }
+
+    /// Starts with the cedargate config (already pointed at this stack) edited by `edit`.
+    pub fn start_with(edit: impl FnOnce(String) -> String) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let idp = Idp::start(dir.path(), "idp", 3600);
         let short_idp = Idp::start(dir.path(), "short-idp", 2);
@@ -345,7 +398,7 @@ impl Stack {
                 ),
             );
         let config_path = dir.path().join("cedargate.yaml");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, edit(config)).unwrap();
         let mut cg = Command::new(env!("CARGO_BIN_EXE_cedargate"));
         cg.args(["serve", "-c"])
             .arg(&config_path)
@@ -377,6 +430,9 @@ impl Stack {
             envoy,
             listener,
             envoy_admin,
+            cedargate_grpc: grpc,
+            app_port,
+            grpc_app_port: grpc_port,
         }
     }
 
