@@ -75,6 +75,13 @@ pub async fn resolve(
         let (token, cached) = verifier.verify(token).await?;
         return Ok(Identity::Token { token, cached });
     }
+    without_token(config, request)
+}
+
+/// The caller of a request that carries no `Authorization` header: an mTLS peer Envoy verified
+/// (SPIFFE trust domain checked) or nobody. Sync, so policy tests resolve peers exactly as
+/// [`resolve`] does.
+pub fn without_token(config: &Config, request: &HttpRequest) -> Result<Identity, IdentityError> {
     if let (Some(mtls), Some(peer)) = (&config.mtls, &request.source_principal) {
         if !mtls.trust_domains.is_empty() {
             let domain = peer

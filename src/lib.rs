@@ -15,9 +15,11 @@
 //! - [`decision_log`] — versioned records, written off the request path.
 //!
 //! Around it: [`config`] (two-phase YAML config), [`server`] (wiring, drain), [`admin`] (probes),
-//! [`reload`] (hot reload of config and policies).
+//! [`reload`] (hot reload of config and policies), [`cli`] (the policy author's `validate`,
+//! `test`, `check` and `schema` commands).
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod decision_log;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use cedargate::cli;
 use cedargate::config::Config;
-use cedargate::policy::PolicySnapshot;
 
 #[derive(Parser)]
 #[command(
@@ -37,23 +37,34 @@ enum Command {
         #[arg(short, long, default_value = "cedargate.yaml")]
         config: PathBuf,
     },
-    /// Check the config and the policy folder without serving; exit 1 on any problem.
-    Validate {
-        /// Config file.
-        #[arg(short, long, default_value = "cedargate.yaml")]
-        config: PathBuf,
-    },
+    /// Check config, schema, policies, entities and policy tests without serving; exit 1 on any
+    /// problem.
+    Validate(cli::validate::ValidateArgs),
+    /// Run the policy tests (Envoy-shaped requests → expected decisions) with coverage.
+    Test(cli::test::TestArgs),
+    /// Decide one request and explain the decision.
+    Check(Box<cli::check::CheckArgs>),
+    /// Print a Cedar schema for the entities, actions and context this config produces.
+    Schema(cli::schema::SchemaArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let result = match cli.command {
-        Command::Serve { config } => serve(&config),
-        Command::Validate { config } => validate(&config),
+    // `Ok(false)`: a policy-authoring command found problems and has printed them.
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let result: anyhow::Result<bool> = match cli.command {
+        Command::Serve { config } => serve(&config).map(|()| true),
+        Command::Validate(args) => {
+            cli::validate::run(&args, &mut out, &mut err).map_err(Into::into)
+        }
+        Command::Test(args) => cli::test::run(&args, &mut out).map_err(Into::into),
+        Command::Check(args) => cli::check::run(&args, &mut out).map_err(Into::into),
+        Command::Schema(args) => cli::schema::run(&args, &mut out).map_err(Into::into),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -94,19 +105,5 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
         r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
     }
-    Ok(())
-}
-
-fn validate(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
-    let snapshot = PolicySnapshot::load(&config.policy_dir)?;
-    println!(
-        "{}: ok ({} issuers, {} routes, {} policies, policy set {})",
-        path.display(),
-        config.issuers.len(),
-        config.routes.len(),
-        snapshot.info.len(),
-        snapshot.version
-    );
     Ok(())
 }

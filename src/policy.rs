@@ -339,6 +339,34 @@ impl PolicySnapshot {
 
     /// Evaluates `request` against this policy set.
     pub fn evaluate(&self, request: &CedarRequest) -> Result<Evaluation, EvaluationError> {
+        let (cedar_request, entities) = self.cedar_inputs(request)?;
+        let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        let forbid_errored = diagnostics.errors().any(|e| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+            self.info
+                .get(e.policy_id().to_string().as_str())
+                .is_some_and(|i| i.effect == Effect::Forbid)
+        });
+        // Cedar reports determining policies as a set; sorted, records are deterministic.
+        let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        determining.sort_unstable();
+        Ok(Evaluation {
+            allowed: response.decision() == Decision::Allow,
+            determining,
+            errors,
+            forbid_errored,
+        })
+    }
+
+    /// The Cedar request and the entity set that [`evaluate`](Self::evaluate) authorizes: static
+    /// entities merged with the request-derived ones. Public so that `cedargate check` explains a
+    /// decision on exactly the inputs that produced it.
+    pub fn cedar_inputs(
+        &self,
+        request: &CedarRequest,
+    ) -> Result<(Request, Entities), EvaluationError> {
         let principal = uid(&request.principal)?;
         let action = uid(&request.action)?;
         let resource = uid(&request.resource)?;
@@ -369,25 +397,7 @@ impl PolicySnapshot {
             self.entities.clone().add_entities(derived, None)
         }
         .map_err(|e| invalid("entities")(&e))?;
-
-        let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
-        let diagnostics = response.diagnostics();
-        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
-        let forbid_errored = diagnostics.errors().any(|e| {
-            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
-            self.info
-                .get(e.policy_id().to_string().as_str())
-                .is_some_and(|i| i.effect == Effect::Forbid)
-        });
-        // Cedar reports determining policies as a set; sorted, records are deterministic.
-        let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
-        determining.sort_unstable();
-        Ok(Evaluation {
-            allowed: response.decision() == Decision::Allow,
-            determining,
-            errors,
-            forbid_errored,
-        })
+        Ok((cedar_request, entities))
     }
 
     /// The `@reason` of a policy.

@@ -1,0 +1,229 @@
+//! The policy author's commands: `validate`, `test`, `check` and `schema`, one file each, plus the
+//! policy test file format ([`case`]) that `validate`, `test` and `check` share.
+//!
+//! Everything here runs offline: no IdP, no Envoy, no sockets. A test case or a `check` request
+//! goes through the same [`identity::without_token`](crate::identity::without_token),
+//! [`mapping`](crate::mapping) and [`decision::decide`](crate::decision::decide) as `serve`; this
+//! module only builds the inputs (an [`HttpRequest`](crate::request::HttpRequest) and an identity
+//! from stated claims) and prints the outcome. It never decides anything itself.
+//!
+//! Problems in files are [`Diagnostic`]s, rendered with file:line:column and a snippet with a
+//! caret. Failing to write output is a [`CliError`]; `anyhow` stays in `main.rs`.
+
+pub mod case;
+pub mod check;
+pub mod schema;
+pub mod test;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
+
+use crate::config::{Config, ConfigError};
+use crate::policy::{PolicyLoadError, PolicySnapshot};
+
+/// Why a command could not finish (as opposed to finding problems, which it reports).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Writing the report (stdout, a JUnit file) failed.
+    #[error("cannot write {what}: {source}")]
+    Write {
+        /// What was being written.
+        what: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    fn write(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
+        let what = what.into();
+        move |source| CliError::Write { what, source }
+    }
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Makes the command fail.
+    Error,
+    /// Printed; the command still succeeds.
+    Warning,
+}
+
+/// One problem in one file, positioned when the position is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line; 0 when the problem concerns the whole file.
+    pub line: usize,
+    /// 1-based column (characters).
+    pub column: usize,
+    /// What is wrong and, where we can tell, what would be right.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// An error at a position.
+    pub fn error(file: &Path, line: usize, column: usize, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    /// A warning at a position.
+    pub fn warning(file: &Path, line: usize, column: usize, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(file, line, column, message)
+        }
+    }
+
+    /// `file:line:column` (or just `file`).
+    pub fn location(&self) -> String {
+        if self.line > 0 {
+            format!("{}:{}:{}", self.file.display(), self.line, self.column)
+        } else {
+            self.file.display().to_string()
+        }
+    }
+
+    /// The one-line form: `file:line:col: error: message`.
+    pub fn one_line(&self) -> String {
+        format!(
+            "{}: {}: {}",
+            self.location(),
+            level_name(self.severity),
+            self.message
+        )
+    }
+}
+
+fn level_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+/// Diagnostics for a config that did not load.
+pub fn config_diagnostics(error: &ConfigError) -> Vec<Diagnostic> {
+    match error {
+        ConfigError::Read { path, source } => {
+            vec![Diagnostic::error(
+                path,
+                0,
+                0,
+                format!("cannot read: {source}"),
+            )]
+        }
+        ConfigError::Invalid { path, problems } => problems
+            .iter()
+            .map(|p| {
+                Diagnostic::error(
+                    path,
+                    usize::try_from(p.line).unwrap_or(0),
+                    usize::try_from(p.column).unwrap_or(0),
+                    p.message.clone(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Diagnostics for a policy folder that did not load.
+pub fn policy_diagnostics(error: &PolicyLoadError) -> Vec<Diagnostic> {
+    error
+        .0
+        .iter()
+        .map(|p| Diagnostic::error(&p.file, p.line, p.column, p.message.clone()))
+        .collect()
+}
+
+/// Loads the config and its policy folder, or says everything that is wrong with them.
+pub fn load(config_path: &Path) -> Result<(Config, PolicySnapshot), Vec<Diagnostic>> {
+    let config = Config::load(config_path).map_err(|e| config_diagnostics(&e))?;
+    let policies = PolicySnapshot::load(&config.policy_dir).map_err(|e| policy_diagnostics(&e))?;
+    Ok((config, policies))
+}
+
+/// Renders diagnostics as `file:line:col` plus a snippet with a caret, reading each file once.
+#[derive(Default)]
+pub struct Reporter {
+    /// File texts by path; `None` when a file can't be read (then no snippet is shown).
+    sources: HashMap<PathBuf, Option<String>>,
+}
+
+impl Reporter {
+    /// One diagnostic, rendered; ends with a newline.
+    pub fn render(&mut self, d: &Diagnostic) -> String {
+        let level = match d.severity {
+            Severity::Error => Level::ERROR,
+            Severity::Warning => Level::WARNING,
+        };
+        let path = d.file.display().to_string();
+        let source = self
+            .sources
+            .entry(d.file.clone())
+            .or_insert_with(|| std::fs::read_to_string(&d.file).ok());
+        let line_text = source
+            .as_deref()
+            .filter(|_| d.line > 0)
+            .and_then(|s| s.lines().nth(d.line - 1));
+        let rendered = match line_text {
+            Some(text) => {
+                // Columns count characters; the snippet wants a byte range within the line.
+                let start = text
+                    .char_indices()
+                    .nth(d.column.saturating_sub(1))
+                    .map_or(text.len(), |(i, _)| i);
+                let end = text
+                    .get(start..)
+                    .and_then(|rest| rest.chars().next())
+                    .map_or(start, |c| start + c.len_utf8());
+                let report = [level.primary_title(&d.message).element(
+                    Snippet::source(text)
+                        .line_start(d.line)
+                        .path(path)
+                        .annotation(AnnotationKind::Primary.span(start..end)),
+                )];
+                Renderer::plain().render(&report)
+            }
+            None => format!(
+                "{}: {}\n  --> {}",
+                level_name(d.severity),
+                d.message,
+                d.location()
+            ),
+        };
+        let mut out = rendered;
+        out.push('\n');
+        out
+    }
+
+    /// Every diagnostic, rendered, errors and warnings in the given order.
+    pub fn render_all(&mut self, diagnostics: &[Diagnostic]) -> String {
+        let mut out = String::new();
+        for d in diagnostics {
+            out.push_str(&self.render(d));
+        }
+        out
+    }
+}
+
+/// `n thing` / `n things`.
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{n} {}", if n == 1 { one } else { many });
+    s
+}
