@@ -26,7 +26,7 @@ pub const DECISION_ID_HEADER: &str = "x-cedargate-decision-id";
 const GRPC_OK: i32 = 0;
 const GRPC_PERMISSION_DENIED: i32 = 7;
 const GRPC_UNAUTHENTICATED: i32 = 16;
-const GRPC_UNAVAILABLE: i32 = 14;
+
 
 /// The Authorization service.
 #[derive(Clone)]
@@ -152,7 +152,7 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             GRPC_UNAUTHENTICATED,
             d.challenge_error.unwrap_or("unauthorized"),
         ),
-        503 => (GRPC_UNAVAILABLE, "unavailable"),
+        
         _ => (GRPC_PERMISSION_DENIED, "forbidden"),
     };
     let mut headers = vec![
