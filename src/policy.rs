@@ -529,6 +529,15 @@ fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<Pr
         .map(|label| line_column(text, label.offset()))
         .unwrap_or((0, 0));
     let mut message = diag.to_string();
+    // Cedar often keeps the specifics (which attribute, which type) in the error's sources.
+    let mut source = diag.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(&format!(": {text}"));
+        }
+        source = inner.source();
+    }
     if let Some(help) = diag.help() {
         message.push_str(&format!(" (help: {help})"));
     }

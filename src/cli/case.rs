@@ -566,7 +566,7 @@ fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
     let message = e.to_string();
-    let first = message.lines().next().unwrap_or(&message).to_string();
+    let first = crate::cli::without_yaml_prefix(message.lines().next().unwrap_or(&message));
     Diagnostic::error(
         path,
         usize::try_from(line).unwrap_or(0),
@@ -1252,7 +1252,7 @@ fn expectation(
                     }
                 }
             }
-            if e == Expectation::default() {
+            if map.is_empty() {
                 problems.at(pos, "expect is empty: say at least the decision");
                 ok = false;
             }
@@ -1387,4 +1387,160 @@ fn one_line(e: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
         s.push_str(&format!(" ({help})"));
     }
     s.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::DecidingPolicy;
+
+    fn shipped() -> (Config, PolicySnapshot) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = Config::load(&root.join("cedargate.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let policies = PolicySnapshot::load(&config.policy_dir).unwrap_or_else(|e| panic!("{e}"));
+        (config, policies)
+    }
+
+    fn parse(text: &str) -> (TestFile, Vec<Diagnostic>) {
+        let (config, policies) = shipped();
+        let cx = Context {
+            config: &config,
+            policies: &policies,
+            now: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        };
+        parse_test_file(Path::new("t.yaml"), text, &cx)
+    }
+
+    #[test]
+    fn every_rejection_reason_round_trips() {
+        let reasons = rejection_reasons();
+        for reason in &reasons {
+            assert_eq!(rejection(reason).map(|e| e.reason()), Some(*reason));
+        }
+        let unique: std::collections::BTreeSet<_> = reasons.iter().collect();
+        assert_eq!(unique.len(), reasons.len());
+        assert!(rejection("token_too_old").is_none());
+    }
+
+    #[test]
+    fn expectations_compare_every_stated_field() {
+        let decision = Decision {
+            allowed: false,
+            status: 401,
+            reason: "no_permit",
+            policies: vec![DecidingPolicy {
+                id: "b".into(),
+                reason: None,
+            }],
+            errors: Vec::new(),
+            cedar: None,
+            route: Some("/orders/{id}".into()),
+            challenge_error: None,
+            policy_version: "v".into(),
+        };
+        let pass = Expectation {
+            outcome: Some(Outcome::Unauthenticated),
+            status: Some(401),
+            policies: Some(vec!["b".into()]),
+            route: Some("/orders/{id}".into()),
+            ..Expectation::default()
+        };
+        assert_eq!(pass.mismatches(&decision), Vec::<String>::new());
+        let fail = Expectation {
+            outcome: Some(Outcome::Allow),
+            status: Some(403),
+            reason: Some("forbid".into()),
+            policies: Some(vec![]),
+            action: Some("GET /x".into()),
+            ..Expectation::default()
+        };
+        assert_eq!(
+            fail.mismatches(&decision),
+            vec![
+                "decision: expected allow",
+                "status: expected 403, got 401",
+                "reason: expected forbid, got no_permit",
+                "policies: expected [], got [b]",
+                "action: expected GET /x, got (none)",
+            ]
+        );
+        assert_eq!(
+            fail.describe(),
+            "allow, status 403, reason forbid, policies [], action GET /x"
+        );
+    }
+
+    #[test]
+    fn defaults_merge_under_each_case() {
+        let defaults = RawRequest {
+            host: Some("api.example".into()),
+            headers: BTreeMap::from([("a".into(), "1".into()), ("b".into(), "1".into())]),
+            ..RawRequest::default()
+        };
+        let case = RawRequest {
+            path: Some("/x".into()),
+            headers: BTreeMap::from([("b".into(), "2".into())]),
+            ..RawRequest::default()
+        };
+        let merged = case.over(&defaults);
+        assert_eq!(merged.host.as_deref(), Some("api.example"));
+        assert_eq!(merged.path.as_deref(), Some("/x"));
+        assert_eq!(
+            merged.headers,
+            BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())])
+        );
+    }
+
+    #[test]
+    fn a_case_becomes_the_request_the_grpc_edge_would_build() {
+        let (file, problems) = parse(
+            "version: 1\nidentities:\n  bob: { issuer: demo-idp, claims: { sub: bob, groups: staff } }\ndefaults:\n  request: { host: API.Example:8443 }\ncases:\n  - name: c\n    time: 2030-01-01T10:00:00Z\n    request: { method: get, path: /orders/1?limit=2, service: orders, headers: { User-Agent: x }, source: { ip: 10.1.2.3 } }\n    identity: bob\n    expect: allow\n",
+        );
+        assert_eq!(problems, Vec::new());
+        let [case] = file.cases.as_slice() else {
+            panic!("{:?}", file.cases);
+        };
+        let r = &case.request;
+        assert_eq!(
+            (
+                r.method.as_str(),
+                r.path.as_str(),
+                r.query.as_str(),
+                r.host.as_str()
+            ),
+            ("GET", "/orders/1", "limit=2", "api.example")
+        );
+        assert_eq!(r.header("user-agent"), Some("x"));
+        assert_eq!(r.header_bytes, "user-agent".len() + 1);
+        assert_eq!(
+            r.context_extensions.get("service").map(String::as_str),
+            Some("orders")
+        );
+        // Named identities are built at the case's time: `exp` is an hour after it.
+        let Caller::Token(token) = &case.caller else {
+            panic!("{:?}", case.caller);
+        };
+        assert_eq!(token.exp, 1_893_492_000 + 3600);
+        let (config, policies) = shipped();
+        let d = case.decide(&config, &policies);
+        assert!(d.allowed, "{d:?}");
+    }
+
+    #[test]
+    fn problems_carry_the_position_of_what_is_wrong() {
+        let (file, problems) = parse(
+            "version: 1\ncases:\n  - name: a\n    request: { path: /orders/1, service: orders }\n    identity: { issuer: nope }\n    expect: { decision: maybe }\n",
+        );
+        assert_eq!(file.broken, 1);
+        let got: Vec<String> = problems
+            .iter()
+            .map(|d| format!("{}:{} {}", d.line, d.column, d.message))
+            .collect();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(got[0].starts_with("5:15 unknown issuer `nope`"), "{got:#?}");
+        assert!(
+            got[1].starts_with("6:13 expect.decision must be"),
+            "{got:#?}"
+        );
+    }
 }

@@ -134,10 +134,20 @@ pub fn config_diagnostics(error: &ConfigError) -> Vec<Diagnostic> {
                     path,
                     usize::try_from(p.line).unwrap_or(0),
                     usize::try_from(p.column).unwrap_or(0),
-                    p.message.clone(),
+                    without_yaml_prefix(&p.message),
                 )
             })
             .collect(),
+    }
+}
+
+/// A YAML parser message without its own `error: line N column M: ` prefix: the diagnostic
+/// already says where.
+pub(crate) fn without_yaml_prefix(message: &str) -> String {
+    let rest = message.strip_prefix("error: ").unwrap_or(message);
+    match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((position, text)) if position.contains(" column ") => text.to_string(),
+        _ => message.to_string(),
     }
 }
 
@@ -226,4 +236,40 @@ pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
     let mut s = String::new();
     let _ = write!(s, "{n} {}", if n == 1 { one } else { many });
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_render_with_a_snippet_and_a_caret() {
+        let dir = std::env::temp_dir().join(format!("cedargate-reporter-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("p.cedar");
+        std::fs::write(&file, "// x\npermit (principal action, resource);\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let d = Diagnostic::error(&file, 2, 19, "unexpected token `action`");
+        let rendered = Reporter::default().render(&d);
+        let expected = format!(
+            "error: unexpected token `action`\n --> {}:2:19\n  |\n2 | permit (principal action, resource);\n  |                   ^\n",
+            file.display()
+        );
+        assert_eq!(rendered, expected);
+        let whole = Diagnostic::warning(&file, 0, 0, "whole file");
+        assert_eq!(
+            Reporter::default().render(&whole),
+            format!("warning: whole file\n  --> {}\n", file.display())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn yaml_position_prefixes_are_dropped() {
+        assert_eq!(
+            without_yaml_prefix("error: line 8 column 1: unknown field `relam`"),
+            "unknown field `relam`"
+        );
+        assert_eq!(without_yaml_prefix("plain: text"), "plain: text");
+    }
 }

@@ -128,7 +128,10 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
     }
 
     let coverage = Coverage::new(&policies, &determined);
-    write!(out, "{}", coverage.report(args.verbose)).map_err(w("the report"))?;
+    // With no case run, every policy is "uncovered": say nothing rather than list them all.
+    if !results.is_empty() {
+        write!(out, "{}", coverage.report(args.verbose)).map_err(w("the report"))?;
+    }
     let coverage_failed = args.require_full_coverage && !coverage.uncovered.is_empty();
     if coverage_failed {
         writeln!(

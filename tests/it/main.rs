@@ -14,6 +14,7 @@
 mod check;
 mod e2e;
 mod faults;
+mod policy_cli;
 mod stack;
 mod support;
 mod tokens;

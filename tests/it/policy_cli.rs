@@ -1,0 +1,496 @@
+//! The policy author's commands, driven through the real `cedargate` binary: `validate`, `test`
+//! (format, coverage, JUnit), `check` (explanations) and `schema`, on the shipped policy set, on
+//! mutated copies of it, and on a directory of malformed inputs (`tests/fixtures/policy-cli/`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+
+use crate::support::repo;
+
+/// What one run of the binary produced.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+fn cedargate(args: &[&str]) -> Run {
+    cedargate_with_stdin(args, None)
+}
+
+fn cedargate_with_stdin(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
+        .args(args)
+        .current_dir(repo())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cedargate");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "cedargate {args:?} panicked:\n{}",
+        run.stderr
+    );
+    run
+}
+
+/// A copy of the shipped config and policy folder (tests included) in a temporary directory.
+fn copy_of_shipped() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("cedargate.yaml"),
+        dir.path().join("cedargate.yaml"),
+    )
+    .unwrap();
+    copy_tree(&repo().join("policies"), &dir.path().join("policies"));
+    let config = dir.path().join("cedargate.yaml");
+    (dir, config)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_name() != "expect" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn shipped_policies_validate_and_pass_with_full_coverage() {
+    let v = cedargate(&["validate", "-c", "cedargate.yaml"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(v.stdout.contains("cedargate.yaml: ok"), "{}", v.stdout);
+    assert!(!v.all().contains("warning"), "{}", v.all());
+
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let t = cedargate(&[
+        "test",
+        "-c",
+        "cedargate.yaml",
+        "--require-full-coverage",
+        "--junit",
+        s(junit.path()),
+    ]);
+    assert_eq!(t.code, 0, "{}", t.all());
+    assert!(
+        t.stdout.contains("determined at least one decision (100%)"),
+        "{}",
+        t.stdout
+    );
+    let closing = t.stdout.lines().last().unwrap();
+    assert!(
+        closing.ends_with("passed, 0 failed") && !closing.starts_with("0 "),
+        "{closing}"
+    );
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(
+        xml.contains(r#"<testsuites name="cedargate test""#),
+        "{xml}"
+    );
+    assert!(xml.contains(r#"failures="0" errors="0""#), "{xml}");
+    assert!(
+        xml.contains(r#"<testsuite name="policy coverage""#),
+        "{xml}"
+    );
+    assert!(xml.contains("name=\"staff read one order\""), "{xml}");
+}
+
+/// Every policy in the shipped set, as (file, id, policy text), and every other policy in its
+/// file, so the file can be rewritten without it.
+fn shipped_policies() -> Vec<(PathBuf, String, Vec<String>, String)> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let set = cedar_policy::PolicySet::from_str(&text).unwrap();
+        let policies: Vec<(String, String)> = set
+            .policies()
+            .map(|p| (p.annotation("id").unwrap().to_string(), p.to_string()))
+            .collect();
+        for (id, text) in &policies {
+            let others = policies
+                .iter()
+                .filter(|(other, _)| other != id)
+                .map(|(_, t)| t.clone())
+                .collect();
+            out.push((file.clone(), id.clone(), others, text.clone()));
+        }
+    }
+    out
+}
+
+/// The done criterion of the policy-testing workflow: removing any policy from the examples makes
+/// `cedargate test` fail. And because a removed id also breaks the expectations that name it,
+/// the same policy is also kept with its id but made inert (`when { false }`): the tests must
+/// then fail on a *decision*, proving they check behaviour, not just ids.
+#[test]
+fn removing_or_disabling_any_shipped_policy_fails_the_tests() {
+    let policies = shipped_policies();
+    let permits = policies
+        .iter()
+        .filter(|(_, _, _, text)| text.contains("permit"))
+        .count();
+    assert!(
+        permits >= 9,
+        "expected the shipped permits, found {permits}"
+    );
+    for (file, id, others, text) in &policies {
+        let name = file.file_name().unwrap();
+
+        let (dir, config) = copy_of_shipped();
+        std::fs::write(dir.path().join("policies").join(name), others.join("\n\n")).unwrap();
+        let removed = cedargate(&["test", "-c", s(&config)]);
+        assert_ne!(
+            removed.code,
+            0,
+            "removing `{id}` must fail the tests:\n{}",
+            removed.all()
+        );
+        assert!(
+            !removed.stdout.ends_with(" 0 failed\n"),
+            "{}",
+            removed.stdout
+        );
+
+        let inert = text.trim_end().trim_end_matches(';').to_string() + "\nwhen { false };";
+        let mut rewritten = others.clone();
+        rewritten.push(inert);
+        std::fs::write(
+            dir.path().join("policies").join(name),
+            rewritten.join("\n\n"),
+        )
+        .unwrap();
+        let disabled = cedargate(&["test", "-c", s(&config)]);
+        assert_ne!(disabled.code, 0, "disabling `{id}` must fail the tests");
+        assert!(
+            disabled.stdout.contains("FAIL "),
+            "disabling `{id}` must flip a decision:\n{}",
+            disabled.stdout
+        );
+    }
+}
+
+#[test]
+fn uncovered_policies_are_named_and_fail_only_when_required() {
+    let (dir, config) = copy_of_shipped();
+    std::fs::write(
+        dir.path().join("policies/extra.cedar"),
+        "@id(\"staff-read-reports\")\n@reason(\"nobody tests this\")\npermit (principal in Group::\"staff\", action == Action::\"GET /reports/{name}\", resource == Service::\"reports\");\n",
+    )
+    .unwrap();
+
+    let lenient = cedargate(&["test", "-c", s(&config)]);
+    assert_eq!(lenient.code, 0, "{}", lenient.all());
+    assert!(
+        lenient
+            .stdout
+            .contains("not covered: permit staff-read-reports ("),
+        "{}",
+        lenient.stdout
+    );
+    assert!(lenient.stdout.contains("(92%)"), "{}", lenient.stdout);
+
+    let strict = cedargate(&["test", "-c", s(&config), "--require-full-coverage"]);
+    assert_eq!(strict.code, 1, "{}", strict.all());
+    assert!(
+        strict.stdout.contains("coverage: FAILED"),
+        "{}",
+        strict.stdout
+    );
+}
+
+#[test]
+fn a_failing_case_shows_expected_got_policies_and_the_cedar_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\ncases:\n  - name: admins are not allowed to read orders\n    request: { path: /orders/1, service: orders, headers: { user-agent: curl/8 } }\n    identity: { issuer: demo-idp, claims: { sub: alice, groups: [admins] } }\n    expect: { decision: deny, status: 403 }\n  - name: the status page is public\n    request: { path: /orders/status, service: orders }\n    expect: allow\n",
+    )
+    .unwrap();
+    let t = cedargate(&["test", "-c", "cedargate.yaml", s(&file)]);
+    assert_eq!(t.code, 1, "{}", t.all());
+    let out = &t.stdout;
+    for needle in [
+        "FAIL ",
+        "wrong.yaml:3  admins are not allowed to read orders",
+        "expected: deny, status 403",
+        "got:      allow (200, reason allow)",
+        "mismatch: decision: expected deny",
+        "mismatch: status: expected 403, got 200",
+        "deciding: permit admins-everything — admins may do anything on every service",
+        "deciding: permit staff-read-orders — staff may list and read orders",
+        "principal: User::\"alice\"",
+        "action:    Action::\"GET /orders/{id}\"",
+        "resource:  Service::\"orders\"",
+        "\"user-agent\": \"curl/8\"",
+        "User::\"alice\" in [Group::\"admins\"]",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    assert!(
+        !out.contains("the status page is public"),
+        "passing cases stay quiet"
+    );
+    assert_eq!(out.lines().last().unwrap(), "1 passed, 1 failed");
+}
+
+/// Many malformed test files, one per fixture; each names the fixture file, says what is wrong
+/// (the `# error:` lines at its top), exits 1, and never panics. `validate` reports the same.
+#[test]
+fn malformed_test_files_give_clear_errors_naming_the_file() {
+    let dir = repo().join("tests/fixtures/policy-cli/test-files");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    fixtures.sort();
+    assert!(
+        fixtures.len() >= 25,
+        "found only {} fixtures",
+        fixtures.len()
+    );
+    for fixture in &fixtures {
+        let text = std::fs::read_to_string(fixture).unwrap();
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# error: "))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# error:` line",
+            fixture.display()
+        );
+        let name = fixture.file_name().unwrap().to_str().unwrap();
+        let t = cedargate(&["test", "-c", "cedargate.yaml", s(fixture)]);
+        assert_eq!(t.code, 1, "{name}:\n{}", t.all());
+        let out = t.all();
+        assert!(
+            out.contains(name),
+            "{name}: the output must name the file:\n{out}"
+        );
+        for e in &expected {
+            assert!(out.contains(e), "{name}: missing {e:?} in\n{out}");
+        }
+        assert!(
+            out.lines().any(|l| l.starts_with("error: ")),
+            "{name}: no `error:` line in\n{out}"
+        );
+
+        // `validate` checks test files in the policy folder's tests/ with the same parser.
+        let (copy, config) = copy_of_shipped();
+        std::fs::copy(fixture, copy.path().join("policies/tests").join(name)).unwrap();
+        let v = cedargate(&["validate", "-c", s(&config)]);
+        assert_eq!(v.code, 1, "{name}: validate must fail:\n{}", v.all());
+        for e in &expected {
+            assert!(
+                v.all().contains(e),
+                "{name}: validate lacks {e:?}:\n{}",
+                v.all()
+            );
+        }
+    }
+}
+
+/// Broken policy folders and configs (`tests/fixtures/policy-cli/policy-sets/<case>/`, laid over a
+/// copy of the shipped files): `validate` names file:line:column with a snippet and a caret;
+/// `test` refuses to run; nothing panics.
+#[test]
+fn broken_policy_sets_are_reported_with_file_line_and_column() {
+    let root = repo().join("tests/fixtures/policy-cli/policy-sets");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 7,
+        "found only {} policy-set fixtures",
+        cases.len()
+    );
+    for case in &cases {
+        let name = case.file_name().unwrap().to_str().unwrap();
+        let expected = std::fs::read_to_string(case.join("expect")).unwrap();
+        let (dir, config) = copy_of_shipped();
+        copy_tree(case, dir.path());
+        let v = cedargate(&["validate", "-c", s(&config)]);
+        assert_eq!(v.code, 1, "{name}:\n{}", v.all());
+        for needle in expected.lines().filter(|l| !l.is_empty()) {
+            assert!(
+                v.stderr.contains(needle),
+                "{name}: missing {needle:?} in\n{}",
+                v.stderr
+            );
+        }
+        assert!(v.stdout.contains("1 error"), "{name}: {}", v.stdout);
+        let t = cedargate(&["test", "-c", s(&config)]);
+        assert_eq!(t.code, 1, "{name}:\n{}", t.all());
+        assert!(t.stdout.contains("no tests ran"), "{name}: {}", t.stdout);
+    }
+}
+
+#[test]
+fn check_explains_a_deny_by_a_false_condition() {
+    let c = cedargate(&[
+        "check",
+        "-c",
+        "cedargate.yaml",
+        "--path",
+        "/tenants/globex/orders/1",
+        "--service",
+        "orders",
+        "--issuer",
+        "demo-idp",
+        "--claim",
+        "sub=bob",
+        "--claim",
+        "groups=[\"staff\"]",
+        "--claim",
+        "tenant=acme",
+    ]);
+    assert_eq!(c.code, 0, "{}", c.all());
+    let out = &c.stdout;
+    for needle in [
+        "decision: deny (403, reason no_permit)",
+        "principal: User::\"bob\"",
+        "action:    Action::\"GET /tenants/{tenant}/orders/{id}\"",
+        "resource:  Tenant::\"globex\"",
+        "User::\"bob\" {\"tenant\":\"acme\"} in [Group::\"staff\"]",
+        "permits whose scope matched but whose condition was false:",
+        "permit staff-own-tenant-orders (policies/abac.cedar) — staff may read orders of their own tenant",
+        "principal has tenant  →  true",
+        "principal.tenant == resource.slug   [principal.tenant = \"acme\", resource.slug = \"globex\"]  →  false",
+        "scope: principal in Group::\"admins\" ✗, action ✓, resource ✓",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+}
+
+#[test]
+fn check_explains_a_forbid_and_the_permits_it_overrode() {
+    let request = "request: { path: /payments/7, service: payments }\nidentity: { issuer: demo-idp, claims: { sub: carol, groups: [admins], tenant: globex } }\nexpect: { decision: deny, policies: [suspended-tenant-payments] }\n";
+    let c = cedargate_with_stdin(&["check", "-c", "cedargate.yaml", "-"], Some(request));
+    assert_eq!(c.code, 0, "{}", c.all());
+    let out = &c.stdout;
+    for needle in [
+        "decision: deny (403, reason forbid)",
+        "deciding: forbid suspended-tenant-payments — tenant globex is suspended from payments",
+        "denied by a forbid policy (forbids override every permit).",
+        "principal.tenant == \"globex\"  →  true",
+        "permits that would otherwise have allowed it:",
+        "permit admins-everything (policies/rbac.cedar)",
+        "expect: ok",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+}
+
+#[test]
+fn check_reads_request_files_and_explains_decisions_made_before_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("req.yaml");
+    std::fs::write(
+        &file,
+        "request: { path: /orders/1, service: orders }\nidentity: { invalid: token_expired }\nexpect: allow\n",
+    )
+    .unwrap();
+    let c = cedargate(&["check", "-c", "cedargate.yaml", s(&file)]);
+    assert_eq!(c.code, 1, "a failed expect exits 1:\n{}", c.all());
+    assert!(
+        c.stdout
+            .contains("decision: deny (401, reason token_expired)"),
+        "{}",
+        c.stdout
+    );
+    assert!(c.stdout.contains("before any policy ran"), "{}", c.stdout);
+    assert!(c.stdout.contains("expect: FAILED"), "{}", c.stdout);
+
+    let none = cedargate(&["check", "-c", "cedargate.yaml", "--path", "/nowhere"]);
+    assert_eq!(none.code, 0, "{}", none.all());
+    assert!(
+        none.stdout
+            .contains("no route in cedargate.yaml matches GET /nowhere"),
+        "{}",
+        none.stdout
+    );
+
+    let both = cedargate(&["check", "-c", "cedargate.yaml", s(&file), "--path", "/x"]);
+    assert_eq!(both.code, 1);
+    assert!(both.stdout.contains("not both"), "{}", both.stdout);
+}
+
+/// The generated schema is a working starting point: with it in place of the shipped one, the
+/// shipped policies validate and every shipped test case's context fits it.
+#[test]
+fn generated_schema_validates_the_shipped_policies_and_contexts() {
+    let schema = cedargate(&["schema", "-c", "cedargate.yaml"]);
+    assert_eq!(schema.code, 0, "{}", schema.all());
+    assert!(
+        schema
+            .stdout
+            .contains("action \"GET /orders/{id}\" appliesTo"),
+        "{}",
+        schema.stdout
+    );
+    let (dir, config) = copy_of_shipped();
+    std::fs::write(
+        dir.path().join("policies/cedargate.cedarschema"),
+        &schema.stdout,
+    )
+    .unwrap();
+    let v = cedargate(&["validate", "-c", s(&config)]);
+    assert_eq!(v.code, 0, "{}\n{}", v.all(), schema.stdout);
+    assert!(!v.all().contains("warning"), "{}", v.all());
+    let t = cedargate(&["test", "-c", s(&config), "--require-full-coverage"]);
+    assert_eq!(t.code, 0, "{}", t.all());
+    assert!(!t.all().contains("warning"), "{}", t.all());
+}
