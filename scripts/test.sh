@@ -17,6 +17,10 @@ cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+echo "==> cedargate validate + test on the shipped policies"
+cargo run --quiet -- validate -c cedargate.yaml
+cargo run --quiet -- test -c cedargate.yaml --require-full-coverage --junit target/policy-tests.xml
+
 echo "==> cargo test (unit, integration, end-to-end with Envoy + oidc-provider)"
 cargo test --all-targets 2>&1 | tee target/test-output.txt
 

@@ -22,7 +22,10 @@ use crate::request::HttpRequest;
 pub struct Verdict {
     /// Unique decision id (UUID v7: sortable by time).
     pub decision_id: String,
-    /// The decision.
+    /// The principal as Cedar prints it, when a Cedar request was built.
+    pub principal: Option<String>,
+    /// The decision. Its Cedar request, policies and errors have moved into the decision
+    /// record (no copies on the Check path), so they are empty here.
     pub decision: Decision,
 }
 
@@ -81,12 +84,13 @@ impl Gate {
             identity::resolve(config, &self.verifier, &request).await
         };
         let decision = decision::decide(config, &active.policies, &request, &identity, arrived);
-        let verdict = Verdict {
+        let mut verdict = Verdict {
             decision_id: uuid::Uuid::now_v7().to_string(),
+            principal: decision.principal(),
             decision,
         };
         self.log.record(record(
-            &verdict,
+            &mut verdict,
             &request,
             identity.as_ref().ok(),
             arrived,
@@ -96,14 +100,16 @@ impl Gate {
     }
 }
 
+/// The decision record; takes the Cedar request, policies and errors out of the verdict.
 fn record(
-    verdict: &Verdict,
+    verdict: &mut Verdict,
     request: &HttpRequest,
     identity: Option<&Identity>,
     arrived: SystemTime,
     started: Instant,
 ) -> DecisionRecord {
-    let d = &verdict.decision;
+    let cedar = verdict.decision.cedar.take();
+    let d = &mut verdict.decision;
     let token = match identity {
         Some(Identity::Token { token, cached }) => Some(TokenFacts {
             issuer: token.issuer.name.to_string(),
@@ -128,16 +134,16 @@ fn record(
         status: d.status,
         reason: d.reason.to_string(),
         mode: "enforce".to_string(),
-        principal: d.principal(),
-        action: d.cedar.as_ref().map(|c| c.action.to_string()),
-        resource: d.cedar.as_ref().map(|c| c.resource.to_string()),
-        route: d.route.clone(),
-        policies: d.policies.clone(),
-        errors: d.errors.clone(),
+        principal: verdict.principal.clone(),
+        action: cedar.as_ref().map(|c| c.action.to_string()),
+        resource: cedar.as_ref().map(|c| c.resource.to_string()),
+        route: d.route.take(),
+        policies: std::mem::take(&mut d.policies),
+        errors: std::mem::take(&mut d.errors),
         token,
         source_ip: request.source_ip.map(|ip| ip.to_string()),
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         policy_version: d.policy_version.to_string(),
-        cedar: d.cedar.clone(),
+        cedar,
     }
 }

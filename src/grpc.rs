@@ -27,7 +27,6 @@ const GRPC_OK: i32 = 0;
 const GRPC_PERMISSION_DENIED: i32 = 7;
 const GRPC_UNAUTHENTICATED: i32 = 16;
 
-
 /// The Authorization service.
 #[derive(Clone)]
 pub struct CheckService {
@@ -132,8 +131,8 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
     let d = &verdict.decision;
     if d.allowed {
         let mut headers = vec![header(DECISION_ID_HEADER, verdict.decision_id.clone())];
-        if let Some(principal) = d.principal() {
-            headers.push(header(PRINCIPAL_HEADER, principal));
+        if let Some(principal) = &verdict.principal {
+            headers.push(header(PRINCIPAL_HEADER, principal.clone()));
         }
         return CheckResponse {
             status: Some(rpc::Status {
@@ -152,7 +151,7 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             GRPC_UNAUTHENTICATED,
             d.challenge_error.unwrap_or("unauthorized"),
         ),
-        
+
         _ => (GRPC_PERMISSION_DENIED, "forbidden"),
     };
     let mut headers = vec![

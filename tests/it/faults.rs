@@ -210,11 +210,11 @@ async fn a_flood_of_unknown_kids_does_not_reach_the_idp() {
     let unauthorized = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
-        let workers_n = 40u64;
+    let workers_n = 40u64;
     for w in 0..workers_n {
         let (c, url, claims, unauthorized) =
             (c.clone(), url.clone(), claims.clone(), unauthorized.clone());
-                let tokens: Vec<String> = (0..total / workers_n)
+        let tokens: Vec<String> = (0..total / workers_n)
             .map(|i| {
                 let kid = format!("forged-{w}-{i}");
                 sign_raw(
@@ -239,7 +239,7 @@ async fn a_flood_of_unknown_kids_does_not_reach_the_idp() {
     let elapsed = started.elapsed();
     let seen = traffic.finish().await;
     let fetches = stack.idp.jwks_hits() - hits_before;
-        let sent = total / workers_n * workers_n;
+    let sent = total / workers_n * workers_n;
     assert_eq!(
         unauthorized.load(Ordering::Relaxed),
         sent,
