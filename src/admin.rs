@@ -1,6 +1,6 @@
 //! The admin HTTP port: `/healthz` (the process is up), `/readyz` (policies loaded and every
-//! issuer has keys; the JSON body says which issuer is missing and why) and `/policy` (active
-//! policy-set version and load time).
+//! issuer has keys; the JSON body says which issuer is missing and why), `/policy` (active
+//! policy-set version and load time) and `/metrics` (Prometheus text, see `metrics`).
 //!
 //! Read-only: nothing here changes state, and nothing here sits on the Check path.
 
@@ -35,6 +35,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/policy", get(policy))
+        .route("/metrics", get(prometheus))
         .with_state(admin)
 }
 
@@ -97,4 +98,19 @@ async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
         "files": snapshot.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "reload": admin.reload.status(),
     }))
+}
+
+async fn prometheus(State(admin): State<Admin>) -> impl IntoResponse {
+    let state = crate::metrics::State::read(
+        &admin.gate,
+        admin.reload.status(),
+        admin.draining.load(Ordering::Relaxed),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state),
+    )
 }

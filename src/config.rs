@@ -80,6 +80,25 @@ const DEFAULT_SERVICE_ID_CLAIM: &str = "client_id";
 /// Longest a Check waits for an unknown-`kid` refetch before answering; the fetch itself goes on
 /// in the background. Below Envoy's usual ext_authz deadline (our configs use 500 ms).
 const DEFAULT_KID_REFETCH_WAIT_MS: u64 = 300;
+/// Operational log level (an `EnvFilter` directive list; `RUST_LOG` wins when set): startup,
+/// reloads and key trouble are info/warn/error, so `info` shows everything an operator acts on
+/// without the per-refresh `jwks.loaded` debug lines.
+const DEFAULT_LOG_LEVEL: &str = "info";
+/// `service.name` of exported spans: what trace backends group cedargate's spans under.
+const DEFAULT_OTLP_SERVICE_NAME: &str = "cedargate";
+/// Share of traces sampled when no sampling decision arrives with the request. Parent-based: when
+/// Envoy sends a `traceparent`, its decision wins, so this only applies to untraced callers; an
+/// operator who switched OTLP on expects to see those too.
+const DEFAULT_OTLP_SAMPLING_RATIO: f64 = 1.0;
+/// Longest one export (connect included) may take before its batch counts as failed: bounds how
+/// long a slow or unreachable collector holds the export thread, never a Check.
+const DEFAULT_OTLP_TIMEOUT_MS: u64 = 2_000;
+/// Finished spans waiting for export; past this, new spans are dropped and counted. The
+/// OpenTelemetry SDK's default (`OTEL_BSP_MAX_QUEUE_SIZE`): about 2 MiB at ~1 KiB per span.
+const DEFAULT_OTLP_QUEUE: usize = 2_048;
+/// How long spans wait to be batched before export (a full batch of 512 leaves at once). The
+/// OpenTelemetry SDK's default (`OTEL_BSP_SCHEDULE_DELAY`).
+const DEFAULT_OTLP_BATCH_DELAY_MS: u64 = 5_000;
 
 /// The validated configuration. Every value here has been checked; code that holds a `Config`
 /// never re-validates.
@@ -115,6 +134,8 @@ pub struct Config {
     pub token_cache: TokenCacheConfig,
     /// Decision-log output.
     pub decision_log: DecisionLogConfig,
+    /// Operational logs and OTLP traces.
+    pub telemetry: TelemetryConfig,
 }
 
 /// One trusted token issuer.
@@ -234,6 +255,52 @@ pub struct DecisionLogConfig {
     pub queue: usize,
 }
 
+/// Operational logs (stderr) and trace export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Level and format of operational logs.
+    pub log: LogConfig,
+    /// OTLP/gRPC trace export; `None` (the default) exports nothing and creates no spans.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Operational log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `EnvFilter` directives, e.g. `info` or `info,cedargate::jwks=debug` (checked at load).
+    pub level: String,
+    /// Human-readable text or one JSON object per line.
+    pub format: LogFormat,
+}
+
+/// Operational log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Where and how spans are exported (OTLP over gRPC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// Collector URL, `http://host:4317` or `https://…` (system CA roots).
+    pub endpoint: String,
+    /// Share of root traces sampled, in [0, 1]; a sampled/unsampled parent decides for its children.
+    pub sampling_ratio: f64,
+    /// `service.name` resource attribute.
+    pub service_name: String,
+    /// Extra resource attributes (`deployment.environment`, `k8s.cluster.name`, …).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Bound on one export, connection included.
+    pub timeout: Duration,
+    /// Finished spans queued for export at most; more are dropped and counted.
+    pub queue: usize,
+    /// Batching delay before export.
+    pub batch_delay: Duration,
+}
+
 /// Decision-log destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogOutput {
@@ -273,6 +340,8 @@ struct RawConfig {
     token_cache: RawTokenCache,
     #[serde(default)]
     decision_log: RawDecisionLog,
+    #[serde(default)]
+    telemetry: RawTelemetry,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -376,6 +445,34 @@ struct RawDecisionLog {
     output: Option<String>,
     path: Option<String>,
     queue: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    log: RawLog,
+    otlp: Option<Spanned<RawOtlp>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtlp {
+    endpoint: Spanned<String>,
+    sampling_ratio: Option<Spanned<f64>>,
+    service_name: Option<Spanned<String>>,
+    #[serde(default)]
+    resource_attributes: BTreeMap<String, String>,
+    timeout_ms: Option<Spanned<u64>>,
+    queue: Option<Spanned<usize>>,
+    batch_delay_ms: Option<Spanned<u64>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,7 +794,127 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
                 problems,
             ),
         },
+        telemetry: telemetry(&raw.telemetry, problems),
     }
+}
+
+fn telemetry(raw: &RawTelemetry, problems: &mut Problems) -> TelemetryConfig {
+    let level = match &raw.log.level {
+        None => DEFAULT_LOG_LEVEL.to_string(),
+        Some(l) => {
+            if l.value.trim().is_empty()
+                || tracing_subscriber::EnvFilter::try_new(&l.value).is_err()
+            {
+                problems.at(
+                    l,
+                    format!(
+                        "telemetry.log.level `{}` is not a log filter (e.g. `info` or `warn,cedargate=debug`)",
+                        l.value
+                    ),
+                );
+            }
+            l.value.clone()
+        }
+    };
+    let format = match raw.log.format.as_ref() {
+        None => LogFormat::Text,
+        Some(f) => match f.value.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                problems.at(
+                    f,
+                    format!("telemetry.log.format must be `text` or `json`, not `{other}`"),
+                );
+                LogFormat::Text
+            }
+        },
+    };
+    TelemetryConfig {
+        log: LogConfig { level, format },
+        otlp: raw.otlp.as_ref().map(|o| otlp(o, problems)),
+    }
+}
+
+fn otlp(spanned: &Spanned<RawOtlp>, problems: &mut Problems) -> OtlpConfig {
+    let raw = &spanned.value;
+    let endpoint = raw.endpoint.value.trim_end_matches('/').to_string();
+    if let Err(why) = check_otlp_endpoint(&endpoint) {
+        problems.at(
+            &raw.endpoint,
+            format!("telemetry.otlp.endpoint `{}` {why}", raw.endpoint.value),
+        );
+    }
+    let sampling_ratio = match &raw.sampling_ratio {
+        None => DEFAULT_OTLP_SAMPLING_RATIO,
+        Some(r) if !(0.0..=1.0).contains(&r.value) => {
+            problems.at(
+                r,
+                format!(
+                    "telemetry.otlp.sampling_ratio {} must be between 0 and 1",
+                    r.value
+                ),
+            );
+            DEFAULT_OTLP_SAMPLING_RATIO
+        }
+        Some(r) => r.value,
+    };
+    let service_name = match &raw.service_name {
+        None => DEFAULT_OTLP_SERVICE_NAME.to_string(),
+        Some(n) if n.value.trim().is_empty() => {
+            problems.at(n, "telemetry.otlp.service_name must not be empty");
+            DEFAULT_OTLP_SERVICE_NAME.to_string()
+        }
+        Some(n) => n.value.clone(),
+    };
+    if raw.resource_attributes.keys().any(|k| k.trim().is_empty()) {
+        problems.at(
+            spanned,
+            "telemetry.otlp.resource_attributes has an empty name",
+        );
+    }
+    OtlpConfig {
+        endpoint,
+        sampling_ratio,
+        service_name,
+        resource_attributes: raw.resource_attributes.clone(),
+        timeout: Duration::from_millis(positive(
+            raw.timeout_ms.as_ref(),
+            DEFAULT_OTLP_TIMEOUT_MS,
+            "telemetry.otlp.timeout_ms",
+            problems,
+        )),
+        queue: positive(
+            raw.queue.as_ref(),
+            DEFAULT_OTLP_QUEUE,
+            "telemetry.otlp.queue",
+            problems,
+        ),
+        batch_delay: Duration::from_millis(positive(
+            raw.batch_delay_ms.as_ref(),
+            DEFAULT_OTLP_BATCH_DELAY_MS,
+            "telemetry.otlp.batch_delay_ms",
+            problems,
+        )),
+    }
+}
+
+/// An OTLP/gRPC endpoint is `http(s)://host[:port]`, nothing after the authority: a path such
+/// as `/v1/traces` belongs to OTLP/HTTP, which cedargate does not speak.
+fn check_otlp_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty() || rest.contains(|c: char| c.is_whitespace() || c == '@') {
+        return Err("needs a host (and port), e.g. http://127.0.0.1:4317");
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err(
+            "must not have a path: OTLP/gRPC (port 4317) is spoken, not OTLP/HTTP (/v1/traces)",
+        );
+    }
+    Ok(())
 }
 
 /// The realm goes inside a quoted `WWW-Authenticate` parameter: printable ASCII, no quote or
@@ -1164,6 +1381,79 @@ decision_log:
             got[0].starts_with("3:34 resource id uses `{order}`"),
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn telemetry_defaults_to_text_logs_at_info_and_no_export() {
+        let config = match Config::parse("{}", Path::new("c.yaml")) {
+            Ok(c) => c,
+            Err(e) => unreachable!("{e}"),
+        };
+        assert_eq!(config.telemetry.log.level, DEFAULT_LOG_LEVEL);
+        assert_eq!(config.telemetry.log.format, LogFormat::Text);
+        assert_eq!(config.telemetry.otlp, None);
+    }
+
+    #[test]
+    fn an_otlp_section_gets_its_defaults() {
+        let yaml = "\
+telemetry:
+  log: { level: 'warn,cedargate=debug', format: json }
+  otlp:
+    endpoint: https://otel.example.com:4317/
+    resource_attributes: { deployment.environment: prod }
+";
+        let config = match Config::parse(yaml, Path::new("c.yaml")) {
+            Ok(c) => c,
+            Err(e) => unreachable!("{e}"),
+        };
+        assert_eq!(config.telemetry.log.format, LogFormat::Json);
+        let otlp = config.telemetry.otlp.unwrap_or_else(|| unreachable!());
+        assert_eq!(otlp.endpoint, "https://otel.example.com:4317");
+        assert_eq!(otlp.sampling_ratio, DEFAULT_OTLP_SAMPLING_RATIO);
+        assert_eq!(otlp.service_name, DEFAULT_OTLP_SERVICE_NAME);
+        assert_eq!(otlp.queue, DEFAULT_OTLP_QUEUE);
+        assert_eq!(otlp.timeout, Duration::from_millis(DEFAULT_OTLP_TIMEOUT_MS));
+        assert_eq!(
+            otlp.resource_attributes.get("deployment.environment"),
+            Some(&"prod".to_string())
+        );
+    }
+
+    #[test]
+    fn telemetry_problems_are_reported_with_their_positions() {
+        let yaml = "\
+telemetry:
+  log:
+    level: 'info,[bad'
+    format: xml
+  otlp:
+    endpoint: http://collector:4318/v1/traces
+    sampling_ratio: 1.5
+    service_name: ' '
+    queue: 0
+    timeout_ms: 0
+";
+        let got = problems(yaml);
+        for needle in [
+            "3:12 telemetry.log.level `info,[bad` is not a log filter",
+            "4:13 telemetry.log.format must be `text` or `json`, not `xml`",
+            "6:15 telemetry.otlp.endpoint `http://collector:4318/v1/traces` must not have a path",
+            "7:21 telemetry.otlp.sampling_ratio 1.5 must be between 0 and 1",
+            "8:19 telemetry.otlp.service_name must not be empty",
+            "9:12 telemetry.otlp.queue must be at least 1",
+            "10:17 telemetry.otlp.timeout_ms must be at least 1",
+        ] {
+            assert!(
+                got.iter().any(|p| p.starts_with(needle)),
+                "{needle} missing in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), 7, "{got:#?}");
+        for bad in ["collector:4317", "grpc://c:4317", "http://", "http://a b"] {
+            assert!(check_otlp_endpoint(bad).is_err(), "{bad}");
+        }
+        assert!(check_otlp_endpoint("http://[::1]:4317").is_ok());
     }
 
     #[test]

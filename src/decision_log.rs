@@ -155,8 +155,10 @@ impl DecisionLog {
         })
     }
 
-    /// Queues a record; drops and counts it when the queue is full.
+    /// Queues a record (noting it on the current Check span, if traced); drops and counts it
+    /// when the queue is full.
     pub fn record(&self, record: DecisionRecord) {
+        crate::telemetry::record_decision(&record);
         let Some(sender) = &self.sender else {
             return;
         };

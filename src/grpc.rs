@@ -13,9 +13,11 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::gate::{Gate, Verdict};
 use crate::request::HttpRequest;
+use crate::{metrics, telemetry};
 
 /// Header carrying the principal's entity uid to the upstream.
 pub const PRINCIPAL_HEADER: &str = "x-cedargate-principal";
@@ -47,8 +49,16 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let http = http_request(request.into_inner());
-        let verdict = self.gate.check(http).await;
+        let timer = metrics::CheckTimer::start();
+        let (metadata, _, check) = request.into_parts();
+        let http = http_request(check);
+        let trace_context = (
+            metadata.get("traceparent").and_then(|v| v.to_str().ok()),
+            metadata.get("tracestate").and_then(|v| v.to_str().ok()),
+        );
+        let span = telemetry::check_span(trace_context, &http.headers);
+        let verdict = self.gate.check(http).instrument(span).await;
+        timer.finish(&verdict.decision);
         Ok(Response::new(check_response(
             &verdict,
             &self.gate.config().realm,

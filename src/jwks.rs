@@ -282,6 +282,7 @@ impl IssuerKeys {
                 });
                 self.current.store(Some(set.clone()));
                 self.last_error.store(None);
+                crate::metrics::jwks_fetch(&self.config.name, true);
                 if self.stale_logged.swap(false, Ordering::Relaxed) {
                     tracing::info!(issuer = %self.config.name, "jwks.recovered");
                 }
@@ -289,6 +290,7 @@ impl IssuerKeys {
             }
             Err(e) => {
                 tracing::warn!(issuer = %self.config.name, error = %e, "jwks.fetch_failed");
+                crate::metrics::jwks_fetch(&self.config.name, false);
                 self.last_error.store(Some(Arc::new(e.to_string())));
                 Err(e)
             }

@@ -220,9 +220,13 @@ impl Verifier {
                 .and_then(|k| k.usable().ok())
                 .is_some_and(|s| s.version == hit.keys_version);
             if keys_current && hit.exp > now_secs() {
+                crate::metrics::token_cache_lookup(true);
                 return Ok((hit, true));
             }
             cache.invalidate(&digest);
+        }
+        if self.cache.is_some() {
+            crate::metrics::token_cache_lookup(false);
         }
         let verified = Arc::new(self.verify_uncached(token, &digest).await?);
         if let Some(cache) = &self.cache {

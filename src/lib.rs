@@ -16,7 +16,8 @@
 //!
 //! Around it: [`config`] (two-phase YAML config), [`server`] (wiring, drain), [`admin`] (probes),
 //! [`reload`] (hot reload of config and policies), [`cli`] (the policy author's `validate`,
-//! `test`, `check` and `schema` commands).
+//! `test`, `check` and `schema` commands), [`metrics`] (Prometheus `/metrics`) and
+//! [`telemetry`] (logs, and OTLP spans that join Envoy's traces).
 
 pub mod admin;
 pub mod cli;
@@ -29,8 +30,10 @@ pub mod identity;
 pub mod jwks;
 pub mod jwt;
 pub mod mapping;
+pub mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod request;
 pub mod routes;
 pub mod server;
+pub mod telemetry;

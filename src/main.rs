@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use cedargate::cli;
-use cedargate::config::Config;
+use cedargate::config::{self, Config};
+use cedargate::{cli, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -17,8 +17,9 @@ use cedargate::config::Config;
 )]
 struct Cli {
     /// Log format for operational logs on stderr (decision records go to the decision log).
-    #[arg(long, global = true, value_enum, default_value = "text")]
-    log_format: LogFormat,
+    /// Default: `telemetry.log.format` from the config for `serve`, else text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,6 +28,15 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+impl From<LogFormat> for config::LogFormat {
+    fn from(format: LogFormat) -> config::LogFormat {
+        match format {
+            LogFormat::Text => config::LogFormat::Text,
+            LogFormat::Json => config::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -50,11 +60,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let log_format = cli.log_format.map(config::LogFormat::from);
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // `serve` starts its logs from the config; the offline commands log little.
+        let format = log_format.unwrap_or(config::LogFormat::Text);
+        if let Err(e) = telemetry::init_logs("info", format) {
+            eprintln!("warning: {e}");
+        }
+    }
     // `Ok(false)`: a policy-authoring command found problems and has printed them.
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let result: anyhow::Result<bool> = match cli.command {
-        Command::Serve { config } => serve(&config).map(|()| true),
+        Command::Serve { config } => serve(&config, log_format).map(|()| true),
         Command::Validate(args) => {
             cli::validate::run(&args, &mut out, &mut err).map_err(Into::into)
         }
@@ -72,30 +89,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+fn serve(path: &std::path::Path, log_format: Option<config::LogFormat>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
+    // The OTLP exporter's gRPC channel is created on (and runs on) this runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(&config.telemetry, log_format).context("starting telemetry")?
+    };
+    let served = runtime.block_on(async {
         let running = cedargate::server::start(config).await?;
         wait_for_signal().await?;
         running.shutdown().await;
         Ok(())
-    })
+    });
+    // Export the last spans while the runtime (and the exporter's channel) still runs.
+    telemetry.shutdown();
+    served
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

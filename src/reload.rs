@@ -4,9 +4,9 @@
 //! with file:line, counted, and shown on the admin `/policy` endpoint. The service stays ready.
 //!
 //! Settings that other components were built from at start (listen addresses, issuers, the
-//! decision-log output, cache size, token size limit, policy folder) are not swapped: a change
-//! to them is refused with "restart needed" and nothing else from that change applies, so a
-//! reload is all or nothing. This module never touches the Check path beyond one atomic store.
+//! decision-log output, cache size, token size limit, policy folder, telemetry) are not
+//! swapped: a change to them is refused with "restart needed" and nothing else from that change
+//! applies, so a reload is all or nothing. This module never touches the Check path beyond one atomic store.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -228,6 +228,9 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     }
     if old.policy_dir != new.policy_dir {
         return Some("policy_dir");
+    }
+    if old.telemetry != new.telemetry {
+        return Some("telemetry");
     }
     None
 }

@@ -95,6 +95,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         "policy.loaded"
     );
     let config = Arc::new(config);
+    crate::metrics::start(&config);
     let jwks = Arc::new(Jwks::new(&config.issuers, jwks::http_client()?));
     let refresh_tasks = jwks.spawn_refresh();
     let log = DecisionLog::start(&config.decision_log.output, config.decision_log.queue)

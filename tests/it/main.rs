@@ -3,6 +3,8 @@
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
+//! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
+//!   traffic, an unreachable collector, alert rules (promtool) and the dashboard.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,6 +16,7 @@
 mod check;
 mod e2e;
 mod faults;
+mod observability;
 mod policy_cli;
 mod stack;
 mod support;
