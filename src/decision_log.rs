@@ -57,6 +57,9 @@ pub struct DecisionRecord {
     /// Envoy's `x-request-id`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub request_id: Option<String>,
+    /// W3C trace id of the Check's span, when traces are exported (`telemetry.otlp`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_id: Option<String>,
     /// `allow` or `deny`.
     pub decision: String,
     /// HTTP status returned (200 for allow).

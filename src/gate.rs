@@ -130,6 +130,7 @@ fn record(
         time: rfc3339(arrived),
         decision_id: verdict.decision_id.clone(),
         request_id: (!request.request_id.is_empty()).then(|| request.request_id.clone()),
+        trace_id: crate::telemetry::current_trace_id(),
         decision: if d.allowed { "allow" } else { "deny" }.to_string(),
         status: d.status,
         reason: d.reason.to_string(),

@@ -363,6 +363,8 @@ async fn envoy_and_cedargate_spans_join_one_trace_and_metrics_count_the_traffic(
         })
         .await;
     assert_eq!(parent.trace_id, ours.trace_id, "one trace");
+    // The decision record names the trace.
+    assert_eq!(stack.record(&traced_id)["trace_id"], ours.trace_id.as_str());
     assert_eq!(ours.name, "envoy.service.auth.v3.Authorization/Check");
     assert_eq!(ours.kind, 2, "SPAN_KIND_SERVER");
     for (key, value) in [
@@ -434,6 +436,10 @@ async fn envoy_and_cedargate_spans_join_one_trace_and_metrics_count_the_traffic(
         .wait_for("continued trace", by_decision(continued_id))
         .await;
     assert_eq!(continued.trace_id, client_trace);
+    assert_eq!(
+        stack.record(&continued.attributes["cedargate.decision_id"])["trace_id"],
+        client_trace
+    );
     assert_eq!(
         continued
             .attributes
