@@ -148,7 +148,7 @@ def wrk(url, token, seconds):
 
 def oha(url, token, seconds, rate):
     out = subprocess.run(
-        ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-q", str(rate),
+        ["oha", "--no-tui", "--output-format", "json", "--latency-correction", "-z", f"{seconds}s", "-q", str(rate),
          "-c", "16", "-H", f"authorization: Bearer {token}", url],
         capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
@@ -266,7 +266,7 @@ def main():
         f"Envoy {envoy_v} with one worker, {rustc_v}, {wrk_v}, {oha_v}.",
         "",
         f"Command: `{cmd}`. Saturation: `wrk -t1 -c16 -d{args.seconds}s`. Fixed rate: "
-        f"`oha -q {args.rate} -c16 -z {args.seconds}s` (open loop). Medians of {args.rounds} interleaved rounds.",
+        f"`oha -q {args.rate} -c16 -z {args.seconds}s --latency-correction` (open loop, corrected for coordinated omission). Medians of {args.rounds} interleaved rounds.",
         "",
         "| configuration | req/s at saturation | errors | p50 @1k rps | p99 @1k rps | p99.9 @1k rps | server CPU per Check |",
         "|---|---|---|---|---|---|---|",

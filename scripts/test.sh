@@ -7,9 +7,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-echo "==> installing test dependencies (Envoy, oidc-provider)"
+echo "==> installing test dependencies (Envoy, oidc-provider, promtool)"
 bash scripts/install-envoy.sh
 bash scripts/install-idp.sh
+bash scripts/install-promtool.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

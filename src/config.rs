@@ -50,6 +50,10 @@ const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Largest total size of the request headers we accept in a CheckRequest (Envoy's own default
 /// header limit is 60 KiB); anything larger is denied before parsing.
 const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Checks in flight per Envoy connection (Envoy opens one per worker). A Check takes tens of
+/// microseconds, so 256 in flight is already milliseconds of queue: past that, shedding
+/// (RESOURCE_EXHAUSTED, Envoy fails closed) keeps the latency of what is served bounded.
+const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 256;
 /// Verified-token cache entries: ~1 KiB each, so 10k entries cost ~10 MiB.
 const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
 /// Decision-log queue length between the Check path and the writer task. When full, records are
@@ -237,6 +241,9 @@ pub struct Limits {
     pub max_token_bytes: usize,
     /// Largest total header size accepted.
     pub max_header_bytes: usize,
+    /// Checks in flight per Envoy connection; beyond it cedargate sheds load with
+    /// RESOURCE_EXHAUSTED (Envoy then fails closed) instead of queueing without bound.
+    pub max_concurrent_checks: usize,
 }
 
 /// Verified-token cache settings.
@@ -431,6 +438,7 @@ struct RawContext {
 struct RawLimits {
     max_token_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
+    max_concurrent_checks: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -734,6 +742,12 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
             .limits
             .max_header_bytes
             .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_concurrent_checks: positive(
+            raw.limits.max_concurrent_checks.as_ref(),
+            DEFAULT_MAX_CONCURRENT_CHECKS,
+            "limits.max_concurrent_checks",
+            problems,
+        ),
     };
     if limits.max_token_bytes == 0 || limits.max_header_bytes == 0 {
         problems.nowhere("limits must be greater than zero");

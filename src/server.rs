@@ -128,6 +128,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let service = AuthorizationServer::new(CheckService::new(gate.clone()));
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
+            // Bounded concurrency with shedding: overload becomes RESOURCE_EXHAUSTED (Envoy
+            // denies, fail closed) rather than an unbounded queue.
+            .concurrency_limit_per_connection(config.limits.max_concurrent_checks)
+            .load_shed(true)
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
