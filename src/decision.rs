@@ -111,7 +111,20 @@ pub fn decide(
             return d;
         }
     };
-    let evaluation = match policies.evaluate(&cedar) {
+    let mut decision = evaluate(policies, &cedar, anonymous);
+    decision.cedar = Some(cedar);
+    decision.route = route;
+    decision
+}
+
+/// Evaluates a Cedar request and names the outcome: the policy half of [`decide`]. Shadow
+/// evaluation and `cedargate replay` call it with a candidate policy set, so what they report is
+/// what `serve` would decide. `anonymous` (the caller had no credential; `context.authenticated`
+/// is false) turns a deny into a 401 challenge. The returned decision carries no `cedar` and no
+/// `route`: the caller owns those.
+pub fn evaluate(policies: &PolicySnapshot, cedar: &CedarRequest, anonymous: bool) -> Decision {
+    let version = &policies.version;
+    let evaluation = match policies.evaluate(cedar) {
         Ok(e) => e,
         Err(e) => {
             let mut d = Decision::deny(
@@ -120,8 +133,6 @@ pub fn decide(
                 version,
             );
             d.errors.push(e.to_string());
-            d.cedar = Some(cedar);
-            d.route = route;
             return d;
         }
     };
@@ -153,8 +164,8 @@ pub fn decide(
         reason,
         policies: deciding,
         errors: evaluation.errors,
-        cedar: Some(cedar),
-        route,
+        cedar: None,
+        route: None,
         challenge_error: None,
         policy_version: version.clone(),
     }

@@ -56,6 +56,11 @@ enum Command {
     Check(Box<cli::check::CheckArgs>),
     /// Print a Cedar schema for the entities, actions and context this config produces.
     Schema(cli::schema::SchemaArgs),
+    /// Filter, print, summarize or follow decision records.
+    Logs(cli::logs::LogsArgs),
+    /// Re-evaluate recorded decisions against a candidate policy set and report what would
+    /// change; exit 1 on what --fail-on names (default: any deny -> allow), 2 if it can't run.
+    Replay(cli::replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,11 @@ fn main() -> ExitCode {
         Command::Test(args) => cli::test::run(&args, &mut out).map_err(Into::into),
         Command::Check(args) => cli::check::run(&args, &mut out).map_err(Into::into),
         Command::Schema(args) => cli::schema::run(&args, &mut out).map_err(Into::into),
+        Command::Logs(args) => cli::logs::run(&args, &mut out, &mut err).map_err(Into::into),
+        Command::Replay(args) => match cli::replay::run(&args, &mut out, &mut err) {
+            Ok(status) => return ExitCode::from(status.code()),
+            Err(e) => Err(e.into()),
+        },
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

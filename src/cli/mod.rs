@@ -1,5 +1,7 @@
 //! The policy author's commands: `validate`, `test`, `check` and `schema`, one file each, plus the
-//! policy test file format ([`case`]) that `validate`, `test` and `check` share.
+//! policy test file format ([`case`]) that `validate`, `test` and `check` share; and the decision
+//! log's readers, `logs` and `replay`, with the record reading and filters they share
+//! ([`records`]).
 //!
 //! Everything here runs offline: no IdP, no Envoy, no sockets. A test case or a `check` request
 //! goes through the same [`identity::without_token`](crate::identity::without_token),
@@ -12,6 +14,9 @@
 
 pub mod case;
 pub mod check;
+pub mod logs;
+pub mod records;
+pub mod replay;
 pub mod schema;
 pub mod test;
 pub mod validate;
@@ -36,6 +41,12 @@ pub enum CliError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// Decision records could not be read.
+    #[error(transparent)]
+    Records(#[from] records::ReadError),
+    /// The arguments contradict each other or don't parse.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {

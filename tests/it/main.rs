@@ -1,6 +1,7 @@
 //! cedargate's integration tests: one binary, real sockets on 127.0.0.1, ephemeral ports.
 //!
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
+//! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 //! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
@@ -14,6 +15,7 @@
 )]
 
 mod check;
+mod decision_logs;
 mod e2e;
 mod faults;
 mod observability;
