@@ -146,12 +146,14 @@ def wrk(url, token, seconds):
     return rps, (int(non2xx.group(1)) if non2xx else 0) + (1 if errors else 0), requests
 
 
-def oha(url, token, seconds, rate):
+def oha(url, token, seconds, rate, connections=16, raw=False):
     out = subprocess.run(
         ["oha", "--no-tui", "--output-format", "json", "--latency-correction", "-z", f"{seconds}s", "-q", str(rate),
-         "-c", "16", "-H", f"authorization: Bearer {token}", url],
+         "-c", str(connections), "-H", f"authorization: Bearer {token}", url],
         capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
+    if raw:
+        return data
     pct = data["latencyPercentiles"]
     codes = data.get("statusCodeDistribution", {})
     ok = sum(v for k, v in codes.items() if k.startswith("2"))
@@ -159,7 +161,7 @@ def oha(url, token, seconds, rate):
     return {"p50": pct["p50"] * 1e6, "p99": pct["p99"] * 1e6, "p999": pct["p99.9"] * 1e6}, ok, bad
 
 
-def run_one(name, tmp, token, seconds, rate, base_id):
+def run_one(name, tmp, token, seconds, rate, base_id, overload_rate=None):
     procs = Procs()
     listener, admin = free_port(), free_port()
     server = None
@@ -187,6 +189,17 @@ def run_one(name, tmp, token, seconds, rate, base_id):
         wait_http(f"http://127.0.0.1:{admin}/ready", expect="LIVE")
         url = f"http://127.0.0.1:{listener}{PATH}"
         wrk(url, token, 2)  # warm-up: connections, caches, JIT-free but page-cache warm
+        if overload_rate:
+            errors0 = envoy_counter(admin, "http.bench.ext_authz.error")
+            data = oha(url, token, seconds, overload_rate, connections=64, raw=True)
+            pct = data["latencyPercentiles"]
+            return {
+                "codes": data.get("statusCodeDistribution", {}),
+                "client_errors": sum(data.get("errorDistribution", {}).values()),
+                "rps": data["summary"]["requestsPerSec"],
+                "p50": pct["p50"] * 1e6, "p99": pct["p99"] * 1e6, "p999": pct["p99.9"] * 1e6,
+                "shed": envoy_counter(admin, "http.bench.ext_authz.error") - errors0,
+            }
         checks0 = envoy_counter(admin, "http.bench.ext_authz.ok") if server else 0
         cpu0 = cpu_seconds(server.pid) if server else 0.0
         rps, wrk_errors, _ = wrk(url, token, seconds)
@@ -221,6 +234,7 @@ def main():
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--configs", default="A,B,F,C,D")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    ap.add_argument("--no-overload", action="store_true", help="skip the overload run (C at 2x saturation)")
     args = ap.parse_args()
     for tool in ("wrk", "oha"):
         if not shutil.which(tool):
@@ -282,6 +296,19 @@ def main():
                      f"D/C {ratio('D', 'C')}. Added latency over A at {args.rate} rps: "
                      f"p50 {summary['C']['p50'] - summary['A']['p50']:.0f} µs, "
                      f"p99 {summary['C']['p99'] - summary['A']['p99']:.0f} µs.")
+    if "C" in summary and not args.no_overload:
+        rate = int(2 * summary["C"]["rps"])
+        o = run_one("C", tmp_overload := tempfile.mkdtemp(), token, args.seconds, args.rate, base_id, overload_rate=rate)
+        shutil.rmtree(tmp_overload, ignore_errors=True)
+        served = sum(v for k, v in o["codes"].items() if k.startswith("2"))
+        total = sum(o["codes"].values()) + o["client_errors"]
+        lines.append("")
+        lines.append(
+            f"Overload (C at twice its saturating rate, `oha -q {rate} -c64 -z {args.seconds}s`): "
+            f"{o['rps']:.0f} responses/s; {served} of {total} requests served (2xx), status counts {o['codes']}, "
+            f"{o['shed']} Checks failed or shed (Envoy `ext_authz.error`, answered 503 = fail closed), "
+            f"{o['client_errors']} client-side errors; latency of all responses p50 {o['p50']:.0f} µs, "
+            f"p99 {o['p99']:.0f} µs, p99.9 {o['p999']:.0f} µs.")
     table = "\n".join(lines) + "\n"
     print()
     print(table)

@@ -160,6 +160,28 @@ fn benches(c: &mut Criterion) {
         b.iter(|| policies.evaluate(black_box(&cedar)).unwrap())
     });
 
+    // Cedar decision cost against policy-set size: N permits for N distinct users (none of them
+    // the caller, so every policy is evaluated), plus the example set.
+    for n in [10usize, 100, 1_000] {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["cedargate.cedarschema", "entities.json", "rbac.cedar"] {
+            std::fs::copy(repo().join("policies").join(file), dir.path().join(file)).unwrap();
+        }
+        let generated: String = (0..n.saturating_sub(5))
+            .map(|i| {
+                format!(
+                    "@id(\"gen-{i}\")\npermit (principal == User::\"user-{i}\", action == Action::\"GET /orders/{{id}}\", resource == Service::\"orders\");\n"
+                )
+            })
+            .collect();
+        std::fs::write(dir.path().join("generated.cedar"), generated).unwrap();
+        let snapshot = PolicySnapshot::load(dir.path()).unwrap();
+        assert_eq!(snapshot.info.len(), n);
+        c.bench_function(&format!("evaluate/{n}-policies"), |b| {
+            b.iter(|| snapshot.evaluate(black_box(&cedar)).unwrap())
+        });
+    }
+
     c.bench_function("check/es256/cache-hit", |b| {
         b.iter(|| {
             let v = rt.block_on(cached.check(black_box(req.clone())));

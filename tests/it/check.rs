@@ -443,3 +443,52 @@ async fn oversized_headers_are_denied_before_anything_else() {
         "headers_too_large"
     );
 }
+
+/// Overload: beyond `limits.max_concurrent_checks` in flight on one connection, Checks are shed
+/// at once with RESOURCE_EXHAUSTED (Envoy then fails closed) instead of queueing without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_beyond_the_concurrency_limit_are_shed_not_queued() {
+    let idp = FakeIdp::start().await;
+    let gate = Gate::start_with(&idp.issuer, |yaml| {
+        yaml.replace("max_concurrent_checks: 256", "max_concurrent_checks: 1")
+    })
+    .await;
+    // Unknown-kid tokens hold a Check for a while (the refetch wait), so they pile up.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let mut client = gate.client.clone();
+        let t = crate::support::sign_raw(
+            &json!({"alg": "ES256", "kid": format!("slow-{i}")}),
+            &claims(&idp.issuer, "alice", &["admins"]),
+            &crate::support::key("ec"),
+            jsonwebtoken::Algorithm::ES256,
+        );
+        tasks.push(tokio::spawn(async move {
+            let auth = bearer(&t);
+            client
+                .check(check_request(
+                    "orders",
+                    "GET",
+                    "/orders/1",
+                    &[("authorization", &auth)],
+                ))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    let mut shed = 0;
+    let mut answered = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => answered += 1,
+            Err(tonic::Code::ResourceExhausted) => shed += 1,
+            Err(other) => panic!("unexpected status {other:?}"),
+        }
+    }
+    assert!(
+        shed > 0,
+        "nothing was shed with a limit of 1 ({answered} answered)"
+    );
+    assert!(answered > 0, "the limit must still let Checks through");
+}
