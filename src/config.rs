@@ -4,7 +4,8 @@
 //! errors, so typos never silently fall back to a default). Phase two validates every field into
 //! a typed [`Config`] that cannot be invalid, collecting *every* problem with its line and column
 //! instead of stopping at the first. This module does no network IO and reads only the config
-//! file itself; policies are loaded by `policy`, keys by `jwks`.
+//! file itself (and the redaction key file it may name); policies are loaded by `policy`, keys
+//! by `jwks`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -84,6 +85,9 @@ const DEFAULT_SERVICE_ID_CLAIM: &str = "client_id";
 /// Longest a Check waits for an unknown-`kid` refetch before answering; the fetch itself goes on
 /// in the background. Below Envoy's usual ext_authz deadline (our configs use 500 ms).
 const DEFAULT_KID_REFETCH_WAIT_MS: u64 = 300;
+/// Shortest accepted redaction key: 128 bits, so that redacted values can't be recovered by
+/// guessing the key.
+const MIN_REDACTION_KEY_BYTES: usize = 16;
 /// Operational log level (an `EnvFilter` directive list; `RUST_LOG` wins when set): startup,
 /// reloads and key trouble are info/warn/error, so `info` shows everything an operator acts on
 /// without the per-refresh `jwks.loaded` debug lines.
@@ -260,6 +264,30 @@ pub struct DecisionLogConfig {
     pub output: LogOutput,
     /// Queue length between Checks and the writer.
     pub queue: usize,
+    /// Request headers copied into the record's `headers` (lower-case). An allow-list, and never
+    /// a credential header (refused at load).
+    pub headers: Vec<String>,
+    /// Claims whose values are replaced by a hash wherever they appear in a record.
+    pub redact_claims: Vec<String>,
+    /// Key of the redaction hash (HMAC-SHA-256); without one, plain SHA-256.
+    pub redaction_key: Option<RedactionKey>,
+}
+
+/// The redaction key's bytes, never printed (not even by `Debug`).
+#[derive(Clone)]
+pub struct RedactionKey(Arc<[u8]>);
+
+impl RedactionKey {
+    /// The key.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedactionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedactionKey(..)")
+    }
 }
 
 /// Operational logs (stderr) and trace export.
@@ -453,6 +481,11 @@ struct RawDecisionLog {
     output: Option<String>,
     path: Option<String>,
     queue: Option<Spanned<usize>>,
+    #[serde(default)]
+    headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    redact_claims: Vec<Spanned<String>>,
+    redaction_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -807,8 +840,86 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
                 "decision_log.queue",
                 problems,
             ),
+            headers: record_headers(&raw.decision_log.headers, problems),
+            redact_claims: redact_claims(&raw.decision_log.redact_claims, problems),
+            redaction_key: raw
+                .decision_log
+                .redaction_key_file
+                .as_ref()
+                .and_then(|file| redaction_key(file, base, problems)),
         },
         telemetry: telemetry(&raw.telemetry, problems),
+    }
+}
+
+/// `decision_log.headers`: lower-cased, credential headers refused.
+fn record_headers(raw: &[Spanned<String>], problems: &mut Problems) -> Vec<String> {
+    let mut headers = Vec::new();
+    for h in raw {
+        let name = h.value.to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "authorization" | "cookie" | "proxy-authorization" | "set-cookie"
+        ) {
+            problems.at(
+                h,
+                format!("decision_log.headers must not include `{name}`: it carries credentials"),
+            );
+        } else if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':') {
+            problems.at(h, format!("`{}` is not a header name", h.value));
+        } else if !headers.contains(&name) {
+            headers.push(name);
+        }
+    }
+    headers
+}
+
+/// `decision_log.redact_claims`: claim names.
+fn redact_claims(raw: &[Spanned<String>], problems: &mut Problems) -> Vec<String> {
+    let mut claims = Vec::new();
+    for c in raw {
+        if c.value.trim().is_empty() {
+            problems.at(c, "decision_log.redact_claims has an empty claim name");
+        } else if !claims.contains(&c.value) {
+            claims.push(c.value.clone());
+        }
+    }
+    claims
+}
+
+/// `decision_log.redaction_key_file`: read at load (and on reload), at least
+/// [`MIN_REDACTION_KEY_BYTES`] bytes after trimming a trailing newline.
+fn redaction_key(
+    file: &Spanned<String>,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<RedactionKey> {
+    let path = resolve(base, &file.value);
+    match std::fs::read(&path) {
+        Ok(mut bytes) => {
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            if bytes.len() < MIN_REDACTION_KEY_BYTES {
+                problems.at(
+                    file,
+                    format!(
+                        "decision_log.redaction_key_file {} holds {} bytes; use at least {MIN_REDACTION_KEY_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                        path.display(),
+                        bytes.len()
+                    ),
+                );
+                return None;
+            }
+            Some(RedactionKey(bytes.into()))
+        }
+        Err(e) => {
+            problems.at(
+                file,
+                format!("decision_log.redaction_key_file {}: {e}", path.display()),
+            );
+            None
+        }
     }
 }
 
@@ -1479,5 +1590,63 @@ telemetry:
         assert!(!is_secure_url("http://idp.example.com"));
         assert!(!is_secure_url("http://127.0.0.1.evil.com"));
         assert!(!is_secure_url("ftp://127.0.0.1"));
+    }
+
+    #[test]
+    fn decision_log_headers_and_redaction_are_checked() {
+        let dir = std::env::temp_dir().join(format!("cedargate-redaction-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+        std::fs::write(dir.join("short.key"), "abc\n").unwrap_or_else(|e| unreachable!("{e}"));
+        std::fs::write(dir.join("good.key"), "0123456789abcdef0123456789abcdef\n")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let parse = |yaml: &str| Config::parse(yaml, &dir.join("c.yaml"));
+        let good = "decision_log:\n  headers: [User-Agent, x-forwarded-for, user-agent]\n  redact_claims: [email, email]\n  redaction_key_file: good.key\n";
+        let config = match parse(good) {
+            Ok(c) => c,
+            Err(e) => unreachable!("{e}"),
+        };
+        assert_eq!(
+            config.decision_log.headers,
+            ["user-agent", "x-forwarded-for"]
+        );
+        assert_eq!(config.decision_log.redact_claims, ["email"]);
+        let key = config
+            .decision_log
+            .redaction_key
+            .unwrap_or_else(|| unreachable!());
+        assert_eq!(key.bytes(), b"0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            format!("{key:?}"),
+            "RedactionKey(..)",
+            "Debug never shows the key"
+        );
+
+        let bad = "decision_log:\n  headers: [Cookie, authorization, 'a b']\n  redact_claims: ['']\n  redaction_key_file: short.key\n";
+        let got = match parse(bad) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| format!("{}:{} {}", p.line, p.column, p.message))
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        for needle in [
+            "2:13 decision_log.headers must not include `cookie`",
+            "2:21 decision_log.headers must not include `authorization`",
+            "2:36 `a b` is not a header name",
+            "3:19 decision_log.redact_claims has an empty claim name",
+            "4:23 decision_log.redaction_key_file",
+        ] {
+            assert!(
+                got.iter().any(|p| p.starts_with(needle)),
+                "{needle} missing in {got:#?}"
+            );
+        }
+        assert!(
+            problems("decision_log: { redaction_key_file: /no/such/key }")
+                .iter()
+                .any(|p| p.contains("/no/such/key"))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,8 +4,10 @@
 //! any incompatible change). Checks hand records to a bounded queue with `try_send` and never
 //! wait: when the queue is full the record is dropped and counted, and the writer reports drops
 //! periodically. Records never contain a raw token, cookie or `Authorization` value: token facts
-//! are issuer, subject, jti and a short hash.
+//! are issuer, subject, jti and a short hash; headers come only through an allow-list, and
+//! configured claims are redacted before the record is queued (see `redaction`).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +61,8 @@ pub struct DecisionRecord {
     /// Envoy's `x-request-id`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub request_id: Option<String>,
-    /// W3C trace id of the Check's span, when traces are exported (`telemetry.otlp`).
+    /// W3C trace id: the Check span's when traces are exported (`telemetry.otlp`), else the
+    /// one in the request's `traceparent` header.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trace_id: Option<String>,
     /// `allow` or `deny`.
@@ -92,6 +95,9 @@ pub struct DecisionRecord {
     /// Client address.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub source_ip: Option<String>,
+    /// The request headers named in `decision_log.headers` that the request carried.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub headers: Option<BTreeMap<String, String>>,
     /// Time spent deciding, microseconds.
     pub latency_us: u64,
     /// Policy-set version (content hash).

@@ -15,6 +15,7 @@ use crate::decision_log::{DecisionLog, DecisionRecord, RECORD_VERSION, TokenFact
 use crate::identity::{self, Identity};
 use crate::jwt::Verifier;
 use crate::policy::PolicySnapshot;
+use crate::redaction;
 use crate::request::HttpRequest;
 
 /// A decision with its id, as the gRPC edge answers it.
@@ -90,6 +91,7 @@ impl Gate {
             decision,
         };
         self.log.record(record(
+            config,
             &mut verdict,
             &request,
             identity.as_ref().ok(),
@@ -100,8 +102,10 @@ impl Gate {
     }
 }
 
-/// The decision record; takes the Cedar request, policies and errors out of the verdict.
+/// The decision record; takes the Cedar request, policies and errors out of the verdict. Headers
+/// come from `decision_log.headers` only; configured claims are redacted before it is queued.
 fn record(
+    config: &Config,
     verdict: &mut Verdict,
     request: &HttpRequest,
     identity: Option<&Identity>,
@@ -125,12 +129,13 @@ fn record(
         }),
         _ => None,
     };
-    DecisionRecord {
+    let mut record = DecisionRecord {
         v: RECORD_VERSION,
         time: rfc3339(arrived),
         decision_id: verdict.decision_id.clone(),
         request_id: (!request.request_id.is_empty()).then(|| request.request_id.clone()),
-        trace_id: crate::telemetry::current_trace_id(),
+        trace_id: crate::telemetry::current_trace_id()
+            .or_else(|| request.header("traceparent").and_then(redaction::trace_id)),
         decision: if d.allowed { "allow" } else { "deny" }.to_string(),
         status: d.status,
         reason: d.reason.to_string(),
@@ -143,8 +148,13 @@ fn record(
         errors: std::mem::take(&mut d.errors),
         token,
         source_ip: request.source_ip.map(|ip| ip.to_string()),
+        headers: redaction::headers(&config.decision_log, request),
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         policy_version: d.policy_version.to_string(),
         cedar,
+    };
+    if let Some(Identity::Token { token, .. }) = identity {
+        redaction::redact(&config.decision_log, token, &mut record);
     }
+    record
 }

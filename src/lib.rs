@@ -12,7 +12,8 @@
 //!   [`routes`] matches path templates.
 //! - [`decision`] — the decision core (sync, no IO): every failure becomes a deny here.
 //! - [`policy`] — loading and evaluating the Cedar policy set.
-//! - [`decision_log`] — versioned records, written off the request path.
+//! - [`decision_log`] — versioned records, written off the request path; [`redaction`] decides
+//!   what of the request a record may carry (header allow-list, trace id, redacted claims).
 //!
 //! Around it: [`config`] (two-phase YAML config), [`server`] (wiring, drain), [`admin`] (probes),
 //! [`reload`] (hot reload of config and policies), [`cli`] (the policy author's `validate`,
@@ -32,6 +33,7 @@ pub mod jwt;
 pub mod mapping;
 pub mod metrics;
 pub mod policy;
+pub mod redaction;
 pub mod reload;
 pub mod request;
 pub mod routes;

@@ -515,3 +515,500 @@ async fn regenerate_recorded_fixture() {
     traffic(&mut gate, &idp).await;
     std::fs::write(fixtures().join("recorded.jsonl"), gate.log_bytes()).unwrap();
 }
+
+/// Masks the values that change from run to run (times, ids, ports, token hashes) in a raw
+/// record line, keeping every other byte, field order included.
+fn mask(line: &str) -> String {
+    let mut out = line.to_string();
+    for key in [
+        "time",
+        "decision_id",
+        "latency_us",
+        "hash",
+        "jti",
+        "iss",
+        "exp",
+        "iat",
+        "epoch",
+        "hour",
+        "weekday",
+        "policy_version",
+    ] {
+        let needle = format!("\"{key}\":");
+        let mut masked = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(&needle) {
+            let (before, after) = rest.split_at(at + needle.len());
+            masked.push_str(before);
+            if after.starts_with(['{', '[']) {
+                // An object or array (`context.time`): its own fields are masked by name.
+                rest = after;
+                continue;
+            }
+            let end = if let Some(quoted) = after.strip_prefix('"') {
+                let mut escaped = false;
+                let close = quoted
+                    .char_indices()
+                    .find(|(_, c)| {
+                        let done = !escaped && *c == '"';
+                        escaped = !escaped && *c == '\\';
+                        done
+                    })
+                    .map(|(i, _)| i)
+                    .unwrap();
+                close + 2
+            } else {
+                after.find([',', '}']).unwrap()
+            };
+            masked.push_str(&format!("\"<{key}>\""));
+            rest = &after[end..];
+        }
+        masked.push_str(rest);
+        out = masked;
+    }
+    out
+}
+
+/// A config edit adding claim redaction (`extra`) and a redaction key to the test config; the
+/// example config already keeps `user-agent` and `x-forwarded-for` in records.
+fn with_record_settings(yaml: String, extra: &str) -> String {
+    let key = fixtures().join("redaction.key");
+    let marker = "output: file\n  path: ";
+    let at = yaml.find(marker).unwrap();
+    let end = at + yaml[at..].find('\n').unwrap();
+    format!(
+        "{}\n  redaction_key_file: {}\n{extra}{}",
+        &yaml[..end],
+        key.display(),
+        &yaml[end..]
+    )
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_match_the_golden_files() {
+    let idp = FakeIdp::start().await;
+    let mut gate = Gate::start_with(&idp.issuer, |y| {
+        with_record_settings(y, "  redact_claims: [tenant, email]\n")
+    })
+    .await;
+    let mut alice = claims(&idp.issuer, "alice", &["admins"]);
+    alice["email"] = json!("alice@example.com");
+    let alice = bearer(&token(&alice));
+    let bob = bearer(&token(&claims(&idp.issuer, "bob", &["staff"])));
+    let mut carol = claims(&idp.issuer, "carol", &["staff"]);
+    carol["tenant"] = json!("globex");
+    let carol = bearer(&token(&carol));
+    let mut expired = claims(&idp.issuer, "bob", &["staff"]);
+    expired["exp"] = json!(now() - 3600);
+    let expired = bearer(&token(&expired));
+    let common = [
+        ("user-agent", "curl/8.5.0"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("traceparent", TRACEPARENT),
+        ("cookie", "session=never-logged"),
+    ];
+    let cases: Vec<(&str, Option<&str>, &str, &str, &str)> = vec![
+        (
+            "allow",
+            Some(&alice),
+            "orders",
+            "GET",
+            "/orders/42?limit=5&other=x",
+        ),
+        ("forbid", Some(&carol), "payments", "GET", "/payments/7"),
+        (
+            "redacted-path",
+            Some(&bob),
+            "orders",
+            "GET",
+            "/tenants/acme/orders/7",
+        ),
+        ("anonymous", None, "orders", "GET", "/orders/1"),
+        (
+            "token-expired",
+            Some(&expired),
+            "orders",
+            "GET",
+            "/orders/1",
+        ),
+        ("no-route", Some(&bob), "orders", "GET", "/nowhere"),
+    ];
+    let mut lines = String::new();
+    for (name, auth, svc, method, path) in &cases {
+        let mut headers: Vec<(&str, &str)> = common.to_vec();
+        let id = format!("req-{name}");
+        headers.push(("x-request-id", &id));
+        if let Some(a) = auth {
+            headers.push(("authorization", a));
+        }
+        let answer = gate.check(check_request(svc, method, path, &headers)).await;
+        gate.record(answer.decision_id()).await;
+        let raw = gate
+            .log_bytes()
+            .lines()
+            .find(|l| l.contains(answer.decision_id()))
+            .unwrap()
+            .to_string();
+        lines.push_str(&mask(&raw));
+        lines.push('\n');
+    }
+    golden("records.golden.jsonl", &lines);
+    // Every golden record reads back as a v1 record.
+    for line in gate.log_bytes().lines() {
+        assert!(matches!(
+            cedargate::cli::records::parse_line(line),
+            cedargate::cli::records::Line::Record(_)
+        ));
+    }
+    assert!(!gate.log_bytes().contains("never-logged"));
+}
+
+/// The `cedargate` binary serving a config, with everything it writes to stdout and stderr.
+struct Served {
+    child: std::process::Child,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    grpc: u16,
+}
+
+impl Served {
+    async fn start(config: &Path, grpc: u16, admin: u16) -> Served {
+        use std::io::Read as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
+            .args(["serve", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "debug")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut readers = Vec::new();
+        let mut collect = |mut pipe: Box<dyn std::io::Read + Send>| {
+            let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let into = buffer.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    into.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            }));
+            buffer
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cedargate not ready: {}",
+                String::from_utf8_lossy(&stderr.lock().unwrap())
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Served {
+            child,
+            stdout,
+            stderr,
+            readers,
+            grpc,
+        }
+    }
+
+    async fn client(
+        &self,
+    ) -> envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+        tonic::transport::Channel,
+    > {
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+            format!("http://127.0.0.1:{}", self.grpc),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// SIGTERM (the log is flushed on the way out), then everything written.
+    fn stop(mut self) -> (Vec<u8>, Vec<u8>) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "cedargate exited with {exit}");
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (out, err)
+    }
+}
+
+/// Every file under `dir`, concatenated.
+fn all_bytes_under(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_cookie_or_redacted_claim_reaches_any_output() {
+    let idp = FakeIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log_path = logs.join("decisions.jsonl");
+    let (grpc, admin) = (crate::stack::free_port(), crate::stack::free_port());
+    // The test config listens on `127.0.0.1:0` twice: grpc first, then admin.
+    let yaml = test_config_yaml(&idp.issuer, &log_path)
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{grpc}"), 1)
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin}"), 1);
+    let yaml = with_record_settings(
+        yaml,
+        "  redact_claims: [email, phone_number, tenant, sub]\n",
+    )
+    // Map the email claim onto the principal, so that redaction has something to hide there.
+    .replace(
+        "        tenant: tenant\n",
+        "        tenant: tenant\n        email: email\n",
+    );
+    let config = dir.path().join("cedargate.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let served = Served::start(&config, grpc, admin).await;
+    let mut client = served.client().await;
+
+    // Secrets, as a client or an IdP would send them.
+    let email = "alice.private@example.com";
+    let phone = "+1-555-0100-7788";
+    let tenant = "tenant-unit-secret";
+    let subject = "subject-alice-8b1f";
+    let mut claims_alice = claims(&idp.issuer, subject, &["admins"]);
+    claims_alice["email"] = json!(email);
+    claims_alice["phone_number"] = json!(phone);
+    claims_alice["tenant"] = json!(tenant);
+    let good = token(&claims_alice);
+    let bad_signature = {
+        // Change one character in the middle of the signature (the last one may only carry
+        // padding bits).
+        let at = good.len() - 20;
+        let c = if &good[at..=at] == "A" { "B" } else { "A" };
+        format!("{}{c}{}", &good[..at], &good[at + 1..])
+    };
+    let mut old = claims_alice.clone();
+    old["exp"] = json!(now() - 3600);
+    let expired = token(&old);
+    let mut foreign = claims_alice.clone();
+    foreign["iss"] = json!("https://elsewhere.example");
+    let foreign = token(&foreign);
+    let cookie = "session=COOKIE-VALUE-9d2c41";
+    let basic = "Basic QmFzaWNTZWNyZXQ6cGFzc3dvcmQ=";
+    let proxy = "Bearer PROXY-CREDENTIAL-51ae";
+    let api_key = "APIKEY-VALUE-77f0e2";
+    let query_token = "QUERYTOKEN-3c9a0b";
+
+    let bearer_good = bearer(&good);
+    let requests: Vec<(String, &str, &str, String)> = vec![
+        (
+            bearer_good.clone(),
+            "orders",
+            "GET",
+            format!("/orders/42?limit=5&access_token={query_token}"),
+        ),
+        (bearer_good.clone(), "orders", "GET", "/orders/42".into()),
+        (
+            bearer_good.clone(),
+            "orders",
+            "GET",
+            format!("/orders/{email}"),
+        ),
+        (
+            bearer_good.clone(),
+            "orders",
+            "GET",
+            format!("/tenants/{tenant}/orders/1"),
+        ),
+        (bearer_good.clone(), "orders", "GET", "/nowhere".into()),
+        (bearer(&bad_signature), "orders", "GET", "/orders/1".into()),
+        (bearer(&expired), "orders", "GET", "/orders/1".into()),
+        (bearer(&foreign), "orders", "GET", "/orders/1".into()),
+        (basic.to_string(), "orders", "GET", "/orders/1".into()),
+        (
+            format!("Bearer {}", "x".repeat(9000)),
+            "orders",
+            "GET",
+            "/orders/1".into(),
+        ),
+    ];
+    let mut allowed_with_redaction = 0;
+    for (auth, svc, method, path) in &requests {
+        let request = check_request(
+            svc,
+            method,
+            path,
+            &[
+                ("authorization", auth),
+                ("cookie", cookie),
+                ("proxy-authorization", proxy),
+                ("x-api-key", api_key),
+                ("user-agent", "curl/8.5.0"),
+                ("x-forwarded-for", "203.0.113.7"),
+                ("traceparent", TRACEPARENT),
+            ],
+        );
+        let answer = Answer::from(client.check(request).await.unwrap().into_inner());
+        if answer.status == 200 {
+            allowed_with_redaction += 1;
+        }
+    }
+    // Oversized headers: the token is not even verified.
+    let big = "y".repeat(70_000);
+    client
+        .check(check_request(
+            "orders",
+            "GET",
+            "/orders/1",
+            &[
+                ("authorization", &bearer_good),
+                ("x-big", &big),
+                ("cookie", cookie),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(allowed_with_redaction, 4, "alice is an admin");
+
+    let (stdout, stderr) = served.stop();
+    let log = all_bytes_under(&logs);
+    let records: Vec<Value> = String::from_utf8(log.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), requests.len() + 1, "one record per Check");
+
+    let mut secrets: Vec<String> = vec![
+        email.into(),
+        phone.into(),
+        tenant.into(),
+        subject.into(),
+        cookie.into(),
+        "COOKIE-VALUE-9d2c41".into(),
+        basic.into(),
+        "QmFzaWNTZWNyZXQ6cGFzc3dvcmQ".into(),
+        proxy.into(),
+        "PROXY-CREDENTIAL-51ae".into(),
+        api_key.into(),
+        query_token.into(),
+    ];
+    for t in [&good, &bad_signature, &expired, &foreign] {
+        secrets.push(t.to_string());
+        // Each part of a JWT on its own (the payload carries the claims, base64url-encoded).
+        secrets.extend(t.split('.').filter(|p| p.len() >= 16).map(str::to_string));
+    }
+    for (name, bytes) in [
+        ("decision log", &log),
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+    ] {
+        for secret in &secrets {
+            assert!(
+                !contains(bytes, secret),
+                "{name} contains `{secret}`:\n{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+    assert!(
+        !stderr.is_empty(),
+        "operational logs were captured (RUST_LOG=debug)"
+    );
+
+    // Not vacuous: the redacted values are there, as hashes, where the claims went.
+    let first = &records[0];
+    assert!(
+        first["principal"]
+            .as_str()
+            .unwrap()
+            .starts_with("User::\"redacted:")
+    );
+    assert!(
+        first["token"]["sub"]
+            .as_str()
+            .unwrap()
+            .starts_with("redacted:")
+    );
+    let principal_entity = &first["cedar"]["entities"][0];
+    assert!(
+        principal_entity["attrs"]["email"]
+            .as_str()
+            .unwrap()
+            .starts_with("redacted:")
+    );
+    assert!(
+        principal_entity["attrs"]["tenant"]
+            .as_str()
+            .unwrap()
+            .starts_with("redacted:")
+    );
+    assert_eq!(
+        first["headers"],
+        json!({"user-agent": "curl/8.5.0", "x-forwarded-for": "203.0.113.7"})
+    );
+    assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        first["cedar"]["context"]["request"]["query"],
+        json!({"limit": "5"})
+    );
+    // The same value hashes the same everywhere (records still correlate).
+    assert_eq!(
+        records[2]["cedar"]["context"]["request"]["params"]["id"],
+        principal_entity["attrs"]["email"]
+    );
+    assert!(
+        records[3]["cedar"]["context"]["request"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/tenants/redacted:")
+    );
+    // Rejected credentials leave only their reason.
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons[5..],
+        [
+            "token_bad_signature",
+            "token_expired",
+            "token_unknown_issuer",
+            "unsupported_auth_scheme",
+            "token_too_large",
+            "headers_too_large"
+        ]
+    );
+    for r in &records[5..] {
+        assert!(r.get("token").is_none(), "{r}");
+    }
+}
