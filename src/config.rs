@@ -85,6 +85,11 @@ const DEFAULT_SERVICE_ID_CLAIM: &str = "client_id";
 /// Longest a Check waits for an unknown-`kid` refetch before answering; the fetch itself goes on
 /// in the background. Below Envoy's usual ext_authz deadline (our configs use 500 ms).
 const DEFAULT_KID_REFETCH_WAIT_MS: u64 = 300;
+/// Size at which the decision-log file is rotated: 100 MiB is some 50,000–100,000 records,
+/// small enough to open in an editor or ship in one piece, large enough to rotate rarely.
+const DEFAULT_ROTATE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// Rotated decision-log files kept: with the default size, up to 600 MiB on disk in all.
+const DEFAULT_ROTATE_KEEP: usize = 5;
 /// Shortest accepted redaction key: 128 bits, so that redacted values can't be recovered by
 /// guessing the key.
 const MIN_REDACTION_KEY_BYTES: usize = 16;
@@ -271,6 +276,17 @@ pub struct DecisionLogConfig {
     pub redact_claims: Vec<String>,
     /// Key of the redaction hash (HMAC-SHA-256); without one, plain SHA-256.
     pub redaction_key: Option<RedactionKey>,
+    /// Size-based rotation of a `file` output; `None` lets the file grow.
+    pub rotate: Option<Rotation>,
+}
+
+/// When and how the decision-log file is rotated: `path` → `path.1` → … → `path.<keep>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a write would take the file past this size.
+    pub max_bytes: u64,
+    /// Rotated files kept; the oldest beyond this is overwritten.
+    pub keep: usize,
 }
 
 /// The redaction key's bytes, never printed (not even by `Debug`).
@@ -486,6 +502,14 @@ struct RawDecisionLog {
     #[serde(default)]
     redact_claims: Vec<Spanned<String>>,
     redaction_key_file: Option<Spanned<String>>,
+    rotate: Option<Spanned<RawRotate>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRotate {
+    max_bytes: Option<Spanned<u64>>,
+    keep: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -812,6 +836,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         }
     };
 
+    let rotate = raw
+        .decision_log
+        .rotate
+        .as_ref()
+        .and_then(|r| rotation(r, &output, problems));
     Config {
         source: path.to_path_buf(),
         grpc_listen,
@@ -847,9 +876,35 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
                 .redaction_key_file
                 .as_ref()
                 .and_then(|file| redaction_key(file, base, problems)),
+            rotate,
         },
         telemetry: telemetry(&raw.telemetry, problems),
     }
+}
+
+/// `decision_log.rotate`: only for a `file` output; both bounds at least 1.
+fn rotation(
+    raw: &Spanned<RawRotate>,
+    output: &LogOutput,
+    problems: &mut Problems,
+) -> Option<Rotation> {
+    if !matches!(output, LogOutput::File(_)) {
+        problems.at(raw, "decision_log.rotate is only for output `file`");
+        return None;
+    }
+    let max_bytes = positive(
+        raw.value.max_bytes.as_ref(),
+        DEFAULT_ROTATE_MAX_BYTES,
+        "decision_log.rotate.max_bytes",
+        problems,
+    );
+    let keep = positive(
+        raw.value.keep.as_ref(),
+        DEFAULT_ROTATE_KEEP,
+        "decision_log.rotate.keep",
+        problems,
+    );
+    Some(Rotation { max_bytes, keep })
 }
 
 /// `decision_log.headers`: lower-cased, credential headers refused.
@@ -1642,6 +1697,36 @@ telemetry:
                 "{needle} missing in {got:#?}"
             );
         }
+        let rotating = parse(
+            "decision_log:\n  output: file\n  path: d.jsonl\n  rotate: { max_bytes: 1000 }\n",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            rotating.decision_log.rotate,
+            Some(Rotation {
+                max_bytes: 1000,
+                keep: DEFAULT_ROTATE_KEEP
+            })
+        );
+        let got = problems("decision_log:\n  rotate: { keep: 0 }\n");
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("2:11 decision_log.rotate is only for output `file`")),
+            "{got:#?}"
+        );
+        let got = problems(
+            "decision_log:\n  output: file\n  path: d.jsonl\n  rotate: { max_bytes: 0, keep: 0 }\n",
+        );
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("4:24 decision_log.rotate.max_bytes must be at least 1")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("4:33 decision_log.rotate.keep must be at least 1")),
+            "{got:#?}"
+        );
         assert!(
             problems("decision_log: { redaction_key_file: /no/such/key }")
                 .iter()

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::LogOutput;
+use crate::config::{LogOutput, Rotation};
 use crate::decision::DecidingPolicy;
 use crate::mapping::CedarRequest;
 
@@ -129,11 +129,23 @@ pub struct DecisionLog {
     dropped: Arc<AtomicU64>,
     /// Records accepted into the queue.
     queued: Arc<AtomicU64>,
+    /// Drops already reported (by the reporting thread or the final flush).
+    reported: Arc<AtomicU64>,
 }
 
 impl DecisionLog {
     /// Starts the writer task for `output`.
     pub fn start(output: &LogOutput, queue: usize) -> std::io::Result<DecisionLog> {
+        DecisionLog::start_rotating(output, None, queue)
+    }
+
+    /// Starts the writer task for `output`, rotating a `file` output by size when `rotate` says
+    /// so, and the thread that reports dropped records.
+    pub fn start_rotating(
+        output: &LogOutput,
+        rotate: Option<Rotation>,
+        queue: usize,
+    ) -> std::io::Result<DecisionLog> {
         let dropped = Arc::new(AtomicU64::new(0));
         let queued = Arc::new(AtomicU64::new(0));
         let sink: Box<dyn Write + Send> = match output {
@@ -142,27 +154,38 @@ impl DecisionLog {
                     sender: None,
                     dropped,
                     queued,
+                    reported: Arc::new(AtomicU64::new(0)),
                 });
             }
             LogOutput::Stdout => Box::new(std::io::stdout()),
             LogOutput::Stderr => Box::new(std::io::stderr()),
-            LogOutput::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+            LogOutput::File(path) => match rotate {
+                Some(rotation) => Box::new(RotatingFile::open(path, rotation)?),
+                None => Box::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?,
+                ),
+            },
         };
         let (sender, receiver) = mpsc::channel(queue);
-        let dropped_for_writer = dropped.clone();
         // A plain thread: writes block, and they must never occupy an async worker.
         std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || write_records(receiver, sink, &dropped_for_writer))?;
+            .spawn(move || write_records(receiver, sink))?;
+        // Drops are reported by a thread of their own: when the output stalls, the writer is
+        // stuck in a write, and that is exactly when records are being dropped.
+        let reported = Arc::new(AtomicU64::new(0));
+        let (watched, noted) = (dropped.clone(), reported.clone());
+        std::thread::Builder::new()
+            .name("decision-log-drops".into())
+            .spawn(move || report_drops(&watched, &noted))?;
         Ok(DecisionLog {
             sender: Some(sender),
             dropped,
             queued,
+            reported,
         })
     }
 
@@ -194,7 +217,7 @@ impl DecisionLog {
     }
 
     /// Waits (up to `limit`) until everything queued so far is written and flushed: used on
-    /// shutdown so that the last decisions are not lost.
+    /// shutdown so that the last decisions are not lost. Reports drops not reported yet.
     pub async fn flush(&self, limit: Duration) {
         let Some(sender) = &self.sender else {
             return;
@@ -206,17 +229,12 @@ impl DecisionLog {
         {
             let _ = tokio::time::timeout(limit, wait).await;
         }
+        report_new_drops(&self.dropped, &self.reported);
     }
 }
 
-fn write_records(
-    mut receiver: mpsc::Receiver<Message>,
-    sink: Box<dyn Write + Send>,
-    dropped: &AtomicU64,
-) {
+fn write_records(mut receiver: mpsc::Receiver<Message>, sink: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::new(sink);
-    let mut reported = 0u64;
-    let mut last_report = std::time::Instant::now();
     let mut line = Vec::with_capacity(2048);
     loop {
         // Poll instead of blocking per record: a blocking receive makes every Check wake this
@@ -226,7 +244,6 @@ fn write_records(
         let message = match receiver.try_recv() {
             Ok(message) => message,
             Err(mpsc::error::TryRecvError::Empty) => {
-                report_drops(dropped, &mut reported, &mut last_report);
                 std::thread::sleep(WRITE_INTERVAL);
                 continue;
             }
@@ -255,21 +272,188 @@ fn write_records(
         for done in flushed {
             let _ = done.send(());
         }
-        report_drops(dropped, &mut reported, &mut last_report);
     }
     let _ = out.flush();
 }
 
-/// Logs dropped records at most once per [`DROP_REPORT_INTERVAL`], even while no record flows.
-fn report_drops(dropped: &AtomicU64, reported: &mut u64, last_report: &mut std::time::Instant) {
+/// Reports dropped records every [`DROP_REPORT_INTERVAL`] while there are new ones, whether or
+/// not records flow and whether or not the writer is stuck, until every `DecisionLog` is gone.
+/// [`DecisionLog::flush`] reports the last ones on shutdown, so no drop goes unreported.
+fn report_drops(dropped: &Arc<AtomicU64>, reported: &AtomicU64) {
+    loop {
+        std::thread::sleep(DROP_REPORT_INTERVAL);
+        report_new_drops(dropped, reported);
+        if Arc::strong_count(dropped) == 1 {
+            return;
+        }
+    }
+}
+
+/// Logs `decision_log.records_dropped` when records were dropped since the last report.
+fn report_new_drops(dropped: &AtomicU64, reported: &AtomicU64) {
     let now_dropped = dropped.load(Ordering::Relaxed);
-    if now_dropped > *reported && last_report.elapsed() >= DROP_REPORT_INTERVAL {
+    let before = reported.fetch_max(now_dropped, Ordering::Relaxed);
+    if now_dropped > before {
         tracing::warn!(
             dropped_total = now_dropped,
-            dropped_since_last = now_dropped - *reported,
+            dropped_since_last = now_dropped - before,
             "decision_log.records_dropped"
         );
-        *reported = now_dropped;
-        *last_report = std::time::Instant::now();
+    }
+}
+
+/// A decision-log file rotated by size: before a line would take it past `max_bytes`, `path`
+/// becomes `path.1` (`path.1` becomes `path.2`, …, the oldest beyond `keep` is overwritten) and
+/// a new `path` is started. Only whole lines are written, so every file holds complete records,
+/// however the caller chunks its writes. A rotation that fails (a full disk, a read-only folder)
+/// is logged and the current file goes on growing: records are not dropped for it.
+struct RotatingFile {
+    /// The live file's path.
+    path: std::path::PathBuf,
+    /// Size bound and files kept.
+    rotation: Rotation,
+    /// The live file.
+    file: std::fs::File,
+    /// Bytes in the live file.
+    written: u64,
+    /// Bytes of a line not finished yet by the caller.
+    partial: Vec<u8>,
+    /// Complete lines waiting to be written in one call.
+    ready: Vec<u8>,
+}
+
+impl RotatingFile {
+    fn open(path: &std::path::Path, rotation: Rotation) -> std::io::Result<RotatingFile> {
+        let file = Self::append(path)?;
+        let written = file.metadata()?.len();
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            rotation,
+            file,
+            written,
+            partial: Vec::new(),
+            ready: Vec::new(),
+        })
+    }
+
+    fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    }
+
+    /// `path.<n>`.
+    fn rotated(&self, n: usize) -> std::path::PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        std::path::PathBuf::from(name)
+    }
+
+    /// Writes what is ready, then shifts the files and starts a new one.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.write_ready()?;
+        let shifted = (1..self.rotation.keep).rev().try_for_each(|n| {
+            match std::fs::rename(self.rotated(n), self.rotated(n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        });
+        let renamed = shifted.and_then(|()| std::fs::rename(&self.path, self.rotated(1)));
+        let reopened = renamed.and_then(|()| Self::append(&self.path));
+        match reopened {
+            Ok(file) => {
+                self.file = file;
+                self.written = 0;
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "decision_log.rotate_failed");
+                // Try again after another `max_bytes`.
+                self.written = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the complete lines gathered so far to the live file.
+    fn write_ready(&mut self) -> std::io::Result<()> {
+        if !self.ready.is_empty() {
+            self.file.write_all(&self.ready)?;
+            self.written += self.ready.len() as u64;
+            self.ready.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Complete lines gathered before they are written in one call.
+const ROTATING_WRITE_CHUNK: usize = 64 * 1024;
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let (line, after) = rest.split_at(end + 1);
+            let length = (self.partial.len() + line.len()) as u64;
+            let size = self.written + self.ready.len() as u64;
+            if size > 0 && size + length > self.rotation.max_bytes {
+                self.rotate()?;
+            }
+            self.ready.append(&mut self.partial);
+            self.ready.extend_from_slice(line);
+            if self.ready.len() >= ROTATING_WRITE_CHUNK {
+                self.write_ready()?;
+            }
+            rest = after;
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.write_ready()?;
+        self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_whole_lines_and_bounded_files() {
+        let dir = std::env::temp_dir().join(format!("cedargate-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
+        let path = dir.join("d.jsonl");
+        let rotation = Rotation {
+            max_bytes: 100,
+            keep: 3,
+        };
+        let mut file = RotatingFile::open(&path, rotation).unwrap_or_else(|e| unreachable!("{e}"));
+        let lines: Vec<String> = (0..20)
+            .map(|i| format!("{{\"n\":{i:03},\"pad\":\"{}\"}}\n", "x".repeat(i % 7 * 5)))
+            .collect();
+        let all = lines.concat();
+        // Chunks that cut lines anywhere, as a buffered writer may.
+        for chunk in all.as_bytes().chunks(37) {
+            file.write_all(chunk)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        file.flush().unwrap_or_else(|e| unreachable!("{e}"));
+        let mut kept = String::new();
+        for name in ["d.jsonl.3", "d.jsonl.2", "d.jsonl.1", "d.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(name))
+                .unwrap_or_else(|e| unreachable!("{name}: {e}"));
+            assert!(text.len() <= 100, "{name} is {} bytes", text.len());
+            assert!(text.ends_with('\n'), "{name} ends mid-line");
+            kept.push_str(&text);
+        }
+        assert!(!dir.join("d.jsonl.4").exists(), "only `keep` rotated files");
+        assert!(
+            all.ends_with(&kept),
+            "the newest lines are kept, in order, whole"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

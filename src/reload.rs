@@ -217,6 +217,7 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     }
     if old.decision_log.output != new.decision_log.output
         || old.decision_log.queue != new.decision_log.queue
+        || old.decision_log.rotate != new.decision_log.rotate
     {
         return Some("decision_log");
     }
@@ -225,9 +226,6 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     }
     if old.limits.max_token_bytes != new.limits.max_token_bytes {
         return Some("limits.max_token_bytes");
-    }
-    if old.limits.max_concurrent_checks != new.limits.max_concurrent_checks {
-        return Some("limits.max_concurrent_checks");
     }
     if old.policy_dir != new.policy_dir {
         return Some("policy_dir");

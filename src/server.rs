@@ -98,8 +98,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     crate::metrics::start(&config);
     let jwks = Arc::new(Jwks::new(&config.issuers, jwks::http_client()?));
     let refresh_tasks = jwks.spawn_refresh();
-    let log = DecisionLog::start(&config.decision_log.output, config.decision_log.queue)
-        .map_err(io("opening the decision log"))?;
+    let log = DecisionLog::start_rotating(
+        &config.decision_log.output,
+        config.decision_log.rotate,
+        config.decision_log.queue,
+    )
+    .map_err(io("opening the decision log"))?;
     let verifier = Verifier::new(
         jwks,
         config.token_cache.capacity,

@@ -451,6 +451,28 @@ pub fn follow(
                 }
                 // Not recreated yet (between rename and create): try again on the next poll.
                 if let Ok(f) = File::open(path) {
+                    // Several rotations since the last poll: files rotated after ours, which
+                    // we never opened, sit between it and the live file.
+                    for missed in rotated_after(path, current.id) {
+                        let missed_name = missed.display().to_string();
+                        let Ok(file) = File::open(&missed) else {
+                            continue;
+                        };
+                        let mut reader = BufReader::new(file);
+                        let mut buffer = Vec::new();
+                        let mut missed_number = 0;
+                        while reader
+                            .read_until(b'\n', &mut buffer)
+                            .map_err(io(&missed_name))?
+                            > 0
+                        {
+                            missed_number += 1;
+                            if !handle(&buffer, &missed_name, missed_number, skipped, each) {
+                                return Ok(());
+                            }
+                            buffer.clear();
+                        }
+                    }
                     current = Followed::new(f).map_err(io(&name))?;
                     number = 0;
                     continue;
@@ -467,6 +489,27 @@ pub fn follow(
         }
         std::thread::sleep(FOLLOW_POLL);
     }
+}
+
+/// Rotated files (`path.N` … `path.1`, oldest first) newer than the file with `id`: those that
+/// were rotated out after it. Empty when that file is not among them (it was `path.1`, or it is
+/// gone past `keep`).
+fn rotated_after(path: &Path, id: (u64, u64)) -> Vec<PathBuf> {
+    let mut newer = Vec::new();
+    for n in 1.. {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        let candidate = PathBuf::from(name);
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if (meta.dev(), meta.ino()) == id => {
+                newer.reverse();
+                return newer;
+            }
+            Ok(_) => newer.push(candidate),
+            Err(_) => return Vec::new(),
+        }
+    }
+    Vec::new()
 }
 
 /// Waits for `path` to exist (a log that hasn't been written yet), unless `stop` says to give up.

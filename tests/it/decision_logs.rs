@@ -676,11 +676,15 @@ struct Served {
 
 impl Served {
     async fn start(config: &Path, grpc: u16, admin: u16) -> Served {
+        Served::start_with_log(config, grpc, admin, "debug").await
+    }
+
+    async fn start_with_log(config: &Path, grpc: u16, admin: u16, level: &str) -> Served {
         use std::io::Read as _;
         let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
             .args(["serve", "-c"])
             .arg(config)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", level)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -1011,4 +1015,292 @@ async fn no_token_cookie_or_redacted_claim_reaches_any_output() {
     for r in &records[5..] {
         assert!(r.get("token").is_none(), "{r}");
     }
+}
+
+/// Lines a child process prints on stdout, collected by a thread.
+struct Lines {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn spawn(args: &[&str]) -> Lines {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                into.lock().unwrap().push(line);
+            }
+        });
+        Lines { child, lines }
+    }
+
+    /// Waits (deadline 10 s) until `n` lines have been printed.
+    async fn wait_for(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.lines.lock().unwrap().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} lines after 10 s",
+                self.lines.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_reads_across_rotation() {
+    let idp = FakeIdp::start().await;
+    // About three records per file, and room for every rotated file.
+    let mut gate = Gate::start_with(&idp.issuer, |y| {
+        y.replace(
+            "output: file\n",
+            "output: file\n  rotate: { max_bytes: 5000, keep: 200 }\n",
+        )
+    })
+    .await;
+    let log = gate.log_path.clone();
+    let follower = Lines::spawn(&["logs", "--follow", "--json", log.to_str().unwrap()]);
+    let bob = bearer(&token(&claims(&idp.issuer, "bob", &["staff"])));
+    let mut ids = Vec::new();
+    // Paced rounds (the follower sees every rotation as it happens), then a burst that rotates
+    // several times between two of its polls.
+    for round in [2, 2, 3, 1, 4, 2, 3, 30] {
+        for _ in 0..round {
+            let answer = gate
+                .check(check_request(
+                    "orders",
+                    "GET",
+                    "/orders/1",
+                    &[("authorization", &bob)],
+                ))
+                .await;
+            ids.push(answer.decision_id().to_string());
+        }
+        flush(&gate).await;
+        follower.wait_for(ids.len()).await;
+    }
+    let followed: Vec<String> = follower
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["decision_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(followed, ids, "every record once, in order");
+
+    // The files: rotated by size, whole records in each, none lost.
+    let mut files = cedargate::cli::records::with_rotated(&log);
+    assert!(files.len() > 10, "{} files", files.len());
+    let mut on_disk = Vec::new();
+    for file in files.drain(..) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.len() <= 5000,
+            "{} is {} bytes",
+            file.display(),
+            text.len()
+        );
+        for line in text.lines() {
+            on_disk.push(
+                serde_json::from_str::<Value>(line).unwrap()["decision_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(on_disk, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_drops_at_normal_load() {
+    let idp = FakeIdp::start().await;
+    let gate = Gate::start(&idp.issuer).await;
+    let bob = bearer(&token(&claims(&idp.issuer, "bob", &["staff"])));
+    let (clients, per_client) = (8, 250);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut client = gate.client.clone();
+        let bob = bob.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_client {
+                let request =
+                    check_request("orders", "GET", "/orders/1", &[("authorization", &bob)]);
+                client.check(request).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    flush(&gate).await;
+    let total = clients * per_client;
+    let readyz: Value = reqwest::get(format!("http://{}/readyz", gate.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    println!(
+        "normal load: {total} Checks from {clients} clients in {elapsed:?} ({:.0}/s), decision_log {}",
+        total as f64 / elapsed.as_secs_f64(),
+        readyz["decision_log"]
+    );
+    assert_eq!(
+        readyz["decision_log"],
+        json!({"queued": total, "dropped": 0})
+    );
+    assert_eq!(gate.log_bytes().lines().count(), total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_output_drops_counts_and_reports_but_never_blocks_a_check() {
+    let idp = FakeIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The log is a FIFO that nobody reads for a while: the writer blocks once the pipe is full.
+    let fifo = dir.path().join("decisions.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let (drain_tx, drain_rx) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            // Opening blocks until cedargate opens the write end.
+            let mut pipe = std::fs::File::open(&fifo).unwrap();
+            drain_rx.recv().unwrap();
+            let mut all = Vec::new();
+            pipe.read_to_end(&mut all).unwrap();
+            all
+        })
+    };
+    let (grpc, admin) = (crate::stack::free_port(), crate::stack::free_port());
+    let yaml = test_config_yaml(&idp.issuer, &fifo)
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{grpc}"), 1)
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin}"), 1)
+        .replace("output: file\n", "output: file\n  queue: 8\n");
+    let config = dir.path().join("cedargate.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let served = Served::start_with_log(&config, grpc, admin, "warn").await;
+    let mut client = served.client().await;
+    let bob = bearer(&token(&claims(&idp.issuer, "bob", &["staff"])));
+    let total = 400;
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..total {
+        let t = std::time::Instant::now();
+        let answer = Answer::from(
+            client
+                .check(check_request(
+                    "orders",
+                    "GET",
+                    "/orders/1",
+                    &[("authorization", &bob)],
+                ))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        assert_eq!(answer.status, 200);
+        slowest = slowest.max(t.elapsed());
+    }
+    println!(
+        "{total} Checks with a stalled log in {:?}, slowest {slowest:?}",
+        started.elapsed()
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a Check waited for the log: {slowest:?}"
+    );
+
+    // Counted at once, reported periodically while the writer is still stuck.
+    let readyz: Value = reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dropped = readyz["decision_log"]["dropped"].as_u64().unwrap();
+    assert!(dropped > 100, "{readyz}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !contains(
+        &served.stderr.lock().unwrap(),
+        "decision_log.records_dropped",
+    ) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drop report within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = String::from_utf8_lossy(&served.stderr.lock().unwrap()).into_owned();
+    println!(
+        "{}",
+        report
+            .lines()
+            .find(|l| l.contains("records_dropped"))
+            .unwrap()
+    );
+
+    // Unstall: everything not dropped arrives; nothing is lost silently.
+    drain_tx.send(()).unwrap();
+    let (_, stderr) = served.stop();
+    let written = reader.join().unwrap();
+    let lines = String::from_utf8(written).unwrap().lines().count() as u64;
+    assert_eq!(
+        lines + dropped,
+        total as u64,
+        "{lines} written + {dropped} dropped"
+    );
+    let stderr = without_ansi(&String::from_utf8_lossy(&stderr));
+    let last = stderr
+        .lines()
+        .rfind(|l| l.contains("records_dropped"))
+        .unwrap();
+    assert!(last.contains(&format!("dropped_total={dropped}")), "{last}");
+}
+
+/// Text without ANSI colour escapes (`ESC [ … m`), as a terminal would show it.
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
