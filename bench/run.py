@@ -141,9 +141,10 @@ def wrk(url, token, seconds):
         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
+    socket = re.search(r"Socket errors: (.*)", out)
+    socket_errors = sum(int(n) for n in re.findall(r"\d+", socket.group(1))) if socket else 0
     requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return rps, (int(non2xx.group(1)) if non2xx else 0) + (1 if errors else 0), requests
+    return rps, (int(non2xx.group(1)) if non2xx else 0) + socket_errors, requests
 
 
 def oha(url, token, seconds, rate, connections=16, raw=False):

@@ -227,6 +227,9 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     if old.limits.max_token_bytes != new.limits.max_token_bytes {
         return Some("limits.max_token_bytes");
     }
+    if old.limits.max_concurrent_checks != new.limits.max_concurrent_checks {
+        return Some("limits.max_concurrent_checks");
+    }
     if old.policy_dir != new.policy_dir {
         return Some("policy_dir");
     }

@@ -300,24 +300,7 @@ async fn idp_key_rotation_needs_no_restart() {
     assert_eq!(status, 200);
 
     // The IdP starts signing with a brand-new key (published at the same moment).
-    let new_key = std::process::Command::new("node")
-        .arg(repo().join("idp/keys/gen-key.mjs"))
-        .output()
-        .unwrap();
-    let new_key: Value = serde_json::from_slice(&new_key.stdout).unwrap();
-    let mut keys: Value =
-        serde_json::from_str(&std::fs::read_to_string(&stack.idp.keys).unwrap()).unwrap();
-    keys["keys"]
-        .as_array_mut()
-        .unwrap()
-        .insert(0, new_key.clone());
-    std::fs::write(&stack.idp.keys, keys.to_string()).unwrap();
-    let reloaded = client()
-        .post(format!("{}/test/reload-keys", stack.idp.issuer))
-        .send()
-        .await
-        .unwrap();
-    assert!(reloaded.status().is_success());
+    let new_key = stack.idp.rotate_signing_key().await;
 
     let after = stack.idp.user("alice");
     assert_eq!(

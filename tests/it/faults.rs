@@ -155,24 +155,7 @@ async fn key_rotation_under_traffic_fails_no_request() {
     let traffic = Traffic::start(url.clone(), before.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let out = std::process::Command::new("node")
-        .arg(repo().join("idp/keys/gen-key.mjs"))
-        .output()
-        .unwrap();
-    let new_key: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut keys: Value =
-        serde_json::from_str(&std::fs::read_to_string(&stack.idp.keys).unwrap()).unwrap();
-    keys["keys"]
-        .as_array_mut()
-        .unwrap()
-        .insert(0, new_key.clone());
-    std::fs::write(&stack.idp.keys, keys.to_string()).unwrap();
-    let r = client()
-        .post(format!("{}/test/reload-keys", stack.idp.issuer))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    stack.idp.rotate_signing_key().await;
 
     let after = stack.idp.user("alice");
     let started = Instant::now();

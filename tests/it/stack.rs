@@ -207,6 +207,30 @@ impl Idp {
         self.proc = Some(proc);
     }
 
+    /// Rotates abruptly: a brand-new key is published and signs from now on (the old key stays
+    /// published). Returns the new key's JWK.
+    pub async fn rotate_signing_key(&self) -> Value {
+        let out = node("idp/keys/gen-key.mjs").output().unwrap();
+        let new_key: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut keys: Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.keys).unwrap()).unwrap();
+        keys["keys"]
+            .as_array_mut()
+            .unwrap()
+            .insert(0, new_key.clone());
+        std::fs::write(&self.keys, keys.to_string()).unwrap();
+        let reloaded = ::reqwest::Client::new()
+            .post(format!("{}/test/reload-keys", self.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reloaded.status().is_success(),
+            "the IdP refused the new keys"
+        );
+        new_key
+    }
+
     /// JWKS requests the IdP served.
     pub fn jwks_hits(&self) -> u64 {
         let body = reqwest::blocking_get(&format!("{}/test/jwks-hits", self.issuer)).unwrap();
