@@ -97,6 +97,13 @@ async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
         "policies": snapshot.info.len(),
         "files": snapshot.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "reload": admin.reload.status(),
+        // Shadow mode: the candidate set evaluated beside this one (null when off).
+        "shadow": active.shadow.as_ref().map(|shadow| json!({
+            "version": &*shadow.version,
+            "loaded_at": rfc3339(shadow.loaded_at),
+            "policies": shadow.info.len(),
+            "files": shadow.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        })),
     }))
 }
 

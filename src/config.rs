@@ -149,6 +149,15 @@ pub struct Config {
     pub decision_log: DecisionLogConfig,
     /// Operational logs and OTLP traces.
     pub telemetry: TelemetryConfig,
+    /// A candidate policy set evaluated beside the enforced one (shadow mode); `None`: off.
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// Shadow mode: where the candidate policy set is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowConfig {
+    /// Folder with the candidate `*.cedar`, `*.cedarschema` and `entities.json`.
+    pub policy_dir: PathBuf,
 }
 
 /// One trusted token issuer.
@@ -393,6 +402,13 @@ struct RawConfig {
     decision_log: RawDecisionLog,
     #[serde(default)]
     telemetry: RawTelemetry,
+    shadow: Option<RawShadow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    policy_dir: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -879,6 +895,9 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
             rotate,
         },
         telemetry: telemetry(&raw.telemetry, problems),
+        shadow: raw.shadow.as_ref().map(|s| ShadowConfig {
+            policy_dir: resolve(base, &s.policy_dir),
+        }),
     }
 }
 

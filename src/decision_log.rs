@@ -49,6 +49,25 @@ pub struct TokenFacts {
     pub cached: bool,
 }
 
+/// What the shadow (candidate) policy set decided on a request: never what Envoy was told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowRecord {
+    /// The candidate set's version (content hash).
+    pub policy_version: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The HTTP status it would have answered.
+    pub status: u16,
+    /// Its reason code.
+    pub reason: String,
+    /// The candidate policies that determined it.
+    pub policies: Vec<DecidingPolicy>,
+    /// Errors met evaluating the candidate.
+    pub errors: Vec<String>,
+    /// Whether it decided as the enforced set did (allow or deny).
+    pub agrees: bool,
+}
+
 /// One decision, as queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
@@ -102,6 +121,9 @@ pub struct DecisionRecord {
     pub latency_us: u64,
     /// Policy-set version (content hash).
     pub policy_version: String,
+    /// The shadow (candidate) policy set's decision on the same request, in shadow mode.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shadow: Option<ShadowRecord>,
     /// The Cedar request and request-derived entities, for replay.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cedar: Option<CedarRequest>,

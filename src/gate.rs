@@ -11,7 +11,9 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::decision::{self, Decision};
-use crate::decision_log::{DecisionLog, DecisionRecord, RECORD_VERSION, TokenFacts, rfc3339};
+use crate::decision_log::{
+    DecisionLog, DecisionRecord, RECORD_VERSION, ShadowRecord, TokenFacts, rfc3339,
+};
 use crate::identity::{self, Identity};
 use crate::jwt::Verifier;
 use crate::policy::PolicySnapshot;
@@ -37,6 +39,9 @@ pub struct Active {
     pub config: Arc<Config>,
     /// Validated policy set.
     pub policies: Arc<PolicySnapshot>,
+    /// The candidate policy set of shadow mode (`shadow.policy_dir`): evaluated too, recorded,
+    /// never enforced.
+    pub shadow: Option<Arc<PolicySnapshot>>,
 }
 
 /// Everything a Check needs, shared by all Checks.
@@ -61,10 +66,22 @@ impl Gate {
             active: ArcSwap::from_pointee(Active {
                 config,
                 policies: Arc::new(policies),
+                shadow: None,
             }),
             verifier,
             log,
         }
+    }
+
+    /// The same gate, also evaluating `shadow` (a candidate policy set) on every Check.
+    pub fn with_shadow(self, shadow: Option<Arc<PolicySnapshot>>) -> Gate {
+        let active = self.active.load_full();
+        self.active.store(Arc::new(Active {
+            config: active.config.clone(),
+            policies: active.policies.clone(),
+            shadow,
+        }));
+        self
     }
 
     /// The config in force.
@@ -85,6 +102,10 @@ impl Gate {
             identity::resolve(config, &self.verifier, &request).await
         };
         let decision = decision::decide(config, &active.policies, &request, &identity, arrived);
+        let shadow = active
+            .shadow
+            .as_deref()
+            .and_then(|candidate| crate::shadow::evaluate(candidate, &decision, &identity));
         let mut verdict = Verdict {
             decision_id: uuid::Uuid::now_v7().to_string(),
             principal: decision.principal(),
@@ -95,6 +116,7 @@ impl Gate {
             &mut verdict,
             &request,
             identity.as_ref().ok(),
+            shadow,
             arrived,
             started,
         ));
@@ -109,6 +131,7 @@ fn record(
     verdict: &mut Verdict,
     request: &HttpRequest,
     identity: Option<&Identity>,
+    shadow: Option<ShadowRecord>,
     arrived: SystemTime,
     started: Instant,
 ) -> DecisionRecord {
@@ -151,6 +174,7 @@ fn record(
         headers: redaction::headers(&config.decision_log, request),
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         policy_version: d.policy_version.to_string(),
+        shadow,
         cedar,
     };
     if let Some(Identity::Token { token, .. }) = identity {

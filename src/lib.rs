@@ -11,7 +11,8 @@
 //! - [`mapping`] — request + identity → Cedar `(principal, action, resource, context)`;
 //!   [`routes`] matches path templates.
 //! - [`decision`] — the decision core (sync, no IO): every failure becomes a deny here.
-//! - [`policy`] — loading and evaluating the Cedar policy set.
+//! - [`policy`] — loading and evaluating the Cedar policy set; [`shadow`] evaluates a candidate
+//!   set beside it (recorded, never enforced).
 //! - [`decision_log`] — versioned records, written off the request path; [`redaction`] decides
 //!   what of the request a record may carry (header allow-list, trace id, redacted claims).
 //!
@@ -38,4 +39,5 @@ pub mod reload;
 pub mod request;
 pub mod routes;
 pub mod server;
+pub mod shadow;
 pub mod telemetry;

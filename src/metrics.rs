@@ -60,6 +60,9 @@ pub const POLICY_SET_POLICIES: &str = "cedargate_policy_set_policies";
 pub const DECISION_LOG_QUEUED: &str = "cedargate_decision_log_records_queued_total";
 /// Decision records dropped because the queue was full.
 pub const DECISION_LOG_DROPPED: &str = "cedargate_decision_log_records_dropped_total";
+/// Shadow evaluations of a candidate policy set by `result`: agree, would_allow (the candidate
+/// allows what was denied), would_deny (it denies what was allowed).
+pub const SHADOW_DECISIONS: &str = "cedargate_shadow_decisions_total";
 /// Finished spans by `result`: exported, failed (export error) or dropped (queue full).
 pub const TRACE_SPANS: &str = "cedargate_trace_spans_total";
 /// 1 while `/readyz` answers 200.
@@ -227,6 +230,12 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        SHADOW_DECISIONS,
+        Kind::Counter,
+        "Decisions also evaluated against the shadow (candidate) policy set, by result: agree, would_allow, would_deny.",
+        &["result"],
+    ),
+    family(
         TRACE_SPANS,
         Kind::Counter,
         "Finished spans by result: exported, failed (export error) or dropped (export queue full).",
@@ -325,6 +334,9 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
     for result in ["exported", "failed", "dropped"] {
         metrics::counter!(TRACE_SPANS, "result" => result).absolute(0);
     }
+    for result in ["agree", "would_allow", "would_deny"] {
+        metrics::counter!(SHADOW_DECISIONS, "result" => result).absolute(0);
+    }
     let upkeep = handle.clone();
     let spawned = std::thread::Builder::new()
         .name("metrics-upkeep".into())
@@ -418,6 +430,27 @@ pub fn jwks_fetch(issuer: &str, ok: bool) {
         "result" => if ok { "ok" } else { "error" },
     )
     .increment(1);
+}
+
+/// How a shadow evaluation compared with the enforced decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowOutcome {
+    /// Same decision.
+    Agree,
+    /// The candidate would allow what was denied.
+    WouldAllow,
+    /// The candidate would deny what was allowed.
+    WouldDeny,
+}
+
+/// Counts one shadow evaluation.
+pub fn shadow_decision(outcome: ShadowOutcome) {
+    let result = match outcome {
+        ShadowOutcome::Agree => "agree",
+        ShadowOutcome::WouldAllow => "would_allow",
+        ShadowOutcome::WouldDeny => "would_deny",
+    };
+    metrics::counter!(SHADOW_DECISIONS, "result" => result).increment(1);
 }
 
 /// What happened to finished spans.

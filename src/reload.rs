@@ -68,6 +68,9 @@ pub enum ReloadError {
     /// The policy folder is invalid.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyLoadError),
+    /// The shadow (candidate) policy folder is invalid.
+    #[error("shadow policy set: {0}")]
+    Shadow(crate::policy::PolicyLoadError),
     /// A setting changed that only a restart can apply.
     #[error("{0} changed: restart cedargate to apply it (nothing from this change was applied)")]
     RestartNeeded(&'static str),
@@ -131,9 +134,11 @@ impl Reloader {
             return Err(ReloadError::RestartNeeded(what));
         }
         let policies = PolicySnapshot::load(&config.policy_dir)?;
+        let shadow = crate::shadow::load(&config).map_err(ReloadError::Shadow)?;
         Ok(Active {
             config: Arc::new(config),
             policies: Arc::new(policies),
+            shadow,
         })
     }
 
@@ -167,6 +172,15 @@ impl Reloader {
         let config_file = self.config_path.file_name().map(ToOwned::to_owned);
         let policy_dir = self.gate.config().policy_dir.clone();
         let watched_policy_dir = policy_dir.clone();
+        // The shadow folder in force at start; one named later is picked up by the config
+        // change that names it, and by SIGHUP.
+        let shadow_dir = self
+            .gate
+            .config()
+            .shadow
+            .as_ref()
+            .map(|s| s.policy_dir.clone());
+        let watched_shadow_dir = shadow_dir.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if matches!(event.kind, notify::EventKind::Access(_)) {
@@ -174,6 +188,9 @@ impl Reloader {
             }
             let relevant = event.paths.iter().any(|p| {
                 p.parent() == Some(watched_policy_dir.as_path())
+                    || watched_shadow_dir
+                        .as_deref()
+                        .is_some_and(|d| p.parent() == Some(d))
                     || p.file_name().is_some() && p.file_name() == config_file.as_deref()
             });
             if relevant {
@@ -192,7 +209,14 @@ impl Reloader {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        for dir in [policy_dir.as_path(), config_dir] {
+        for dir in [
+            Some(policy_dir.as_path()),
+            shadow_dir.as_deref(),
+            Some(config_dir),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
                 tracing::warn!(dir = %dir.display(), error = %e, "reload.watch_failed");
             }

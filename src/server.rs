@@ -94,6 +94,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         dir = %config.policy_dir.display(),
         "policy.loaded"
     );
+    let shadow = crate::shadow::load(&config).map_err(|source| ServeError::Policy {
+        dir: config
+            .shadow
+            .as_ref()
+            .map_or_else(String::new, |s| s.policy_dir.display().to_string()),
+        source,
+    })?;
     let config = Arc::new(config);
     crate::metrics::start(&config);
     let jwks = Arc::new(Jwks::new(&config.issuers, jwks::http_client()?));
@@ -109,7 +116,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         config.token_cache.capacity,
         config.limits.max_token_bytes,
     );
-    let gate = Arc::new(Gate::new(config.clone(), policies, verifier, log));
+    let gate = Arc::new(Gate::new(config.clone(), policies, verifier, log).with_shadow(shadow));
     let reload = Arc::new(Reloader::new(gate.clone(), config.source.clone()));
     let reload_task = reload.clone().spawn();
 

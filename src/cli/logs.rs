@@ -134,6 +134,12 @@ pub fn line(r: &DecisionRecord) -> String {
     if let Some(ip) = &r.source_ip {
         s.push_str(&format!(" from {ip}"));
     }
+    if let Some(shadow) = r.shadow.as_ref().filter(|s| !s.agrees) {
+        s.push_str(&format!(
+            " SHADOW {} {} {}",
+            shadow.decision, shadow.status, shadow.reason
+        ));
+    }
     s.push_str(&format!(" {}us id={}", r.latency_us, r.decision_id));
     s
 }
@@ -167,6 +173,12 @@ struct Summary {
     denied_unmapped: HashMap<String, usize>,
     /// Every `latency_us`.
     latencies: Vec<u64>,
+    /// Records with a shadow evaluation, by candidate version.
+    shadow_versions: HashMap<String, usize>,
+    /// Shadow disagreements where the candidate would allow.
+    shadow_would_allow: usize,
+    /// Shadow disagreements where the candidate would deny.
+    shadow_would_deny: usize,
 }
 
 impl Summary {
@@ -183,6 +195,17 @@ impl Summary {
         *self.reasons.entry(r.reason.clone()).or_default() += 1;
         *self.versions.entry(r.policy_version.clone()).or_default() += 1;
         self.latencies.push(r.latency_us);
+        if let Some(shadow) = &r.shadow {
+            *self
+                .shadow_versions
+                .entry(shadow.policy_version.clone())
+                .or_default() += 1;
+            match (shadow.agrees, shadow.decision.as_str()) {
+                (true, _) => {}
+                (false, "allow") => self.shadow_would_allow += 1,
+                (false, _) => self.shadow_would_deny += 1,
+            }
+        }
         if r.decision != "deny" {
             return;
         }
@@ -232,6 +255,20 @@ impl Summary {
             .collect();
         s.push_str(&format!("policy sets  {}\n", versions.join(", ")));
         s.push_str(&format!("latency      {}\n", percentiles(&self.latencies)));
+        if !self.shadow_versions.is_empty() {
+            let evaluated: usize = self.shadow_versions.values().sum();
+            let versions: Vec<String> = ranked(&self.shadow_versions)
+                .into_iter()
+                .map(|(v, n)| format!("{v} ({n})"))
+                .collect();
+            s.push_str(&format!(
+                "shadow       {evaluated} evaluated against {}: {} disagree ({} would allow, {} would deny)\n",
+                versions.join(", "),
+                self.shadow_would_allow + self.shadow_would_deny,
+                self.shadow_would_allow,
+                self.shadow_would_deny
+            ));
+        }
         s.push_str("reasons\n");
         for (reason, n) in ranked(&self.reasons) {
             s.push_str(&format!("  {n:>8}  {:>5.1}%  {reason}\n", pct(n)));

@@ -78,6 +78,9 @@ pub struct FilterArgs {
     /// Only records before this time (same forms as --since).
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+    /// Only records whose shadow (candidate) policy set decided otherwise.
+    #[arg(long)]
+    pub disagreements: bool,
 }
 
 /// [`FilterArgs`] with times resolved, ready to test records.
@@ -141,6 +144,9 @@ impl Filter {
                 .iter()
                 .any(|p| a.policy.iter().any(|pattern| glob(pattern, &p.id)))
         {
+            return false;
+        }
+        if a.disagreements && record.shadow.as_ref().is_none_or(|s| s.agrees) {
             return false;
         }
         if self.since.is_some() || self.until.is_some() {

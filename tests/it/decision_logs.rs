@@ -1304,3 +1304,204 @@ fn without_ansi(text: &str) -> String {
     }
     out
 }
+
+/// The value of one Prometheus sample line `name{labels} value` in a scrape.
+async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(str::trim))
+        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_records_disagreements_and_follows_reloads() {
+    let idp = FakeIdp::start().await;
+    let risky = risky_candidate();
+    let shadow = format!("\nshadow:\n  policy_dir: {}\n", risky.path().display());
+    let mut gate = Gate::start_with(&idp.issuer, |y| format!("{y}{shadow}")).await;
+    let admin = gate.admin;
+    let series = |result: &str| format!("cedargate_shadow_decisions_total{{result=\"{result}\"}}");
+    let before = [
+        metric(admin, &series("agree")).await,
+        metric(admin, &series("would_allow")).await,
+        metric(admin, &series("would_deny")).await,
+    ];
+    let checks = traffic(&mut gate, &idp).await;
+    let records: Vec<Value> = gate
+        .log_bytes()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), checks);
+
+    // The answers are the enforced set's; the candidate's decisions are beside them.
+    let candidate_version = records[0]["shadow"]["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(
+        candidate_version,
+        records[0]["policy_version"].as_str().unwrap()
+    );
+    let deletes: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["principal"] == "User::\"bob\"" && r["action"] == "Action::\"DELETE /orders/{id}\""
+        })
+        .collect();
+    assert_eq!(deletes.len(), 2);
+    for r in &deletes {
+        assert_eq!(
+            (r["decision"].as_str(), r["status"].as_u64()),
+            (Some("deny"), Some(403))
+        );
+        assert_eq!(
+            r["shadow"],
+            json!({
+                "policy_version": candidate_version,
+                "decision": "allow",
+                "status": 200,
+                "reason": "allow",
+                "policies": [{"id": "staff-delete-orders", "reason": "staff may delete orders"}],
+                "errors": [],
+                "agrees": false,
+            })
+        );
+    }
+    let chat = records
+        .iter()
+        .find(|r| r["principal"] == "User::\"bob\"" && r["route"] == "/chat/ws")
+        .unwrap();
+    assert_eq!(chat["decision"], "allow");
+    assert_eq!(chat["shadow"]["decision"], "deny");
+    // Decided before the policies: nothing for the candidate to change.
+    for r in records.iter().filter(|r| r.get("cedar").is_none()) {
+        assert!(r.get("shadow").is_none(), "{r}");
+    }
+    let disagreements = records
+        .iter()
+        .filter(|r| r["shadow"]["agrees"] == false)
+        .count();
+    assert_eq!(
+        disagreements, 4,
+        "3 deletes by staff would be allowed, bob's chat denied"
+    );
+    let after = [
+        metric(admin, &series("agree")).await,
+        metric(admin, &series("would_allow")).await,
+        metric(admin, &series("would_deny")).await,
+    ];
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [13.0, 3.0, 1.0]
+    );
+    let policy: Value = reqwest::get(format!("http://{admin}/policy"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(policy["shadow"]["version"], candidate_version.as_str());
+
+    // `logs` shows the disagreements.
+    let args = LogsArgs {
+        files: vec![gate.log_path.clone()],
+        top: 10,
+        filter: FilterArgs {
+            disagreements: true,
+            ..FilterArgs::default()
+        },
+        ..LogsArgs::default()
+    };
+    let (_, shown, _) = run_logs(&args);
+    assert_eq!(shown.lines().count(), 4, "{shown}");
+    assert!(shown.lines().all(|l| l.contains(" SHADOW ")), "{shown}");
+    let (_, summary, _) = run_logs(&LogsArgs {
+        summary: true,
+        filter: FilterArgs::default(),
+        ..args
+    });
+    assert!(
+        summary.contains(&format!(
+            "shadow       17 evaluated against {candidate_version} (17): 4 disagree (3 would allow, 1 would deny)"
+        )),
+        "{summary}"
+    );
+
+    // Reloads: a broken candidate is refused and the last good pair (with its shadow) stays.
+    let config = config_path(&gate);
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let reloader = gate.running.as_ref().unwrap().reload.clone();
+    let reload = || reloader.clone();
+    let broken = candidate(|name, text| {
+        if name == "rbac.cedar" {
+            format!("{text}\npermit (principal, action == Action::\"GET /nope\", resource);\n")
+        } else {
+            text
+        }
+    });
+    std::fs::write(
+        &config,
+        yaml.replace(
+            &risky.path().display().to_string(),
+            &broken.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let refused = reload().reload("test").unwrap_err().to_string();
+    assert!(refused.starts_with("shadow policy set: "), "{refused}");
+    assert!(refused.contains("rbac.cedar"), "{refused}");
+    let bob = bearer(&token(&claims(&idp.issuer, "bob", &["staff"])));
+    let delete = || check_request("orders", "DELETE", "/orders/9", &[("authorization", &bob)]);
+    let answer = gate.check(delete()).await;
+    assert_eq!(answer.status, 403);
+    assert_eq!(
+        gate.record(answer.decision_id()).await["shadow"]["decision"],
+        "allow"
+    );
+
+    // Off by reload: no shadow evaluation any more, and /policy says so.
+    std::fs::write(&config, yaml.replace(&shadow, "\n")).unwrap();
+    reload().reload("test").unwrap();
+    let answer = gate.check(delete()).await;
+    assert_eq!(answer.status, 403);
+    assert!(
+        gate.record(answer.decision_id())
+            .await
+            .get("shadow")
+            .is_none()
+    );
+    let policy: Value = reqwest::get(format!("http://{admin}/policy"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(policy["shadow"], Value::Null);
+
+    // And on again, with the enforced set itself as the candidate: everything agrees.
+    std::fs::write(
+        &config,
+        yaml.replace(
+            &risky.path().display().to_string(),
+            &repo().join("policies").display().to_string(),
+        ),
+    )
+    .unwrap();
+    reload().reload("test").unwrap();
+    let answer = gate.check(delete()).await;
+    let r = gate.record(answer.decision_id()).await;
+    assert_eq!(r["shadow"]["agrees"], true);
+    assert_eq!(r["shadow"]["policy_version"], r["policy_version"]);
+}
