@@ -7,7 +7,7 @@
 //! one record matched, 1 when none did (like `grep`), so scripts can test for a decision.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -52,6 +52,11 @@ pub fn run_until(
     stop: &dyn Fn() -> bool,
 ) -> Result<bool, CliError> {
     let filter = Filter::new(&args.filter, SystemTime::now()).map_err(CliError::Usage)?;
+    if args.files.is_empty() && std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(
+            "name decision-log files, or pipe records in (`-` reads stdin)".into(),
+        ));
+    }
     let inputs = Input::from_args(&args.files);
     let mut skipped = Skipped::default();
     let mut matched = 0usize;
