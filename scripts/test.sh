@@ -21,6 +21,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cedargate validate + test on the shipped policies"
 cargo run --quiet -- validate -c cedargate.yaml
 cargo run --quiet -- test -c cedargate.yaml --require-full-coverage --junit target/policy-tests.xml
+# Replay recorded decisions against the shipped policies: fails on any deny that would become allow.
+cargo run --quiet -- replay -c cedargate.yaml --policies policies tests/fixtures/decision-logs/recorded.jsonl
 
 echo "==> cargo test (unit, integration, end-to-end with Envoy + oidc-provider)"
 cargo test --all-targets 2>&1 | tee target/test-output.txt
