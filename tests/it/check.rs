@@ -13,18 +13,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn user(idp: &FakeIdp, sub: &str, groups: &[&str], tenant: &str) -> String {
-    let mut c = claims(&idp.issuer, sub, groups);
-    c["tenant"] = json!(tenant);
-    bearer(&token(&c))
-}
-
-fn service(idp: &FakeIdp, client: &str, scope: &str) -> String {
-    bearer(&token(&json!({
-        "iss": idp.issuer, "sub": client, "client_id": client, "aud": AUDIENCE,
-        "exp": now() + 600, "iat": now(), "jti": format!("cc-{client}"), "scope": scope,
-    })))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_user_gets_identity_headers_and_a_full_record() {

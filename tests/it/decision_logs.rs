@@ -51,18 +51,6 @@ pub fn golden(name: &str, actual: &str) {
     }
 }
 
-fn user(idp: &FakeIdp, sub: &str, groups: &[&str], tenant: &str) -> String {
-    let mut c = claims(&idp.issuer, sub, groups);
-    c["tenant"] = json!(tenant);
-    bearer(&token(&c))
-}
-
-fn service(idp: &FakeIdp, client: &str, scope: &str) -> String {
-    bearer(&token(&json!({
-        "iss": idp.issuer, "sub": client, "client_id": client, "aud": AUDIENCE,
-        "exp": now() + 600, "iat": now(), "jti": format!("cc-{client}"), "scope": scope,
-    })))
-}
 
 /// Realistic traffic against the shipped policies: allows, policy denials, forbids, a service
 /// token, anonymous callers, an expired token and an unknown route. Returns how many Checks.

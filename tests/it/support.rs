@@ -344,3 +344,18 @@ fn uuid_like() -> u64 {
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
+
+/// `Authorization` value for a user token (groups and tenant claims) from `idp`.
+pub fn user(idp: &FakeIdp, sub: &str, groups: &[&str], tenant: &str) -> String {
+    let mut c = claims(&idp.issuer, sub, groups);
+    c["tenant"] = json!(tenant);
+    bearer(&token(&c))
+}
+
+/// `Authorization` value for a client_credentials-style token (`sub` == `client_id`).
+pub fn service(idp: &FakeIdp, client: &str, scope: &str) -> String {
+    bearer(&token(&json!({
+        "iss": idp.issuer, "sub": client, "client_id": client, "aud": AUDIENCE,
+        "exp": now() + 600, "iat": now(), "jti": format!("cc-{client}"), "scope": scope,
+    })))
+}
