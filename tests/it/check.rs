@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_user_gets_identity_headers_and_a_full_record() {
     let idp = FakeIdp::start().await;

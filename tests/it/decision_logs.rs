@@ -51,7 +51,6 @@ pub fn golden(name: &str, actual: &str) {
     }
 }
 
-
 /// Realistic traffic against the shipped policies: allows, policy denials, forbids, a service
 /// token, anonymous callers, an expired token and an unknown route. Returns how many Checks.
 pub async fn traffic(gate: &mut Gate, idp: &FakeIdp) -> usize {
