@@ -112,6 +112,13 @@ const DEFAULT_OTLP_QUEUE: usize = 2_048;
 /// How long spans wait to be batched before export (a full batch of 512 leaves at once). The
 /// OpenTelemetry SDK's default (`OTEL_BSP_SCHEDULE_DELAY`).
 const DEFAULT_OTLP_BATCH_DELAY_MS: u64 = 5_000;
+/// Decision records waiting for export to the collector; past this, new ones are dropped and
+/// counted. Records are ~1.5 KiB, so this bounds the queue near 12 MiB: at 5k decisions/s it
+/// rides out a collector hiccup of over a second without losing one.
+const DEFAULT_DECISION_LOG_OTLP_QUEUE: usize = 8_192;
+/// How long decision records wait to be batched before export: shorter than for spans, because
+/// someone investigating an incident looks for the decision that just happened.
+const DEFAULT_DECISION_LOG_OTLP_BATCH_DELAY_MS: u64 = 1_000;
 
 /// The validated configuration. Every value here has been checked; code that holds a `Config`
 /// never re-validates.
@@ -287,6 +294,9 @@ pub struct DecisionLogConfig {
     pub redaction_key: Option<RedactionKey>,
     /// Size-based rotation of a `file` output; `None` lets the file grow.
     pub rotate: Option<Rotation>,
+    /// Records also sent to an OpenTelemetry collector as OTLP log records; `None` (the
+    /// default) sends nothing. `sampling_ratio` is always 1: every decision is exported.
+    pub otlp: Option<OtlpConfig>,
 }
 
 /// When and how the decision-log file is rotated: `path` → `path.1` → … → `path.<keep>`.
@@ -342,7 +352,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where and how spans are exported (OTLP over gRPC).
+/// Where and how spans (`telemetry.otlp`) or decision records (`decision_log.otlp`) are exported
+/// (OTLP over gRPC).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpConfig {
     /// Collector URL, `http://host:4317` or `https://…` (system CA roots).
@@ -519,6 +530,7 @@ struct RawDecisionLog {
     redact_claims: Vec<Spanned<String>>,
     redaction_key_file: Option<Spanned<String>>,
     rotate: Option<Spanned<RawRotate>>,
+    otlp: Option<Spanned<RawOtlp>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -893,6 +905,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
                 .as_ref()
                 .and_then(|file| redaction_key(file, base, problems)),
             rotate,
+            otlp: raw
+                .decision_log
+                .otlp
+                .as_ref()
+                .map(|o| otlp(o, OtlpSection::DecisionLog, problems)),
         },
         telemetry: telemetry(&raw.telemetry, problems),
         shadow: raw.shadow.as_ref().map(|s| ShadowConfig {
@@ -1031,26 +1048,57 @@ fn telemetry(raw: &RawTelemetry, problems: &mut Problems) -> TelemetryConfig {
     };
     TelemetryConfig {
         log: LogConfig { level, format },
-        otlp: raw.otlp.as_ref().map(|o| otlp(o, problems)),
+        otlp: raw
+            .otlp
+            .as_ref()
+            .map(|o| otlp(o, OtlpSection::Telemetry, problems)),
     }
 }
 
-fn otlp(spanned: &Spanned<RawOtlp>, problems: &mut Problems) -> OtlpConfig {
+/// Which `otlp` section is being read: traces, or decision records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OtlpSection {
+    /// `telemetry.otlp`: Check spans.
+    Telemetry,
+    /// `decision_log.otlp`: decision records as OTLP logs.
+    DecisionLog,
+}
+
+fn otlp(spanned: &Spanned<RawOtlp>, section: OtlpSection, problems: &mut Problems) -> OtlpConfig {
+    let (prefix, default_queue, default_delay) = match section {
+        OtlpSection::Telemetry => (
+            "telemetry.otlp",
+            DEFAULT_OTLP_QUEUE,
+            DEFAULT_OTLP_BATCH_DELAY_MS,
+        ),
+        OtlpSection::DecisionLog => (
+            "decision_log.otlp",
+            DEFAULT_DECISION_LOG_OTLP_QUEUE,
+            DEFAULT_DECISION_LOG_OTLP_BATCH_DELAY_MS,
+        ),
+    };
     let raw = &spanned.value;
     let endpoint = raw.endpoint.value.trim_end_matches('/').to_string();
     if let Err(why) = check_otlp_endpoint(&endpoint) {
         problems.at(
             &raw.endpoint,
-            format!("telemetry.otlp.endpoint `{}` {why}", raw.endpoint.value),
+            format!("{prefix}.endpoint `{}` {why}", raw.endpoint.value),
         );
     }
     let sampling_ratio = match &raw.sampling_ratio {
         None => DEFAULT_OTLP_SAMPLING_RATIO,
+        Some(r) if section == OtlpSection::DecisionLog => {
+            problems.at(
+                r,
+                "decision_log.otlp.sampling_ratio: every decision is exported; sampling is for traces (telemetry.otlp)",
+            );
+            DEFAULT_OTLP_SAMPLING_RATIO
+        }
         Some(r) if !(0.0..=1.0).contains(&r.value) => {
             problems.at(
                 r,
                 format!(
-                    "telemetry.otlp.sampling_ratio {} must be between 0 and 1",
+                    "{prefix}.sampling_ratio {} must be between 0 and 1",
                     r.value
                 ),
             );
@@ -1061,7 +1109,7 @@ fn otlp(spanned: &Spanned<RawOtlp>, problems: &mut Problems) -> OtlpConfig {
     let service_name = match &raw.service_name {
         None => DEFAULT_OTLP_SERVICE_NAME.to_string(),
         Some(n) if n.value.trim().is_empty() => {
-            problems.at(n, "telemetry.otlp.service_name must not be empty");
+            problems.at(n, format!("{prefix}.service_name must not be empty"));
             DEFAULT_OTLP_SERVICE_NAME.to_string()
         }
         Some(n) => n.value.clone(),
@@ -1069,7 +1117,7 @@ fn otlp(spanned: &Spanned<RawOtlp>, problems: &mut Problems) -> OtlpConfig {
     if raw.resource_attributes.keys().any(|k| k.trim().is_empty()) {
         problems.at(
             spanned,
-            "telemetry.otlp.resource_attributes has an empty name",
+            format!("{prefix}.resource_attributes has an empty name"),
         );
     }
     OtlpConfig {
@@ -1080,19 +1128,19 @@ fn otlp(spanned: &Spanned<RawOtlp>, problems: &mut Problems) -> OtlpConfig {
         timeout: Duration::from_millis(positive(
             raw.timeout_ms.as_ref(),
             DEFAULT_OTLP_TIMEOUT_MS,
-            "telemetry.otlp.timeout_ms",
+            &format!("{prefix}.timeout_ms"),
             problems,
         )),
         queue: positive(
             raw.queue.as_ref(),
-            DEFAULT_OTLP_QUEUE,
-            "telemetry.otlp.queue",
+            default_queue,
+            &format!("{prefix}.queue"),
             problems,
         ),
         batch_delay: Duration::from_millis(positive(
             raw.batch_delay_ms.as_ref(),
-            DEFAULT_OTLP_BATCH_DELAY_MS,
-            "telemetry.otlp.batch_delay_ms",
+            default_delay,
+            &format!("{prefix}.batch_delay_ms"),
             problems,
         )),
     }
@@ -1616,6 +1664,56 @@ telemetry:
         assert_eq!(
             otlp.resource_attributes.get("deployment.environment"),
             Some(&"prod".to_string())
+        );
+    }
+
+    #[test]
+    fn decision_log_otlp_is_off_by_default_and_has_its_own_defaults() {
+        let off = match Config::parse("{}", Path::new("c.yaml")) {
+            Ok(c) => c,
+            Err(e) => unreachable!("{e}"),
+        };
+        assert_eq!(off.decision_log.otlp, None);
+        let yaml = "decision_log:\n  output: off\n  otlp: { endpoint: http://collector:4317 }\n";
+        let config = match Config::parse(yaml, Path::new("c.yaml")) {
+            Ok(c) => c,
+            Err(e) => unreachable!("{e}"),
+        };
+        assert_eq!(config.decision_log.output, LogOutput::Off);
+        let otlp = config.decision_log.otlp.unwrap_or_else(|| unreachable!());
+        assert_eq!(otlp.endpoint, "http://collector:4317");
+        assert_eq!(otlp.queue, DEFAULT_DECISION_LOG_OTLP_QUEUE);
+        assert_eq!(
+            otlp.batch_delay,
+            Duration::from_millis(DEFAULT_DECISION_LOG_OTLP_BATCH_DELAY_MS)
+        );
+        assert_eq!(otlp.sampling_ratio, 1.0, "every decision is exported");
+        // Trace export stays off: the two sections are independent.
+        assert_eq!(config.telemetry.otlp, None);
+    }
+
+    #[test]
+    fn decision_log_otlp_problems_name_their_section() {
+        let yaml = "\
+decision_log:
+  otlp:
+    endpoint: http://collector:4318/v1/logs
+    sampling_ratio: 0.5
+    queue: 0
+";
+        let got = problems(yaml);
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].starts_with("3:15 decision_log.otlp.endpoint `http://collector:4318/v1/logs` must not have a path"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with("4:21 decision_log.otlp.sampling_ratio: every decision is exported"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].starts_with("5:12 decision_log.otlp.queue must be at least 1"),
+            "{got:#?}"
         );
     }
 

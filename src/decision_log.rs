@@ -6,6 +6,10 @@
 //! periodically. Records never contain a raw token, cookie or `Authorization` value: token facts
 //! are issuer, subject, jti and a short hash; headers come only through an allow-list, and
 //! configured claims are redacted before the record is queued (see `redaction`).
+//!
+//! One writer thread serializes each record once and hands the line to every output: stdout,
+//! stderr or a (rotated) file, and, with `decision_log.otlp`, an OpenTelemetry collector
+//! (`decision_otlp`, which has a bounded, counted queue of its own).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,9 +20,11 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::{LogOutput, Rotation};
+use crate::config::{DecisionLogConfig, LogOutput, Rotation};
 use crate::decision::DecidingPolicy;
+use crate::decision_otlp::OtlpRecords;
 use crate::mapping::CedarRequest;
+use crate::telemetry::TelemetryError;
 
 /// Record format version.
 pub const RECORD_VERSION: u32 = 1;
@@ -26,6 +32,19 @@ pub const RECORD_VERSION: u32 = 1;
 const WRITE_INTERVAL: Duration = Duration::from_millis(5);
 /// How often dropped-record counts are reported.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest the writer waits, when it stops, for the collector to take the last records.
+const OTLP_SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why the decision log could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionLogError {
+    /// The output file could not be opened, or the writer thread not started.
+    #[error("opening the decision log: {0}")]
+    Open(#[from] std::io::Error),
+    /// The OTLP output could not be set up.
+    #[error("decision_log.otlp: {0}")]
+    Otlp(#[from] TelemetryError),
+}
 
 /// Token facts safe to keep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,10 +187,31 @@ impl DecisionLog {
         rotate: Option<Rotation>,
         queue: usize,
     ) -> std::io::Result<DecisionLog> {
+        DecisionLog::start_outputs(output, rotate, None, queue)
+    }
+
+    /// Starts the decision log `config` describes: its output, rotation, queue and, when
+    /// `decision_log.otlp` is set, the collector (call inside the Tokio runtime that serves).
+    pub fn start_configured(config: &DecisionLogConfig) -> Result<DecisionLog, DecisionLogError> {
+        let otlp = config.otlp.as_ref().map(OtlpRecords::start).transpose()?;
+        Ok(DecisionLog::start_outputs(
+            &config.output,
+            config.rotate,
+            otlp,
+            config.queue,
+        )?)
+    }
+
+    fn start_outputs(
+        output: &LogOutput,
+        rotate: Option<Rotation>,
+        otlp: Option<OtlpRecords>,
+        queue: usize,
+    ) -> std::io::Result<DecisionLog> {
         let dropped = Arc::new(AtomicU64::new(0));
         let queued = Arc::new(AtomicU64::new(0));
         let sink: Box<dyn Write + Send> = match output {
-            LogOutput::Off => {
+            LogOutput::Off if otlp.is_none() => {
                 return Ok(DecisionLog {
                     sender: None,
                     dropped,
@@ -179,6 +219,7 @@ impl DecisionLog {
                     reported: Arc::new(AtomicU64::new(0)),
                 });
             }
+            LogOutput::Off => Box::new(std::io::sink()),
             LogOutput::Stdout => Box::new(std::io::stdout()),
             LogOutput::Stderr => Box::new(std::io::stderr()),
             LogOutput::File(path) => match rotate {
@@ -195,7 +236,7 @@ impl DecisionLog {
         // A plain thread: writes block, and they must never occupy an async worker.
         std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || write_records(receiver, sink))?;
+            .spawn(move || write_records(receiver, sink, otlp))?;
         // Drops are reported by a thread of their own: when the output stalls, the writer is
         // stuck in a write, and that is exactly when records are being dropped.
         let reported = Arc::new(AtomicU64::new(0));
@@ -255,7 +296,11 @@ impl DecisionLog {
     }
 }
 
-fn write_records(mut receiver: mpsc::Receiver<Message>, sink: Box<dyn Write + Send>) {
+fn write_records(
+    mut receiver: mpsc::Receiver<Message>,
+    sink: Box<dyn Write + Send>,
+    otlp: Option<OtlpRecords>,
+) {
     let mut out = std::io::BufWriter::new(sink);
     let mut line = Vec::with_capacity(2048);
     loop {
@@ -280,6 +325,12 @@ fn write_records(mut receiver: mpsc::Receiver<Message>, sink: Box<dyn Write + Se
                 Message::Record(record) => {
                     line.clear();
                     if serde_json::to_writer(&mut line, &record).is_ok() {
+                        if let Some(otlp) = &otlp {
+                            // serde_json writes UTF-8; the check is free next to the export.
+                            if let Ok(text) = std::str::from_utf8(&line) {
+                                otlp.emit(&record, text);
+                            }
+                        }
                         line.push(b'\n');
                         result = result.and(out.write_all(&line));
                     }
@@ -291,11 +342,19 @@ fn write_records(mut receiver: mpsc::Receiver<Message>, sink: Box<dyn Write + Se
         if let Err(e) = result.and(out.flush()) {
             tracing::error!(error = %e, "decision_log.write_failed");
         }
+        if !flushed.is_empty()
+            && let Some(otlp) = &otlp
+        {
+            otlp.flush();
+        }
         for done in flushed {
             let _ = done.send(());
         }
     }
     let _ = out.flush();
+    if let Some(otlp) = &otlp {
+        otlp.shutdown(OTLP_SHUTDOWN_LIMIT);
+    }
 }
 
 /// Reports dropped records every [`DROP_REPORT_INTERVAL`] while there are new ones, whether or

@@ -14,7 +14,8 @@
 //! - [`policy`] — loading and evaluating the Cedar policy set; [`shadow`] evaluates a candidate
 //!   set beside it (recorded, never enforced).
 //! - [`decision_log`] — versioned records, written off the request path; [`redaction`] decides
-//!   what of the request a record may carry (header allow-list, trace id, redacted claims).
+//!   what of the request a record may carry (header allow-list, trace id, redacted claims);
+//!   [`decision_otlp`] sends records to an OpenTelemetry collector as OTLP logs.
 //!
 //! Around it: [`config`] (two-phase YAML config), [`server`] (wiring, drain), [`admin`] (probes),
 //! [`reload`] (hot reload of config and policies), [`cli`] (the policy author's `validate`,
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod decision_log;
+pub mod decision_otlp;
 pub mod gate;
 pub mod grpc;
 pub mod identity;

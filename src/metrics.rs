@@ -60,6 +60,9 @@ pub const POLICY_SET_POLICIES: &str = "cedargate_policy_set_policies";
 pub const DECISION_LOG_QUEUED: &str = "cedargate_decision_log_records_queued_total";
 /// Decision records dropped because the queue was full.
 pub const DECISION_LOG_DROPPED: &str = "cedargate_decision_log_records_dropped_total";
+/// Decision records for the OTLP collector (`decision_log.otlp`) by `result`: exported, failed
+/// (export error) or dropped (export queue full).
+pub const DECISION_LOG_OTLP: &str = "cedargate_decision_log_otlp_records_total";
 /// Shadow evaluations of a candidate policy set by `result`: agree, would_allow (the candidate
 /// allows what was denied), would_deny (it denies what was allowed).
 pub const SHADOW_DECISIONS: &str = "cedargate_shadow_decisions_total";
@@ -230,6 +233,12 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        DECISION_LOG_OTLP,
+        Kind::Counter,
+        "Decision records sent to the OTLP collector (decision_log.otlp) by result: exported, failed (export error) or dropped (export queue full).",
+        &["result"],
+    ),
+    family(
         SHADOW_DECISIONS,
         Kind::Counter,
         "Decisions also evaluated against the shadow (candidate) policy set, by result: agree, would_allow, would_deny.",
@@ -333,6 +342,7 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
     handles.cache_miss.absolute(0);
     for result in ["exported", "failed", "dropped"] {
         metrics::counter!(TRACE_SPANS, "result" => result).absolute(0);
+        metrics::counter!(DECISION_LOG_OTLP, "result" => result).absolute(0);
     }
     for result in ["agree", "would_allow", "would_deny"] {
         metrics::counter!(SHADOW_DECISIONS, "result" => result).absolute(0);
@@ -453,9 +463,9 @@ pub fn shadow_decision(outcome: ShadowOutcome) {
     metrics::counter!(SHADOW_DECISIONS, "result" => result).increment(1);
 }
 
-/// What happened to finished spans.
+/// What happened to finished spans, or to decision records sent to a collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpanOutcome {
+pub enum ExportOutcome {
     /// The collector accepted them.
     Exported,
     /// The export failed (collector unreachable, timeout, refused).
@@ -464,14 +474,25 @@ pub enum SpanOutcome {
     Dropped,
 }
 
+impl ExportOutcome {
+    /// The `result` label.
+    fn label(self) -> &'static str {
+        match self {
+            ExportOutcome::Exported => "exported",
+            ExportOutcome::Failed => "failed",
+            ExportOutcome::Dropped => "dropped",
+        }
+    }
+}
+
 /// Counts `n` finished spans with `outcome`.
-pub fn trace_spans(outcome: SpanOutcome, n: u64) {
-    let result = match outcome {
-        SpanOutcome::Exported => "exported",
-        SpanOutcome::Failed => "failed",
-        SpanOutcome::Dropped => "dropped",
-    };
-    metrics::counter!(TRACE_SPANS, "result" => result).increment(n);
+pub fn trace_spans(outcome: ExportOutcome, n: u64) {
+    metrics::counter!(TRACE_SPANS, "result" => outcome.label()).increment(n);
+}
+
+/// Counts `n` decision records sent (or not) to the OTLP collector with `outcome`.
+pub fn decision_log_otlp(outcome: ExportOutcome, n: u64) {
+    metrics::counter!(DECISION_LOG_OTLP, "result" => outcome.label()).increment(n);
 }
 
 /// The server state the scrape-time metrics are read from.

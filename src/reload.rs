@@ -242,6 +242,7 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     if old.decision_log.output != new.decision_log.output
         || old.decision_log.queue != new.decision_log.queue
         || old.decision_log.rotate != new.decision_log.rotate
+        || old.decision_log.otlp != new.decision_log.otlp
     {
         return Some("decision_log");
     }

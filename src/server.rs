@@ -48,6 +48,9 @@ pub enum ServeError {
     /// The HTTP client for key fetching could not be built.
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The decision log could not start.
+    #[error(transparent)]
+    DecisionLog(#[from] crate::decision_log::DecisionLogError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -105,12 +108,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     crate::metrics::start(&config);
     let jwks = Arc::new(Jwks::new(&config.issuers, jwks::http_client()?));
     let refresh_tasks = jwks.spawn_refresh();
-    let log = DecisionLog::start_rotating(
-        &config.decision_log.output,
-        config.decision_log.rotate,
-        config.decision_log.queue,
-    )
-    .map_err(io("opening the decision log"))?;
+    let log = DecisionLog::start_configured(&config.decision_log)?;
     let verifier = Verifier::new(
         jwks,
         config.token_cache.capacity,

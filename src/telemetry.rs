@@ -35,15 +35,17 @@ use tracing_subscriber::prelude::*;
 
 use crate::config::{LogFormat, OtlpConfig, TelemetryConfig};
 use crate::decision_log::DecisionRecord;
+use crate::metrics::ExportOutcome;
 
 /// Target of the Check span. Excluded from the log layer (a span per Check is a trace, not a
 /// log line) and, with OTLP off, from everything: the span is then never created.
 const CHECK_TARGET: &str = "cedargate::check";
 /// Span field saying whether the Check's token was verified from the cache.
 const TOKEN_CACHE_FIELD: &str = "cedargate.token_cache_hit";
-/// Spans handed to the exporter at once (the OpenTelemetry SDK's default batch size).
+/// Spans or records handed to the exporter at once (the OpenTelemetry SDK's default batch size).
 const MAX_EXPORT_BATCH: usize = 512;
-/// How often, at most, dropped spans are reported in the log while they keep being dropped.
+/// How often, at most, dropped spans or records are reported in the log while they keep being
+/// dropped.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why telemetry could not start.
@@ -139,11 +141,12 @@ fn install(
             .with_writer(std::io::stderr)
             .with_filter(log_filter(level))
     });
-    // Only cedargate's own spans and events become trace data; this module's events (export
+    // Only cedargate's own spans and events become trace data; the exporters' events (export
     // trouble) never do, so a failing export cannot feed itself.
     let traced = Targets::new()
         .with_target("cedargate", LevelFilter::INFO)
-        .with_target("cedargate::telemetry", LevelFilter::OFF);
+        .with_target("cedargate::telemetry", LevelFilter::OFF)
+        .with_target("cedargate::decision_otlp", LevelFilter::OFF);
     let otel = provider.map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("cedargate"))
@@ -160,9 +163,12 @@ fn install(
     Ok(())
 }
 
-fn tracer_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, TelemetryError> {
-    // Our own channel, so that connecting is bounded too (a black-holed collector must not hold
-    // the export thread forever); https uses the system's CA roots.
+/// The gRPC channel to a collector. Our own channel, so that connecting is bounded too (a
+/// black-holed collector must not hold the export thread forever); https uses the system's CA
+/// roots. Lazy: nothing connects until the first export.
+pub(crate) fn otlp_channel(
+    config: &OtlpConfig,
+) -> Result<tonic::transport::Channel, TelemetryError> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())?
         .connect_timeout(config.timeout)
         .timeout(config.timeout)
@@ -171,59 +177,176 @@ fn tracer_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, TelemetryEr
         endpoint =
             endpoint.tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())?;
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_channel(endpoint.connect_lazy())
-        .with_timeout(config.timeout)
-        .build()?;
-    let queued = Arc::new(AtomicUsize::new(0));
-    let exporter = CountingExporter {
-        inner: exporter,
-        queued: queued.clone(),
-        failing: AtomicBool::new(false),
-        dropped: Arc::new(AtomicUsize::new(0)),
-        last_drop_report: std::sync::Mutex::new((Instant::now(), 0)),
-    };
-    let dropped = exporter.dropped.clone();
-    // The SDK queue gets headroom beyond `config.queue`: admission below enforces the bound and
-    // counts what it refuses, so the SDK never drops (uncounted) on its own.
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(config.queue + config.queue / 4 + 64)
-        .with_max_export_batch_size(MAX_EXPORT_BATCH.min(config.queue))
-        .with_scheduled_delay(config.batch_delay)
-        .build();
-    let processor = Admission {
-        inner: BatchSpanProcessor::new(exporter, batch),
-        queued,
-        dropped,
-        limit: config.queue,
-    };
+    Ok(endpoint.connect_lazy())
+}
+
+/// The OTLP resource: `service.name`, `service.version` and the configured attributes.
+pub(crate) fn otlp_resource(config: &OtlpConfig) -> Resource {
     let mut resource = Resource::builder().with_service_name(config.service_name.clone());
     resource = resource.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
     for (key, value) in &config.resource_attributes {
         resource = resource.with_attribute(KeyValue::new(key.clone(), value.clone()));
     }
+    resource.build()
+}
+
+/// The SDK batch processor's settings for an export queue bounded by `config.queue`. The SDK
+/// queue gets headroom beyond it: [`ExportAccount::admit`] enforces the bound and counts what it
+/// refuses, so the SDK never drops (uncounted) on its own.
+pub(crate) fn otlp_batch(config: &OtlpConfig) -> (usize, usize, Duration) {
+    (
+        config.queue + config.queue / 4 + 64,
+        MAX_EXPORT_BATCH.min(config.queue),
+        config.batch_delay,
+    )
+}
+
+fn tracer_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_channel(otlp_channel(config)?)
+        .with_timeout(config.timeout)
+        .build()?;
+    let account = Arc::new(ExportAccount::new(
+        config.queue,
+        crate::metrics::trace_spans,
+        "telemetry.spans_dropped: the export queue was full",
+        "telemetry.export_failed: spans are lost until the collector answers",
+        "telemetry.export_recovered",
+    ));
+    let (queue, batch_size, delay) = otlp_batch(config);
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(queue)
+        .with_max_export_batch_size(batch_size)
+        .with_scheduled_delay(delay)
+        .build();
+    let exporter = CountingExporter {
+        inner: exporter,
+        account: account.clone(),
+    };
+    let processor = Admission {
+        inner: BatchSpanProcessor::new(exporter, batch),
+        account,
+    };
     Ok(SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             config.sampling_ratio,
         ))))
-        .with_resource(resource.build())
+        .with_resource(otlp_resource(config))
         .build())
 }
 
-/// Bounds the export queue and counts what it refuses, in front of the SDK's batch processor
-/// (which drops silently when full). `on_end` runs on the Check path: two atomics, no lock.
+/// The books of one OTLP export queue (spans, or decision records): admission against the
+/// bound, outcomes counted in a metric, trouble logged once per episode and drops reported at
+/// most every [`DROP_REPORT_INTERVAL`]. `admit` runs on the producer's path: atomics, no lock.
+#[derive(Debug)]
+pub(crate) struct ExportAccount {
+    /// The queue bound (`*.otlp.queue`).
+    limit: usize,
+    /// Items admitted and not yet handed to the exporter.
+    queued: AtomicUsize,
+    /// Items refused since start.
+    dropped: AtomicUsize,
+    /// Set while exports fail, so that a collector outage logs one line, not one per batch.
+    failing: AtomicBool,
+    /// When drops were last reported, and the count then.
+    last_drop_report: std::sync::Mutex<(Instant, usize)>,
+    /// Counts outcomes in the queue's metric family.
+    count: fn(ExportOutcome, u64),
+    /// Event logged when drops are reported.
+    dropped_event: &'static str,
+    /// Event logged when exports start failing.
+    failed_event: &'static str,
+    /// Event logged when exports work again.
+    recovered_event: &'static str,
+}
+
+impl ExportAccount {
+    pub(crate) fn new(
+        limit: usize,
+        count: fn(ExportOutcome, u64),
+        dropped_event: &'static str,
+        failed_event: &'static str,
+        recovered_event: &'static str,
+    ) -> ExportAccount {
+        ExportAccount {
+            limit,
+            queued: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+            last_drop_report: std::sync::Mutex::new((Instant::now(), 0)),
+            count,
+            dropped_event,
+            failed_event,
+            recovered_event,
+        }
+    }
+
+    /// Takes a place in the queue, or counts a drop when it is full.
+    pub(crate) fn admit(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            (self.count)(ExportOutcome::Dropped, 1);
+            return false;
+        }
+        true
+    }
+
+    /// Items refused so far.
+    pub(crate) fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Notes the outcome of exporting `n` items (which leave the queue), and reports drops.
+    pub(crate) fn exported(&self, n: usize, result: &OTelSdkResult) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        let count = u64::try_from(n).unwrap_or(u64::MAX);
+        match result {
+            Ok(()) => {
+                (self.count)(ExportOutcome::Exported, count);
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("{}", self.recovered_event);
+                }
+            }
+            Err(e) => {
+                (self.count)(ExportOutcome::Failed, count);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, items = n, "{}", self.failed_event);
+                }
+            }
+        }
+        self.report_drops(false);
+    }
+
+    /// Logs the drops since the last report, if the last report is older than
+    /// [`DROP_REPORT_INTERVAL`] (or at once with `now`, on shutdown).
+    pub(crate) fn report_drops(&self, now: bool) {
+        let dropped = self.dropped();
+        let Ok(mut last) = self.last_drop_report.lock() else {
+            return;
+        };
+        if dropped > last.1 && (now || last.0.elapsed() >= DROP_REPORT_INTERVAL) {
+            tracing::warn!(
+                dropped_total = dropped,
+                dropped_since_last = dropped - last.1,
+                "{}",
+                self.dropped_event
+            );
+            *last = (Instant::now(), dropped);
+        }
+    }
+}
+
+/// Bounds the span export queue and counts what it refuses, in front of the SDK's batch
+/// processor (which drops silently when full). `on_end` runs on the Check path.
 #[derive(Debug)]
 struct Admission {
     /// The SDK's batch processor (queue + export thread).
     inner: BatchSpanProcessor,
-    /// Spans admitted and not yet handed to the exporter.
-    queued: Arc<AtomicUsize>,
-    /// Spans refused, for the exporter's periodic report.
-    dropped: Arc<AtomicUsize>,
-    /// `telemetry.otlp.queue`.
-    limit: usize,
+    /// The queue's books, shared with the exporter.
+    account: Arc<ExportAccount>,
 }
 
 impl SpanProcessor for Admission {
@@ -232,13 +355,9 @@ impl SpanProcessor for Admission {
     }
 
     fn on_end(&self, span: SpanData) {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::trace_spans(crate::metrics::SpanOutcome::Dropped, 1);
-            return;
+        if self.account.admit() {
+            self.inner.on_end(span);
         }
-        self.inner.on_end(span);
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -254,60 +373,21 @@ impl SpanProcessor for Admission {
     }
 }
 
-/// The OTLP exporter, counting outcomes and logging trouble once per episode. Runs on the SDK's
-/// export thread, never on the Check path.
+/// The OTLP span exporter, keeping the books. Runs on the SDK's export thread, never on the
+/// Check path.
 #[derive(Debug)]
 struct CountingExporter {
     /// OTLP/gRPC exporter.
     inner: opentelemetry_otlp::SpanExporter,
-    /// Shared with [`Admission`]: decremented as spans leave the queue.
-    queued: Arc<AtomicUsize>,
-    /// Set while exports fail, so that a collector outage logs one line, not one per batch.
-    failing: AtomicBool,
-    /// Spans [`Admission`] refused.
-    dropped: Arc<AtomicUsize>,
-    /// When drops were last reported, and the count then.
-    last_drop_report: std::sync::Mutex<(Instant, usize)>,
-}
-
-impl CountingExporter {
-    fn report_drops(&self) {
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        let Ok(mut last) = self.last_drop_report.lock() else {
-            return;
-        };
-        if dropped > last.1 && last.0.elapsed() >= DROP_REPORT_INTERVAL {
-            tracing::warn!(
-                dropped_total = dropped,
-                dropped_since_last = dropped - last.1,
-                "telemetry.spans_dropped: the export queue was full"
-            );
-            *last = (Instant::now(), dropped);
-        }
-    }
+    /// The queue's books, shared with [`Admission`].
+    account: Arc<ExportAccount>,
 }
 
 impl SpanExporter for CountingExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
-        self.queued.fetch_sub(n, Ordering::AcqRel);
         let result = self.inner.export(batch).await;
-        let count = u64::try_from(n).unwrap_or(u64::MAX);
-        match &result {
-            Ok(()) => {
-                crate::metrics::trace_spans(crate::metrics::SpanOutcome::Exported, count);
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("telemetry.export_recovered");
-                }
-            }
-            Err(e) => {
-                crate::metrics::trace_spans(crate::metrics::SpanOutcome::Failed, count);
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, spans = n, "telemetry.export_failed: spans are lost until the collector answers");
-                }
-            }
-        }
-        self.report_drops();
+        self.account.exported(n, &result);
         result
     }
 

@@ -653,10 +653,10 @@ async fn records_match_the_golden_files() {
 }
 
 /// The `cedargate` binary serving a config, with everything it writes to stdout and stderr.
-struct Served {
+pub struct Served {
     child: std::process::Child,
     stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
     grpc: u16,
 }
@@ -666,7 +666,7 @@ impl Served {
         Served::start_with_log(config, grpc, admin, "debug").await
     }
 
-    async fn start_with_log(config: &Path, grpc: u16, admin: u16, level: &str) -> Served {
+    pub async fn start_with_log(config: &Path, grpc: u16, admin: u16, level: &str) -> Served {
         use std::io::Read as _;
         let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
             .args(["serve", "-c"])
@@ -716,7 +716,7 @@ impl Served {
         }
     }
 
-    async fn client(
+    pub async fn client(
         &self,
     ) -> envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
         tonic::transport::Channel,
@@ -729,7 +729,7 @@ impl Served {
     }
 
     /// SIGTERM (the log is flushed on the way out), then everything written.
-    fn stop(mut self) -> (Vec<u8>, Vec<u8>) {
+    pub fn stop(mut self) -> (Vec<u8>, Vec<u8>) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -758,7 +758,7 @@ fn all_bytes_under(dir: &Path) -> Vec<u8> {
     bytes
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
@@ -767,6 +767,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_cookie_or_redacted_claim_reaches_any_output() {
     let idp = FakeIdp::start().await;
+    // The OTLP output too: an OTLP/gRPC logs receiver keeps every byte it is sent.
+    let (collector, collector_addr) = crate::decision_otlp::LogsReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
@@ -785,6 +787,8 @@ async fn no_token_cookie_or_redacted_claim_reaches_any_output() {
         "        tenant: tenant\n",
         "        tenant: tenant\n        email: email\n",
     );
+    let yaml =
+        crate::decision_otlp::with_otlp(yaml, &collector_addr.to_string(), ", batch_delay_ms: 50");
     let config = dir.path().join("cedargate.yaml");
     std::fs::write(&config, &yaml).unwrap();
     let served = Served::start(&config, grpc, admin).await;
@@ -898,6 +902,13 @@ async fn no_token_cookie_or_redacted_claim_reaches_any_output() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(records.len(), requests.len() + 1, "one record per Check");
+    // The collector got every record before cedargate exited (SIGTERM flushes it).
+    assert_eq!(
+        collector.logs().len(),
+        records.len(),
+        "one OTLP record per Check"
+    );
+    let exported = collector.bytes();
 
     let mut secrets: Vec<String> = vec![
         email.into(),
@@ -920,6 +931,7 @@ async fn no_token_cookie_or_redacted_claim_reaches_any_output() {
     }
     for (name, bytes) in [
         ("decision log", &log),
+        ("OTLP collector", &exported),
         ("stdout", &stdout),
         ("stderr", &stderr),
     ] {
@@ -1275,7 +1287,7 @@ async fn a_stalled_output_drops_counts_and_reports_but_never_blocks_a_check() {
 }
 
 /// Text without ANSI colour escapes (`ESC [ … m`), as a terminal would show it.
-fn without_ansi(text: &str) -> String {
+pub fn without_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

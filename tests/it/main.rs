@@ -2,6 +2,7 @@
 //!
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
+//! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
 //! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 //! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
@@ -16,6 +17,7 @@
 
 mod check;
 mod decision_logs;
+mod decision_otlp;
 mod e2e;
 mod faults;
 mod observability;
