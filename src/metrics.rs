@@ -705,6 +705,7 @@ mod tests {
                 last_attempt: None,
                 last_trigger: None,
                 last_error: Some("policies/x.cedar:1:1: bad".into()),
+                watching: Vec::new(),
             },
             issuers: vec![
                 IssuerState {

@@ -7,13 +7,18 @@
 //! decision-log output, cache size, token size limit, policy folder, telemetry) are not
 //! swapped: a change to them is refused with "restart needed" and nothing else from that change
 //! applies, so a reload is all or nothing. This module never touches the Check path beyond one atomic store.
+//!
+//! The watched folders follow the config: the policy folder, the shadow candidate's folder (which
+//! a reload may name, change or drop) and the config file's folder. A reload watches the folders
+//! its config names before it reads them, so no edit falls between the read and the watch.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -39,6 +44,9 @@ pub struct ReloadStatus {
     pub last_trigger: Option<String>,
     /// The error of the last attempt, if it failed (cleared by a success).
     pub last_error: Option<String>,
+    /// The folders watched for changes now (absolute; empty without a watcher), so that an
+    /// operator can see why an edit did or did not reload.
+    pub watching: Vec<String>,
 }
 
 /// Reloads config + policies into a gate.
@@ -57,6 +65,27 @@ pub struct Reloader {
     last_error: ArcSwapOption<String>,
     /// Serializes reloads (file events and signals may race).
     running: Mutex<()>,
+    /// The config file as the watcher reports it (absolute), to tell its events from those of
+    /// its neighbours.
+    config_file: PathBuf,
+    /// The file watcher, once [`Reloader::spawn`] started it; re-pointed by every reload.
+    watch: Mutex<Option<Watch>>,
+    /// The policy folders (enforced and shadow, absolute) whose every file event triggers a
+    /// reload. The watcher's event handler reads it, lock-free on purpose: `notify` runs the
+    /// handler on the thread that `watch`/`unwatch` wait for, so a handler taking `watch`'s
+    /// lock would deadlock a reload that is changing the watched folders.
+    policy_dirs: Arc<ArcSwap<BTreeSet<PathBuf>>>,
+    /// The folders actually watched, for [`ReloadStatus::watching`] (read without `watch`'s
+    /// lock, which a reload holds while it waits for `notify`).
+    watching: ArcSwap<Vec<PathBuf>>,
+}
+
+/// A running file watcher and what it watches.
+struct Watch {
+    /// The inotify watcher; dropping it stops watching.
+    watcher: notify::RecommendedWatcher,
+    /// The folders it watches, so that a new config adds and drops only the difference.
+    dirs: BTreeSet<PathBuf>,
 }
 
 /// Why a reload was refused.
@@ -79,6 +108,7 @@ pub enum ReloadError {
 impl Reloader {
     /// A reloader for `gate`, reading `config_path`.
     pub fn new(gate: Arc<Gate>, config_path: PathBuf) -> Reloader {
+        let config_file = absolute(&config_path);
         Reloader {
             gate,
             config_path,
@@ -87,6 +117,10 @@ impl Reloader {
             last_attempt: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
             running: Mutex::new(()),
+            config_file,
+            watch: Mutex::new(None),
+            policy_dirs: Arc::new(ArcSwap::from_pointee(BTreeSet::new())),
+            watching: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -99,6 +133,12 @@ impl Reloader {
             last_attempt: attempt.as_ref().map(|a| rfc3339(a.0)),
             last_trigger: attempt.as_ref().map(|a| a.1.clone()),
             last_error: self.last_error.load_full().map(|e| e.to_string()),
+            watching: self
+                .watching
+                .load()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
         }
     }
 
@@ -112,7 +152,10 @@ impl Reloader {
             Ok(active) => {
                 let version = active.policies.version.clone();
                 let previous = self.gate.active.load().policies.version.clone();
+                let config = active.config.clone();
                 self.gate.active.store(Arc::new(active));
+                // Folders the previous config named and this one doesn't are no longer read.
+                self.follow(&[&config]);
                 self.ok.fetch_add(1, Ordering::Relaxed);
                 self.last_error.store(None);
                 tracing::info!(%trigger, %version, %previous, changed = version != previous, "policy.reloaded");
@@ -133,6 +176,11 @@ impl Reloader {
         if let Some(what) = restart_only_change(&current, &config) {
             return Err(ReloadError::RestartNeeded(what));
         }
+        // Watch the folders this config names before reading them: an edit that lands while or
+        // after they are read then triggers another reload instead of being missed. If this
+        // reload fails, the folders of the config in force stay watched too, and fixing the
+        // newly named folder reloads by itself.
+        self.follow(&[&current, &config]);
         let policies = PolicySnapshot::load(&config.policy_dir)?;
         let shadow = crate::shadow::load(&config).map_err(ReloadError::Shadow)?;
         Ok(Active {
@@ -142,12 +190,13 @@ impl Reloader {
         })
     }
 
-    /// Spawns the reload task: reloads after file changes in the policy folder or to the config
-    /// file (debounced), and on SIGHUP.
+    /// Spawns the reload task: reloads after file changes in the watched folders or to the config
+    /// file (debounced), and on SIGHUP. Stopping the task (abort) stops the watcher too.
     pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let (tx, mut rx) = mpsc::channel::<&'static str>(64);
+        self.start_watching(tx);
         tokio::spawn(async move {
-            let (tx, mut rx) = mpsc::channel::<&'static str>(64);
-            let _watcher = self.watch(tx.clone());
+            let _stop_watching = StopWatching(self.clone());
             let mut hangup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
@@ -166,63 +215,103 @@ impl Reloader {
         })
     }
 
-    /// Watches the policy folder and the config file's folder (editors replace files by rename,
-    /// so the folder is watched, filtered to the config file).
-    fn watch(&self, tx: mpsc::Sender<&'static str>) -> Option<notify::RecommendedWatcher> {
-        let config_file = self.config_path.file_name().map(ToOwned::to_owned);
-        let policy_dir = self.gate.config().policy_dir.clone();
-        let watched_policy_dir = policy_dir.clone();
-        // The shadow folder in force at start; one named later is picked up by the config
-        // change that names it, and by SIGHUP.
-        let shadow_dir = self
-            .gate
-            .config()
-            .shadow
-            .as_ref()
-            .map(|s| s.policy_dir.clone());
-        let watched_shadow_dir = shadow_dir.clone();
+    /// Starts the watcher on the folders of the config in force. Events in a policy folder
+    /// trigger a reload; in the config file's folder only those of the config file do (editors
+    /// replace files by rename, so the folder is watched, not the file).
+    fn start_watching(&self, tx: mpsc::Sender<&'static str>) {
+        let config_file = self.config_file.clone();
+        let policy_dirs = self.policy_dirs.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if matches!(event.kind, notify::EventKind::Access(_)) {
                 return;
             }
-            let relevant = event.paths.iter().any(|p| {
-                p.parent() == Some(watched_policy_dir.as_path())
-                    || watched_shadow_dir
-                        .as_deref()
-                        .is_some_and(|d| p.parent() == Some(d))
-                    || p.file_name().is_some() && p.file_name() == config_file.as_deref()
-            });
+            let dirs = policy_dirs.load();
+            let relevant = event
+                .paths
+                .iter()
+                .any(|p| *p == config_file || p.parent().is_some_and(|d| dirs.contains(d)));
             if relevant {
                 let _ = tx.try_send("file");
             }
         };
-        let mut watcher = match notify::recommended_watcher(handler) {
+        let watcher = match notify::recommended_watcher(handler) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "reload.watch_unavailable: use SIGHUP to reload");
-                return None;
+                return;
             }
         };
-        let config_dir = self
-            .config_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        for dir in [
-            Some(policy_dir.as_path()),
-            shadow_dir.as_deref(),
-            Some(config_dir),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %dir.display(), error = %e, "reload.watch_failed");
+        // Under the reload lock, so that a reload racing this start can't be overtaken by the
+        // config it replaced.
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        *self.watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Watch {
+            watcher,
+            dirs: BTreeSet::new(),
+        });
+        self.follow(&[&self.gate.config()]);
+    }
+
+    /// Points the watcher at the policy folders `configs` name (the enforced one and the shadow
+    /// candidate's) and the config file's folder: watches the new ones, drops the rest. A folder
+    /// that can't be watched is logged and tried again by the next reload; SIGHUP still works.
+    fn follow(&self, configs: &[&Config]) {
+        let policy_dirs: BTreeSet<PathBuf> = configs
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(&c.policy_dir).chain(c.shadow.as_ref().map(|s| &s.policy_dir))
+            })
+            .map(|d| absolute(d))
+            .collect();
+        let mut wanted = policy_dirs.clone();
+        wanted.extend(self.config_file.parent().map(Path::to_path_buf));
+        // Before watching: a new folder's events count from its first one.
+        self.policy_dirs.store(Arc::new(policy_dirs));
+        let mut guard = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(watch) = guard.as_mut() else {
+            return;
+        };
+        let dropped: Vec<PathBuf> = watch.dirs.difference(&wanted).cloned().collect();
+        for dir in dropped {
+            // Fails only when the folder is gone, and with it the kernel's watch.
+            if let Err(e) = watch.watcher.unwatch(&dir) {
+                tracing::debug!(dir = %dir.display(), error = %e, "reload.unwatch_failed");
+            }
+            watch.dirs.remove(&dir);
+            tracing::info!(dir = %dir.display(), "reload.unwatched");
+        }
+        let added: Vec<PathBuf> = wanted.difference(&watch.dirs).cloned().collect();
+        for dir in added {
+            match watch.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "reload.watching");
+                    watch.dirs.insert(dir);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "reload.watch_failed");
+                }
             }
         }
-        Some(watcher)
+        self.watching
+            .store(Arc::new(watch.dirs.iter().cloned().collect()));
     }
+}
+
+/// Stops the watcher when the reload task ends (or is aborted on shutdown).
+struct StopWatching(Arc<Reloader>);
+
+impl Drop for StopWatching {
+    fn drop(&mut self) {
+        *self.0.watch.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.0.watching.store(Arc::new(Vec::new()));
+    }
+}
+
+/// `path` made absolute against the working directory, as the watcher reports paths (it joins
+/// relative ones to the working directory), so that events and configured folders compare equal
+/// even for a config given as `-c cedargate.yaml` with `policy_dir: policies`.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The first setting that changed and needs a restart, if any.

@@ -667,10 +667,24 @@ impl Served {
     }
 
     pub async fn start_with_log(config: &Path, grpc: u16, admin: u16, level: &str) -> Served {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cedargate"));
+        command.args(["serve", "-c"]).arg(config);
+        Served::run(command, grpc, admin, level).await
+    }
+
+    /// Serving `dir/cedargate.yaml` the way the docs show it: from its folder, with the config
+    /// named by a relative path (so relative folders in it stay relative).
+    async fn start_in(dir: &Path, grpc: u16, admin: u16) -> Served {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cedargate"));
+        command
+            .current_dir(dir)
+            .args(["serve", "-c", "cedargate.yaml"]);
+        Served::run(command, grpc, admin, "info").await
+    }
+
+    async fn run(mut command: Command, grpc: u16, admin: u16, level: &str) -> Served {
         use std::io::Read as _;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
-            .args(["serve", "-c"])
-            .arg(config)
+        let mut child = command
             .env("RUST_LOG", level)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -1503,4 +1517,202 @@ async fn shadow_mode_records_disagreements_and_follows_reloads() {
     let r = gate.record(answer.decision_id()).await;
     assert_eq!(r["shadow"]["agrees"], true);
     assert_eq!(r["shadow"]["policy_version"], r["policy_version"]);
+}
+
+/// A copy of the shipped policy folder's files (not its tests) in `to`.
+fn copy_policies(to: &Path) {
+    std::fs::create_dir(to).unwrap();
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// `/policy` once `done` holds for it (deadline 10 s: a file-triggered reload waits 250 ms of
+/// quiet first).
+async fn policy_when(admin: u16, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let policy: Value = reqwest::get(format!("http://127.0.0.1:{admin}/policy"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&policy) {
+            return policy;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen; /policy: {policy:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Shadow mode turned on by a reload, in the real binary started as the docs show (from the
+/// config's folder, `-c cedargate.yaml`, relative folders): the candidate folder that reload
+/// named is watched, so an edit there applies without a restart. Pointed at another folder, the
+/// new one is watched from the attempt on (fixing a broken candidate there applies by itself)
+/// and the old one is dropped once the switch succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_folder_named_by_a_reload_is_watched() {
+    let idp = FakeIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The binary runs in `dir`; the watcher reports folders as the OS names the working folder.
+    let root = dir.path().canonicalize().unwrap();
+    let log_path = root.join("decisions.jsonl");
+    let (grpc, admin) = (crate::stack::free_port(), crate::stack::free_port());
+    let yaml = test_config_yaml(&idp.issuer, &log_path)
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{grpc}"), 1)
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin}"), 1)
+        .replace(
+            &format!("policy_dir: {}", repo().join("policies").display()),
+            "policy_dir: policies",
+        );
+    assert!(yaml.contains("\npolicy_dir: policies\n") && !yaml.contains("\nshadow:"));
+    copy_policies(&root.join("policies"));
+    let config = root.join("cedargate.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let served = Served::start_in(&root, grpc, admin).await;
+    let mut client = served.client().await;
+    let bob = bearer(&token(&claims(&idp.issuer, "bob", &["staff"])));
+    let mut decide = async |method: &str, path: &str, service: &str| {
+        let request = check_request(service, method, path, &[("authorization", &bob)]);
+        let answer = Answer::from(client.check(request).await.unwrap().into_inner());
+        (
+            answer.status,
+            record_in(&log_path, answer.decision_id()).await,
+        )
+    };
+    let watching = |policy: &Value| -> Vec<String> {
+        serde_json::from_value(policy["reload"]["watching"].clone()).unwrap()
+    };
+    let folder = |name: &str| root.join(name).display().to_string();
+    let series = |result: &str| format!("cedargate_shadow_decisions_total{{result=\"{result}\"}}");
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+
+    // Started without shadow mode: the policy folder and the config's folder are watched.
+    let (status, record) = decide("DELETE", "/orders/9", "orders").await;
+    assert_eq!(status, 403);
+    assert!(record.get("shadow").is_none(), "{record}");
+    let policy = policy_when(admin, "start", |_| true).await;
+    assert_eq!(policy["shadow"], Value::Null);
+    assert_eq!(
+        watching(&policy),
+        [root.display().to_string(), folder("policies")]
+    );
+
+    // Shadow mode on by editing the config (a file-triggered reload), candidate = a copy.
+    copy_policies(&root.join("next"));
+    std::fs::write(&config, format!("{yaml}\nshadow:\n  policy_dir: next\n")).unwrap();
+    let policy = policy_when(admin, "shadow mode on", |p| !p["shadow"].is_null()).await;
+    assert!(watching(&policy).contains(&folder("next")), "{policy:#}");
+    let first = policy["shadow"]["version"].as_str().unwrap().to_string();
+    let (status, record) = decide("DELETE", "/orders/9", "orders").await;
+    assert_eq!(status, 403);
+    assert_eq!(record["shadow"]["decision"], "deny");
+    assert_eq!(record["shadow"]["agrees"], true);
+    let would_allow = metric(admin_addr, &series("would_allow")).await;
+
+    // An edit in the candidate folder that reload named applies by itself, without a restart.
+    let rbac = root.join("next/rbac.cedar");
+    let text = std::fs::read_to_string(&rbac).unwrap();
+    std::fs::write(
+        &rbac,
+        format!(
+            "{text}\n@id(\"staff-delete-orders\")\n@reason(\"staff may delete orders\")\npermit (principal in Group::\"staff\", action == Action::\"DELETE /orders/{{id}}\", resource == Service::\"orders\");\n"
+        ),
+    )
+    .unwrap();
+    let policy = policy_when(admin, "the candidate edit", |p| {
+        p["shadow"]["version"].as_str() != Some(first.as_str())
+    })
+    .await;
+    assert_eq!(policy["reload"]["last_trigger"], "file");
+    let second = policy["shadow"]["version"].as_str().unwrap().to_string();
+    let (status, record) = decide("DELETE", "/orders/9", "orders").await;
+    assert_eq!(status, 403, "the candidate never answers");
+    assert_eq!(
+        record["shadow"],
+        json!({
+            "policy_version": second,
+            "decision": "allow",
+            "status": 200,
+            "reason": "allow",
+            "policies": [{"id": "staff-delete-orders", "reason": "staff may delete orders"}],
+            "errors": [],
+            "agrees": false,
+        })
+    );
+    assert_eq!(
+        metric(admin_addr, &series("would_allow")).await - would_allow,
+        1.0
+    );
+
+    // Another candidate folder, broken: refused, the last good pair (with `next`) stays, and
+    // the new folder is watched already, so fixing it applies by itself.
+    copy_policies(&root.join("other"));
+    let extra = root.join("other/extra.cedar");
+    std::fs::write(
+        &extra,
+        "forbid (principal, action, resource) when { principal.x ==  };\n",
+    )
+    .unwrap();
+    std::fs::write(&config, format!("{yaml}\nshadow:\n  policy_dir: other\n")).unwrap();
+    let policy = policy_when(admin, "the broken candidate's refusal", |p| {
+        p["reload"]["last_error"].is_string()
+    })
+    .await;
+    let error = policy["reload"]["last_error"].as_str().unwrap();
+    assert!(error.starts_with("shadow policy set: "), "{error}");
+    assert!(error.contains("extra.cedar:1:"), "{error}");
+    assert_eq!(policy["shadow"]["version"], second.as_str());
+    assert!(watching(&policy).contains(&folder("other")), "{policy:#}");
+    let (_, record) = decide("DELETE", "/orders/9", "orders").await;
+    assert_eq!(record["shadow"]["policy_version"], second.as_str());
+
+    std::fs::write(
+        &extra,
+        "@id(\"no-chat\")\nforbid (principal, action == Action::\"GET /chat/ws\", resource);\n",
+    )
+    .unwrap();
+    let policy = policy_when(admin, "the fixed candidate", |p| {
+        p["reload"]["last_error"].is_null() && p["shadow"]["version"].as_str() != Some(&second)
+    })
+    .await;
+    assert_eq!(
+        watching(&policy),
+        [
+            root.display().to_string(),
+            folder("other"),
+            folder("policies")
+        ],
+        "`next` is named by no config any more"
+    );
+    let (status, record) = decide("GET", "/chat/ws", "chat").await;
+    assert_eq!(status, 200);
+    assert_eq!(record["shadow"]["decision"], "deny");
+    assert_eq!(record["shadow"]["agrees"], false);
+    assert_eq!(
+        record["shadow"]["policy_version"],
+        policy["shadow"]["version"]
+    );
+
+    // The enforced folder, named relatively too, is watched as well.
+    let enforced = policy["version"].as_str().unwrap().to_string();
+    std::fs::copy(&rbac, root.join("policies/rbac.cedar")).unwrap();
+    policy_when(admin, "the enforced edit", |p| {
+        p["version"].as_str() != Some(enforced.as_str())
+    })
+    .await;
+    let (status, record) = decide("DELETE", "/orders/9", "orders").await;
+    assert_eq!(status, 200);
+    assert_eq!(record["policies"][0]["id"], "staff-delete-orders");
+
+    let (_, stderr) = served.stop();
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(stderr.contains("reload.unwatched"), "{stderr}");
 }

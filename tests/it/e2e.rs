@@ -8,7 +8,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::stack::{Stack, envoy_bin};
-use crate::support::repo;
+use crate::support::{record_in, repo};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -454,4 +454,99 @@ async fn mtls_workload_identity_through_envoy() {
             .is_err(),
         "a client without a certificate must not get through the TLS handshake"
     );
+}
+
+/// Without trace export (no `telemetry.otlp`), a decision record's `trace_id` is the trace id of
+/// the client's W3C `traceparent`, which reaches cedargate because the shipped Envoy config
+/// lists it in ext_authz's `allowed_headers`. A malformed `traceparent` is ignored: the request
+/// is decided as usual and its record has no `trace_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_take_the_trace_id_from_the_clients_traceparent() {
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("decisions.jsonl");
+    let stack = Stack::start_with(|yaml| {
+        assert!(!yaml.contains("\ntelemetry:"), "trace export must be off");
+        assert!(yaml.contains("output: stdout "));
+        yaml.replacen(
+            "output: stdout ",
+            &format!("output: file\n  path: {}\n ", log_path.display()),
+            1,
+        )
+    });
+    let alice = bearer(&stack.idp.user("alice"));
+    let mallory = bearer(&stack.idp.user("mallory"));
+    // Through Envoy; the record of the decision, read from cedargate's log file.
+    let decide = async |token: &str, traceparents: &[&str]| {
+        let mut request = client()
+            .get(stack.url("/orders/1"))
+            .header("authorization", token);
+        for t in traceparents {
+            request = request.header("traceparent", *t);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        // Allowed: the upstream echoes the headers Envoy sent it; denied: cedargate's body.
+        let decision_id = match status {
+            200 => &body["headers"]["x-cedargate-decision-id"],
+            _ => &body["decision_id"],
+        };
+        let record = record_in(&log_path, decision_id.as_str().unwrap()).await;
+        (status, body, record)
+    };
+
+    // A sampled trace on an allowed request: the record names the client's trace, and Envoy
+    // (no tracer configured) passes the header on unchanged.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (status, echo, record) = decide(&alice, &[&traceparent]).await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(record["trace_id"], trace);
+    assert_eq!(echo["headers"]["traceparent"], traceparent.as_str());
+    // An unsampled one on a denied request: the sampled flag doesn't matter to the record.
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let (status, _, record) = decide(&mallory, &[&format!("00-{trace}-b7ad6b7169203331-00")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(record["trace_id"], trace);
+    assert_eq!(record["reason"], "no_permit");
+    // No traceparent: no trace id.
+    let (status, _, record) = decide(&alice, &[]).await;
+    assert_eq!(status, 200);
+    assert!(record.get("trace_id").is_none(), "{record}");
+
+    // Malformed: decided as usual, and no trace id rather than a wrong one.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let malformed = [
+        "not-a-traceparent".to_string(),
+        // All-zero trace id and parent id are invalid by the W3C spec.
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_string(),
+        format!("00-{trace}-0000000000000000-01"),
+        // Upper-case hex, a short trace id, a fifth field in version 00, version ff.
+        format!("00-{}-00f067aa0ba902b7-01", trace.to_uppercase()),
+        format!("00-{}-00f067aa0ba902b7-01", &trace[..30]),
+        format!("00-{trace}-00f067aa0ba902b7-01-extra"),
+        format!("ff-{trace}-00f067aa0ba902b7-01"),
+        // Anything but text: `"` and a JSON-looking tail must not leak into the record.
+        format!("00-{trace}\"}}-00f067aa0ba902b7-01"),
+    ];
+    for bad in &malformed {
+        let (status, _, record) = decide(&alice, &[bad]).await;
+        assert_eq!(status, 200, "{bad}");
+        assert_eq!(record["decision"], "allow", "{bad}");
+        assert!(record.get("trace_id").is_none(), "{bad}: {record}");
+    }
+    // Two traceparent headers: Envoy hands cedargate one comma-joined value, which is not a
+    // traceparent, so neither trace is picked.
+    let (status, _, record) = decide(
+        &alice,
+        &[
+            &format!("00-{trace}-00f067aa0ba902b7-01"),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(record.get("trace_id").is_none(), "{record}");
+    // And nothing went to stdout: the records are in the file.
+    assert!(stack.records().is_empty());
 }

@@ -228,22 +228,28 @@ impl Gate {
 
     /// The decision record with this id, waiting for the writer (deadline 5 s).
     pub async fn record(&self, decision_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            for line in text.lines() {
-                let v: Value = serde_json::from_str(line).unwrap();
-                if v["decision_id"] == decision_id {
-                    return v;
-                }
-            }
-            assert!(Instant::now() < deadline, "no record for {decision_id}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        record_in(&self.log_path, decision_id).await
     }
 
     pub fn log_bytes(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// The decision record with this id in the log file `log`, waiting for the writer (deadline
+/// 5 s).
+pub async fn record_in(log: &Path, decision_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["decision_id"] == decision_id {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "no record for {decision_id}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
