@@ -42,9 +42,11 @@ struct Received {
     attributes: BTreeMap<String, String>,
 }
 
+/// An OTLP collector's gRPC port: the trace service, and the logs service for decision records.
 #[derive(Clone, Default)]
 struct Receiver {
     spans: Arc<Mutex<Vec<Received>>>,
+    logs: crate::decision_otlp::LogsReceiver,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -102,9 +104,13 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let receiver = Receiver::default();
         let service = TraceServiceServer::new(receiver.clone());
+        let logs = opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer::new(
+            receiver.logs.clone(),
+        );
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(logs)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
         (receiver, addr)
@@ -282,6 +288,9 @@ fn decision_id(status: u16, body: &str) -> String {
 async fn envoy_and_cedargate_spans_join_one_trace_and_metrics_count_the_traffic() {
     let (receiver, collector) = Receiver::start().await;
     let stack = Stack::start_with(|yaml| {
+        // Spans and decision records to the same collector, as in a real deployment.
+        let yaml =
+            crate::decision_otlp::with_otlp(yaml, &collector.to_string(), ", batch_delay_ms: 100");
         format!(
             "{yaml}\ntelemetry:\n  otlp:\n    endpoint: http://{collector}\n    batch_delay_ms: 100\n    resource_attributes: {{ deployment.environment: test }}\n"
         )
@@ -446,6 +455,28 @@ async fn envoy_and_cedargate_spans_join_one_trace_and_metrics_count_the_traffic(
             .get("cedargate.token_cache_hit")
             .map(String::as_str),
         Some("true")
+    );
+    // The decision records reached the collector as OTLP logs in the same traces: a backend
+    // shows each decision inside Envoy's trace.
+    let logs = receiver.logs.wait_for(checks as usize).await;
+    let log_of = |id: &str| {
+        logs.iter()
+            .find(|l| {
+                l.attributes
+                    .get("cedargate.decision_id")
+                    .map(String::as_str)
+                    == Some(id)
+            })
+            .unwrap_or_else(|| panic!("no OTLP record for {id}: {logs:#?}"))
+    };
+    assert_eq!(log_of(&traced_id).trace_id, ours.trace_id);
+    assert_eq!(
+        log_of(&continued.attributes["cedargate.decision_id"]).trace_id,
+        client_trace
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&log_of(&traced_id).body).unwrap(),
+        stack.record(&traced_id)
     );
     let denied = receiver
         .wait_for("denied span", by_decision(denied_id))
