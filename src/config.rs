@@ -4,8 +4,8 @@
 //! errors, so typos never silently fall back to a default). Phase two validates every field into
 //! a typed [`Config`] that cannot be invalid, collecting *every* problem with its line and column
 //! instead of stopping at the first. This module does no network IO and reads only the config
-//! file itself (and the redaction key file it may name); policies are loaded by `policy`, keys
-//! by `jwks`.
+//! file itself (and the redaction key file and upstream-token key files it may name, parsed by
+//! `mint`); policies are loaded by `policy`, keys by `jwks`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::mint::{KeyRing, RESERVED_CLAIMS, SigningAlgorithm};
 use crate::routes::{PathTemplate, Route, RouteTable};
 
 /// Default Check (gRPC) listen address: Envoy's docs and our `envoy/` configs use 9191.
@@ -120,6 +121,27 @@ const DEFAULT_DECISION_LOG_OTLP_QUEUE: usize = 8_192;
 /// someone investigating an incident looks for the decision that just happened.
 const DEFAULT_DECISION_LOG_OTLP_BATCH_DELAY_MS: u64 = 1_000;
 
+/// Lifetime of a minted upstream token. It only has to cross one hop (Envoy → upstream, plus
+/// that service's own calls made while serving the request), and a token that leaks from an
+/// upstream's logs is worthless a minute later.
+const DEFAULT_UPSTREAM_TOKEN_TTL_SECS: u64 = 60;
+/// Longest configurable upstream-token lifetime: past an hour it is no longer short-lived, and
+/// the caller's own token should be forwarded instead.
+const MAX_UPSTREAM_TOKEN_TTL_SECS: u64 = 3_600;
+/// How long a minted token is handed out again for the same principal, copied claims and
+/// audience: half the default lifetime, so an upstream always gets a token with at least 30 s
+/// left, while a busy caller costs one signature per 30 s instead of one per request.
+const DEFAULT_UPSTREAM_TOKEN_REUSE_SECS: u64 = 30;
+/// Where the upstream token goes: `authorization: Bearer …` is what every JWT middleware reads
+/// without configuration, and overwriting it also removes the caller's credential.
+const DEFAULT_UPSTREAM_TOKEN_HEADER: &str = "authorization";
+/// Request headers removed on allow when the token goes elsewhere: the caller's credential, so
+/// services never hold long-lived tokens.
+const DEFAULT_UPSTREAM_TOKEN_STRIP: [&str; 1] = ["authorization"];
+/// Algorithm of a key generated at start: ES256, the asymmetric JOSE algorithm every JWT library
+/// verifies, with small keys and signatures.
+const DEFAULT_UPSTREAM_TOKEN_ALGORITHM: SigningAlgorithm = SigningAlgorithm::Es256;
+
 /// The validated configuration. Every value here has been checked; code that holds a `Config`
 /// never re-validates.
 #[derive(Debug, Clone)]
@@ -158,6 +180,71 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// A candidate policy set evaluated beside the enforced one (shadow mode); `None`: off.
     pub shadow: Option<ShadowConfig>,
+    /// Tokens minted for the upstream on allow (`upstream_token`); `None` (the default): off.
+    pub upstream_token: Option<UpstreamTokenConfig>,
+}
+
+/// `upstream_token`: the short-lived JWT cedargate mints for the upstream on every allow.
+#[derive(Debug, Clone)]
+pub struct UpstreamTokenConfig {
+    /// `iss` of minted tokens.
+    pub issuer: Arc<str>,
+    /// `aud` of minted tokens, unless the service has its own in `service_audiences`.
+    pub audience: Arc<str>,
+    /// `aud` by Envoy's `context_extensions.service`, so each service gets tokens only it accepts.
+    pub service_audiences: BTreeMap<String, Arc<str>>,
+    /// Lifetime (`exp - iat`).
+    pub ttl: Duration,
+    /// How long one token is handed out again for the same principal, claims and audience; zero:
+    /// a fresh token (and `jti`) for every allow. Always shorter than `ttl`.
+    pub reuse: Duration,
+    /// Lower-case request header that carries the token (`authorization` gets `Bearer <jwt>`).
+    pub header: Arc<str>,
+    /// Verified claims copied from the caller's token into minted ones.
+    pub claims: Vec<String>,
+    /// Lower-case request headers removed on allow (the token's own header is overwritten
+    /// instead, so it is never listed here).
+    pub strip_headers: Arc<[String]>,
+    /// The key files, in order (empty when the key was generated).
+    pub key_files: Vec<PathBuf>,
+    /// The signing and published keys.
+    pub keys: Arc<KeyRing>,
+}
+
+impl UpstreamTokenConfig {
+    /// The `aud` for a request to `service` (Envoy's `context_extensions.service`).
+    pub fn audience_for(&self, service: Option<&str>) -> Arc<str> {
+        service
+            .and_then(|s| self.service_audiences.get(s))
+            .unwrap_or(&self.audience)
+            .clone()
+    }
+
+    /// The header value carrying `token`.
+    pub fn header_value(&self, token: &str) -> String {
+        if &*self.header == "authorization" {
+            format!("Bearer {token}")
+        } else {
+            token.to_string()
+        }
+    }
+
+    /// A config for unit tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn for_tests(keys: Arc<KeyRing>, reuse_seconds: u64) -> UpstreamTokenConfig {
+        UpstreamTokenConfig {
+            issuer: "https://cedargate.internal".into(),
+            audience: "internal".into(),
+            service_audiences: [("orders".to_string(), Arc::from("orders"))].into(),
+            ttl: Duration::from_secs(DEFAULT_UPSTREAM_TOKEN_TTL_SECS),
+            reuse: Duration::from_secs(reuse_seconds),
+            header: DEFAULT_UPSTREAM_TOKEN_HEADER.into(),
+            claims: vec!["groups".into(), "tenant".into()],
+            strip_headers: Arc::new([]),
+            key_files: Vec::new(),
+            keys,
+        }
+    }
 }
 
 /// Shadow mode: where the candidate policy set is.
@@ -414,6 +501,24 @@ struct RawConfig {
     #[serde(default)]
     telemetry: RawTelemetry,
     shadow: Option<RawShadow>,
+    upstream_token: Option<Spanned<RawUpstreamToken>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamToken {
+    issuer: Spanned<String>,
+    audience: Spanned<String>,
+    #[serde(default)]
+    service_audiences: BTreeMap<String, Spanned<String>>,
+    ttl_seconds: Option<Spanned<u64>>,
+    reuse_seconds: Option<Spanned<u64>>,
+    header: Option<Spanned<String>>,
+    #[serde(default)]
+    claims: Vec<Spanned<String>>,
+    strip_headers: Option<Vec<Spanned<String>>>,
+    key_files: Option<Spanned<Vec<Spanned<String>>>>,
+    algorithm: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -689,6 +794,19 @@ impl Config {
         }
     }
 
+    /// Keeps the upstream-token key that `previous` generated at start when this config would
+    /// generate one too: a reload must not change the key the upstreams trust. Called by the
+    /// reloader on every new config.
+    pub fn keep_generated_keys(&mut self, previous: &Config) {
+        if let (Some(new), Some(old)) = (&mut self.upstream_token, &previous.upstream_token)
+            && new.keys.generated()
+            && old.keys.generated()
+            && new.keys.algorithm() == old.keys.algorithm()
+        {
+            new.keys = old.keys.clone();
+        }
+    }
+
     /// Finds the issuer configured for an `iss` value.
     pub fn issuer(&self, iss: &str) -> Option<&Arc<IssuerConfig>> {
         self.issuers.iter().find(|i| &*i.issuer == iss)
@@ -915,7 +1033,204 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         shadow: raw.shadow.as_ref().map(|s| ShadowConfig {
             policy_dir: resolve(base, &s.policy_dir),
         }),
+        upstream_token: raw
+            .upstream_token
+            .as_ref()
+            .and_then(|u| upstream_token(u, base, problems)),
     }
+}
+
+/// A header name cedargate may set or remove: lower-case token characters, not a pseudo-header
+/// and not `host` (Envoy routes on it and refuses to change either).
+fn mutable_header(raw: &Spanned<String>, field: &str, problems: &mut Problems) -> Option<String> {
+    let name = raw.value.to_ascii_lowercase();
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        problems.at(
+            raw,
+            format!("{field}: `{}` is not a header name", raw.value),
+        );
+        None
+    } else if name == "host" {
+        problems.at(raw, format!("{field}: `host` cannot be changed"));
+        None
+    } else {
+        Some(name)
+    }
+}
+
+/// `upstream_token`: every field checked, key files read (or a key generated).
+fn upstream_token(
+    spanned: &Spanned<RawUpstreamToken>,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<UpstreamTokenConfig> {
+    let raw = &spanned.value;
+    let text = |s: &Spanned<String>, field: &str, problems: &mut Problems| -> Arc<str> {
+        if s.value.trim().is_empty() || s.value.contains(char::is_whitespace) {
+            problems.at(
+                s,
+                format!("upstream_token.{field} must be a non-empty string without spaces"),
+            );
+        }
+        s.value.as_str().into()
+    };
+    let issuer = text(&raw.issuer, "issuer", problems);
+    let audience = text(&raw.audience, "audience", problems);
+    let service_audiences = raw
+        .service_audiences
+        .iter()
+        .map(|(service, aud)| (service.clone(), text(aud, "service_audiences", problems)))
+        .collect();
+    let ttl = match &raw.ttl_seconds {
+        Some(t) if t.value > MAX_UPSTREAM_TOKEN_TTL_SECS => {
+            problems.at(
+                t,
+                format!(
+                    "upstream_token.ttl_seconds {} exceeds the maximum {MAX_UPSTREAM_TOKEN_TTL_SECS}: upstream tokens are short-lived",
+                    t.value
+                ),
+            );
+            DEFAULT_UPSTREAM_TOKEN_TTL_SECS
+        }
+        other => positive(
+            other.as_ref(),
+            DEFAULT_UPSTREAM_TOKEN_TTL_SECS,
+            "upstream_token.ttl_seconds",
+            problems,
+        ),
+    };
+    let reuse = match &raw.reuse_seconds {
+        None => DEFAULT_UPSTREAM_TOKEN_REUSE_SECS.min(ttl / 2),
+        Some(r) if r.value >= ttl => {
+            problems.at(
+                r,
+                format!(
+                    "upstream_token.reuse_seconds {} must be less than ttl_seconds {ttl}, or upstreams get tokens about to expire",
+                    r.value
+                ),
+            );
+            0
+        }
+        Some(r) => r.value,
+    };
+    let header = match &raw.header {
+        None => DEFAULT_UPSTREAM_TOKEN_HEADER.to_string(),
+        Some(h) => mutable_header(h, "upstream_token.header", problems)
+            .unwrap_or_else(|| DEFAULT_UPSTREAM_TOKEN_HEADER.to_string()),
+    };
+    let mut claims = Vec::new();
+    for c in &raw.claims {
+        if c.value.trim().is_empty() {
+            problems.at(c, "upstream_token.claims has an empty claim name");
+        } else if RESERVED_CLAIMS.contains(&c.value.as_str()) {
+            problems.at(
+                c,
+                format!(
+                    "upstream_token.claims: `{}` is set by cedargate and cannot be copied from the caller's token",
+                    c.value
+                ),
+            );
+        } else if !claims.contains(&c.value) {
+            claims.push(c.value.clone());
+        }
+    }
+    let mut strip_headers = Vec::new();
+    let strip: Vec<Option<String>> = match &raw.strip_headers {
+        None => DEFAULT_UPSTREAM_TOKEN_STRIP
+            .iter()
+            .map(|h| Some(h.to_string()))
+            .collect(),
+        Some(list) => list
+            .iter()
+            .map(|h| mutable_header(h, "upstream_token.strip_headers", problems))
+            .collect(),
+    };
+    for name in strip.into_iter().flatten() {
+        // The token's own header is overwritten; removing it too would race the overwrite.
+        if name != header && !strip_headers.contains(&name) {
+            strip_headers.push(name);
+        }
+    }
+    let algorithm = raw.algorithm.as_ref().map(|a| {
+        SigningAlgorithm::parse(&a.value).unwrap_or_else(|| {
+            problems.at(
+                a,
+                format!(
+                    "upstream_token.algorithm must be `ES256` or `EdDSA`, not `{}`",
+                    a.value
+                ),
+            );
+            DEFAULT_UPSTREAM_TOKEN_ALGORITHM
+        })
+    });
+    let (key_files, keys) = match &raw.key_files {
+        Some(files) if files.value.is_empty() => {
+            problems.at(
+                files,
+                "upstream_token.key_files is empty: list PEM files, or leave it out to generate a key at start",
+            );
+            return None;
+        }
+        Some(files) => {
+            let paths: Vec<PathBuf> = files
+                .value
+                .iter()
+                .map(|f| resolve(base, &f.value))
+                .collect();
+            match KeyRing::from_files(&paths) {
+                Ok(keys) => {
+                    if let (Some(a), Some(wanted)) = (&raw.algorithm, algorithm)
+                        && keys.algorithm() != Some(wanted)
+                    {
+                        problems.at(
+                            a,
+                            format!(
+                                "upstream_token.algorithm is {} but the first key file holds a {} key",
+                                wanted.name(),
+                                keys.algorithm().map_or("different", SigningAlgorithm::name)
+                            ),
+                        );
+                    }
+                    (paths, keys)
+                }
+                Err(e) => {
+                    // Point at the file the error names.
+                    let message = format!("upstream_token.key_files: {e}");
+                    match e
+                        .path()
+                        .and_then(|p| files.value.iter().zip(&paths).find(|(_, q)| *q == p))
+                    {
+                        Some((entry, _)) => problems.at(entry, message),
+                        None => problems.at(files, message),
+                    }
+                    return None;
+                }
+            }
+        }
+        None => match KeyRing::generate(algorithm.unwrap_or(DEFAULT_UPSTREAM_TOKEN_ALGORITHM)) {
+            Ok(keys) => (Vec::new(), keys),
+            Err(e) => {
+                problems.at(spanned, format!("upstream_token: {e}"));
+                return None;
+            }
+        },
+    };
+    Some(UpstreamTokenConfig {
+        issuer,
+        audience,
+        service_audiences,
+        ttl: Duration::from_secs(ttl),
+        reuse: Duration::from_secs(reuse),
+        header: header.into(),
+        claims,
+        strip_headers: strip_headers.into(),
+        key_files,
+        keys: Arc::new(keys),
+    })
 }
 
 /// `decision_log.rotate`: only for a `file` output; both bounds at least 1.
@@ -1762,6 +2077,133 @@ telemetry:
         assert!(!is_secure_url("http://idp.example.com"));
         assert!(!is_secure_url("http://127.0.0.1.evil.com"));
         assert!(!is_secure_url("ftp://127.0.0.1"));
+    }
+
+    /// A folder with the test key fixtures, for configs that name key files.
+    fn key_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upstream-keys")
+    }
+
+    #[test]
+    fn upstream_token_is_off_by_default_and_gets_its_defaults() {
+        let parse = |yaml: &str| Config::parse(yaml, &key_dir().join("c.yaml")).unwrap();
+        assert!(parse("{}").upstream_token.is_none());
+        let config =
+            parse("upstream_token:\n  issuer: https://cedargate.internal\n  audience: internal\n");
+        let u = config.upstream_token.unwrap();
+        assert_eq!(u.ttl, Duration::from_secs(DEFAULT_UPSTREAM_TOKEN_TTL_SECS));
+        assert_eq!(
+            u.reuse,
+            Duration::from_secs(DEFAULT_UPSTREAM_TOKEN_REUSE_SECS)
+        );
+        assert_eq!(&*u.header, "authorization");
+        // The token overwrites `authorization`, so nothing is left to remove.
+        assert!(u.strip_headers.is_empty());
+        assert!(u.keys.generated());
+        assert_eq!(u.keys.algorithm(), Some(SigningAlgorithm::Es256));
+        assert_eq!(u.header_value("t"), "Bearer t");
+
+        let config = parse(
+            "upstream_token:\n  issuer: https://cedargate.internal\n  audience: internal\n  service_audiences: { orders: https://orders.internal }\n  ttl_seconds: 20\n  header: X-Cedargate-Token\n  claims: [groups, tenant, groups]\n  key_files: [es256-a.pem, ed25519.pem]\n",
+        );
+        let u = config.upstream_token.unwrap();
+        assert_eq!(
+            u.reuse,
+            Duration::from_secs(10),
+            "reuse defaults to at most half the ttl"
+        );
+        assert_eq!(&*u.header, "x-cedargate-token");
+        assert_eq!(u.header_value("t"), "t");
+        assert_eq!(&*u.strip_headers, ["authorization".to_string()]);
+        assert_eq!(u.claims, ["groups", "tenant"]);
+        assert_eq!(u.key_files.len(), 2);
+        assert!(!u.keys.generated());
+        assert_eq!(u.keys.kids().len(), 2);
+        assert_eq!(&*u.audience_for(Some("orders")), "https://orders.internal");
+        assert_eq!(&*u.audience_for(Some("payments")), "internal");
+        assert_eq!(&*u.audience_for(None), "internal");
+    }
+
+    #[test]
+    fn upstream_token_problems_are_reported_with_their_positions() {
+        let got = |yaml: &str| match Config::parse(yaml, &key_dir().join("c.yaml")) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| format!("{}:{} {}", p.line, p.column, p.message))
+                .collect::<Vec<_>>(),
+            Err(e) => vec![e.to_string()],
+        };
+        let problems = got(
+            "upstream_token:\n  issuer: ''\n  audience: a b\n  ttl_seconds: 7200\n  reuse_seconds: 90\n  header: ':path'\n  claims: [sub, '']\n  strip_headers: [host]\n  algorithm: RS256\n",
+        );
+        for needle in [
+            "2:11 upstream_token.issuer must be a non-empty string",
+            "3:13 upstream_token.audience must be a non-empty string",
+            "4:16 upstream_token.ttl_seconds 7200 exceeds the maximum 3600",
+            "5:18 upstream_token.reuse_seconds 90 must be less than ttl_seconds 60",
+            "6:11 upstream_token.header: `:path` is not a header name",
+            "7:12 upstream_token.claims: `sub` is set by cedargate",
+            "7:17 upstream_token.claims has an empty claim name",
+            "8:19 upstream_token.strip_headers: `host` cannot be changed",
+            "9:14 upstream_token.algorithm must be `ES256` or `EdDSA`, not `RS256`",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(needle)),
+                "{needle} missing in {problems:#?}"
+            );
+        }
+        // A bad key file is named, at its own list entry, without its bytes.
+        let problems = got(
+            "upstream_token:\n  issuer: i\n  audience: a\n  key_files:\n    - es256-a.pem\n    - rsa.pem\n",
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("6:7 upstream_token.key_files: "),
+            "{problems:#?}"
+        );
+        assert!(problems[0].contains("rsa.pem: is not a P-256 (ES256) or Ed25519"));
+        assert!(!problems[0].contains("MII"));
+        let problems =
+            got("upstream_token:\n  issuer: i\n  audience: a\n  key_files: [missing.pem]\n");
+        assert!(
+            problems[0].starts_with("4:15 upstream_token.key_files: ")
+                && problems[0].contains("missing.pem: cannot read"),
+            "{problems:#?}"
+        );
+        let problems = got("upstream_token:\n  issuer: i\n  audience: a\n  key_files: []\n");
+        assert!(problems[0].contains("key_files is empty"), "{problems:#?}");
+        let problems = got(
+            "upstream_token:\n  issuer: i\n  audience: a\n  algorithm: EdDSA\n  key_files: [es256-a.pem]\n",
+        );
+        assert!(
+            problems[0].starts_with(
+                "4:14 upstream_token.algorithm is EdDSA but the first key file holds a ES256 key"
+            ),
+            "{problems:#?}"
+        );
+        let problems = got("upstream_token:\n  issuer: i\n");
+        assert!(problems[0].contains("audience"), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_key_generated_at_start() {
+        let yaml = "upstream_token:\n  issuer: i\n  audience: a\n";
+        let first = Config::parse(yaml, Path::new("c.yaml")).unwrap();
+        let mut second = Config::parse(yaml, Path::new("c.yaml")).unwrap();
+        let kid = |c: &Config| c.upstream_token.as_ref().unwrap().keys.kids()[0].to_string();
+        assert_ne!(kid(&first), kid(&second));
+        second.keep_generated_keys(&first);
+        assert_eq!(kid(&first), kid(&second));
+        // Key files always win over a generated key.
+        let mut files = Config::parse(
+            "upstream_token:\n  issuer: i\n  audience: a\n  key_files: [es256-a.pem]\n",
+            &key_dir().join("c.yaml"),
+        )
+        .unwrap();
+        let from_file = kid(&files);
+        files.keep_generated_keys(&first);
+        assert_eq!(kid(&files), from_file);
     }
 
     #[test]

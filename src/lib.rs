@@ -6,11 +6,13 @@
 //! The request path, in order (see `ARCHITECTURE.md`):
 //!
 //! - [`grpc`] — the gRPC edge: `CheckRequest` → [`request::HttpRequest`], verdict → `CheckResponse`.
-//! - [`gate`] — the pipeline: identity → decision → decision log.
+//! - [`gate`] — the pipeline: identity → decision → upstream token → decision log.
 //! - [`identity`] — credential extraction; [`jwt`] verifies bearer tokens; [`jwks`] holds keys.
 //! - [`mapping`] — request + identity → Cedar `(principal, action, resource, context)`;
 //!   [`routes`] matches path templates.
 //! - [`decision`] — the decision core (sync, no IO): every failure becomes a deny here.
+//! - [`mint`] — on allow, the short-lived JWT cedargate signs for the upstream, and its keys
+//!   (published at `/.well-known/jwks.json` on the admin port).
 //! - [`policy`] — loading and evaluating the Cedar policy set; [`shadow`] evaluates a candidate
 //!   set beside it (recorded, never enforced).
 //! - [`decision_log`] — versioned records, written off the request path; [`redaction`] decides
@@ -35,6 +37,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod mapping;
 pub mod metrics;
+pub mod mint;
 pub mod policy;
 pub mod redaction;
 pub mod reload;

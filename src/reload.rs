@@ -8,6 +8,9 @@
 //! swapped: a change to them is refused with "restart needed" and nothing else from that change
 //! applies, so a reload is all or nothing. This module never touches the Check path beyond one atomic store.
 //!
+//! `upstream_token` reloads, key files included (re-read by the config's validation): a bad key
+//! file refuses the whole reload and the old keys stay. A key generated at start is carried over.
+//!
 //! The watched folders follow the config: the policy folder, the shadow candidate's folder (which
 //! a reload may name, change or drop) and the config file's folder. A reload watches the folders
 //! its config names before it reads them, so no edit falls between the read and the watch.
@@ -171,8 +174,10 @@ impl Reloader {
     }
 
     fn load(&self) -> Result<Active, ReloadError> {
-        let config = Config::load(&self.config_path)?;
+        let mut config = Config::load(&self.config_path)?;
         let current = self.gate.config();
+        // A key generated at start stays: upstreams trust it, and no file holds it.
+        config.keep_generated_keys(&current);
         if let Some(what) = restart_only_change(&current, &config) {
             return Err(ReloadError::RestartNeeded(what));
         }
