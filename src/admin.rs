@@ -1,6 +1,8 @@
 //! The admin HTTP port: `/healthz` (the process is up), `/readyz` (policies loaded and every
 //! issuer has keys; the JSON body says which issuer is missing and why), `/policy` (active
-//! policy-set version and load time) and `/metrics` (Prometheus text, see `metrics`).
+//! policy-set version and load time), `/metrics` (Prometheus text, see `metrics`) and
+//! `/.well-known/jwks.json` (the public keys of minted upstream tokens; 404 when
+//! `upstream_token` is off).
 //!
 //! Read-only: nothing here changes state, and nothing here sits on the Check path.
 
@@ -17,6 +19,11 @@ use serde_json::json;
 use crate::decision_log::rfc3339;
 use crate::gate::Gate;
 use crate::reload::Reloader;
+
+/// `Cache-Control: max-age` of cedargate's JWKS: upstream verifiers refetch at most every five
+/// minutes, and the key-rotation procedure (`docs/operations.md`) waits this long between
+/// publishing a new key and signing with it.
+pub const JWKS_MAX_AGE_SECS: u64 = 300;
 
 /// Shared admin state.
 #[derive(Clone)]
@@ -36,6 +43,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/readyz", get(readyz))
         .route("/policy", get(policy))
         .route("/metrics", get(prometheus))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(admin)
 }
 
@@ -105,6 +113,32 @@ async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
             "files": shadow.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         })),
     }))
+}
+
+/// The upstream-token public keys in force (they follow hot reloads).
+async fn jwks(State(admin): State<Admin>) -> axum::response::Response {
+    let config = admin.gate.config();
+    let Some(upstream) = &config.upstream_token else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "upstream_token is not configured"})),
+        )
+            .into_response();
+    };
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            (
+                axum::http::header::CACHE_CONTROL,
+                format!("public, max-age={JWKS_MAX_AGE_SECS}"),
+            ),
+        ],
+        upstream.keys.jwks().to_string(),
+    )
+        .into_response()
 }
 
 async fn prometheus(State(admin): State<Admin>) -> impl IntoResponse {

@@ -65,6 +65,16 @@ impl Decision {
         }
     }
 
+    /// Turns an allow into a 403 deny because a step after the decision failed (minting the
+    /// upstream token): fail closed. The allowing policies stay in the record beside the reason,
+    /// so the record says both why it was allowed and why it was denied anyway.
+    pub fn fail_closed(&mut self, reason: &'static str, error: String) {
+        self.allowed = false;
+        self.status = 403;
+        self.reason = reason;
+        self.errors.push(error);
+    }
+
     /// The principal as Cedar prints it, if a request was built.
     pub fn principal(&self) -> Option<String> {
         self.cedar.as_ref().map(|c| c.principal.to_string())

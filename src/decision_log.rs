@@ -46,6 +46,22 @@ pub enum DecisionLogError {
     Otlp(#[from] TelemetryError),
 }
 
+/// What a decision record keeps of a minted upstream token: enough to find it in an upstream's
+/// logs (`jti`) and to know which key signed it, nothing that could be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamTokenFacts {
+    /// Its `jti`.
+    pub jti: String,
+    /// The signing key's id.
+    pub kid: String,
+    /// Its `aud`.
+    pub aud: String,
+    /// Its `exp`, seconds since the epoch.
+    pub exp: u64,
+    /// Whether an earlier decision minted it (reuse within `upstream_token.reuse_seconds`).
+    pub reused: bool,
+}
+
 /// Token facts safe to keep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenFacts {
@@ -143,6 +159,10 @@ pub struct DecisionRecord {
     /// The shadow (candidate) policy set's decision on the same request, in shadow mode.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub shadow: Option<ShadowRecord>,
+    /// The token minted for the upstream on this allow (`upstream_token`), by id: never the
+    /// token itself.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upstream_token: Option<UpstreamTokenFacts>,
     /// The Cedar request and request-derived entities, for replay.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cedar: Option<CedarRequest>,

@@ -1,8 +1,10 @@
-//! The Check pipeline, protocol-free: attributes → identity → decision → log.
+//! The Check pipeline, protocol-free: attributes → identity → decision → upstream token → log.
 //!
 //! [`Gate::check`] is what the gRPC handler, the benchmarks and the tests call. It reads the policy
 //! set as an immutable snapshot (`ArcSwap`), so a reload never blocks or tears a Check. The only
 //! await on the path is token verification, which awaits only for an unknown-`kid` refetch.
+//! With `upstream_token` on, an allow also gets a minted token (`mint`); when minting fails the
+//! allow becomes a deny (`mint_failed`), and a deny never mints.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -12,10 +14,12 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::decision::{self, Decision};
 use crate::decision_log::{
-    DecisionLog, DecisionRecord, RECORD_VERSION, ShadowRecord, TokenFacts, rfc3339,
+    DecisionLog, DecisionRecord, RECORD_VERSION, ShadowRecord, TokenFacts, UpstreamTokenFacts,
+    rfc3339,
 };
 use crate::identity::{self, Identity};
 use crate::jwt::Verifier;
+use crate::mint::{self, Minted, Minter, Subject};
 use crate::policy::PolicySnapshot;
 use crate::redaction;
 use crate::request::HttpRequest;
@@ -30,6 +34,31 @@ pub struct Verdict {
     /// The decision. Its Cedar request, policies and errors have moved into the decision
     /// record (no copies on the Check path), so they are empty here.
     pub decision: Decision,
+    /// On an allow with `upstream_token` on: what to do to the upstream request's headers.
+    pub upstream: Option<UpstreamHeaders>,
+}
+
+/// The header changes an allow asks of Envoy for the upstream: the minted token (overwriting
+/// whatever the client sent under that name) and the caller's credential headers removed.
+#[derive(Clone)]
+pub struct UpstreamHeaders {
+    /// Lower-case header name carrying the token.
+    pub name: Arc<str>,
+    /// Its value (`Bearer <jwt>` for `authorization`, else the JWT). A credential: not printed
+    /// by `Debug`, never logged.
+    pub value: String,
+    /// Lower-case headers to remove.
+    pub remove: Arc<[String]>,
+}
+
+impl std::fmt::Debug for UpstreamHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamHeaders")
+            .field("name", &self.name)
+            .field("value", &"[minted token]")
+            .field("remove", &self.remove)
+            .finish()
+    }
 }
 
 /// The config and policy set in force, swapped together so that a Check never sees a new route
@@ -52,6 +81,8 @@ pub struct Gate {
     pub verifier: Verifier,
     /// Decision-log queue.
     pub log: DecisionLog,
+    /// Upstream-token minting and its reuse cache (idle unless `upstream_token` is on).
+    pub minter: Minter,
 }
 
 impl Gate {
@@ -70,6 +101,7 @@ impl Gate {
             }),
             verifier,
             log,
+            minter: Minter::new(),
         }
     }
 
@@ -110,8 +142,10 @@ impl Gate {
             decision_id: uuid::Uuid::now_v7().to_string(),
             principal: decision.principal(),
             decision,
+            upstream: None,
         };
-        self.log.record(record(
+        let minted = self.upstream_token(config, &mut verdict, &request, identity.as_ref().ok());
+        let mut record = record(
             config,
             &mut verdict,
             &request,
@@ -119,8 +153,74 @@ impl Gate {
             shadow,
             arrived,
             started,
-        ));
+        );
+        // Facts about the minted token, never the token itself.
+        record.upstream_token = minted.map(|m| UpstreamTokenFacts {
+            jti: m.jti.to_string(),
+            kid: m.kid.to_string(),
+            aud: m.aud.to_string(),
+            exp: m.exp,
+            reused: m.reused,
+        });
+        self.log.record(record);
         verdict
+    }
+
+    /// On an allow with `upstream_token` on: mints (or reuses) the token and sets the verdict's
+    /// upstream headers; if that fails, the allow becomes a `mint_failed` deny. Nothing otherwise.
+    fn upstream_token(
+        &self,
+        config: &Config,
+        verdict: &mut Verdict,
+        request: &HttpRequest,
+        identity: Option<&Identity>,
+    ) -> Option<Minted> {
+        let settings = config.upstream_token.as_ref()?;
+        if !verdict.decision.allowed {
+            return None;
+        }
+        let minted = match verdict.decision.cedar.as_ref() {
+            Some(cedar) => {
+                let subject = Subject {
+                    principal_type: &cedar.principal.entity_type,
+                    principal_id: &cedar.principal.id,
+                    token: match identity {
+                        Some(Identity::Token { token, .. }) => Some(&**token),
+                        _ => None,
+                    },
+                };
+                let service = request
+                    .context_extensions
+                    .get("service")
+                    .map(String::as_str);
+                self.minter.mint(
+                    settings,
+                    &subject,
+                    service,
+                    &verdict.decision_id,
+                    crate::jwt::now_secs(),
+                )
+            }
+            // An allow always has its Cedar request; without one there is no subject to vouch for.
+            None => Err(mint::MintError::Encode),
+        };
+        match minted {
+            Ok(minted) => {
+                verdict.upstream = Some(UpstreamHeaders {
+                    name: settings.header.clone(),
+                    value: settings.header_value(&minted.token),
+                    remove: settings.strip_headers.clone(),
+                });
+                Some(minted)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, decision_id = %verdict.decision_id, "upstream_token.mint_failed: the allow is denied");
+                verdict
+                    .decision
+                    .fail_closed(mint::MINT_FAILED, format!("upstream token: {e}"));
+                None
+            }
+        }
     }
 }
 
@@ -175,6 +275,7 @@ fn record(
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         policy_version: d.policy_version.to_string(),
         shadow,
+        upstream_token: None,
         cedar,
     };
     if let Some(Identity::Token { token, .. }) = identity {

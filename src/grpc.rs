@@ -3,7 +3,9 @@
 //! The only module that names protobuf types. It converts a `CheckRequest` into an
 //! [`HttpRequest`], asks the [`Gate`], and turns the [`Verdict`] into a `CheckResponse`: OK with
 //! identity headers that *overwrite* client-sent ones, or a denied response with a small JSON body
-//! and, for 401, an RFC 6750 `WWW-Authenticate` challenge. Nothing here decides anything.
+//! and, for 401, an RFC 6750 `WWW-Authenticate` challenge. On allow it also carries the minted
+//! upstream token (overwriting) and the credential headers to remove (`headers_to_remove`).
+//! Nothing here decides anything.
 
 use std::sync::Arc;
 
@@ -144,6 +146,13 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
         if let Some(principal) = &verdict.principal {
             headers.push(header(PRINCIPAL_HEADER, principal.clone()));
         }
+        // The minted upstream token overwrites a client-sent header of the same name, and the
+        // caller's credential headers go.
+        let mut headers_to_remove = Vec::new();
+        if let Some(upstream) = &verdict.upstream {
+            headers.push(header(&upstream.name, upstream.value.clone()));
+            headers_to_remove = upstream.remove.to_vec();
+        }
         return CheckResponse {
             status: Some(rpc::Status {
                 code: GRPC_OK,
@@ -151,6 +160,7 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             }),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers,
+                headers_to_remove,
                 ..OkHttpResponse::default()
             })),
             ..CheckResponse::default()
