@@ -5,6 +5,8 @@
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
 //! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
+//! - `upstream_token`: minted upstream tokens verified against cedargate's JWKS, key rotation and
+//!   a bad key file on reload (in-process), and through the real Envoy to the echo upstream.
 //! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
 //!   traffic, an unreachable collector, alert rules (promtool) and the dashboard.
 
@@ -25,3 +27,4 @@ mod policy_cli;
 mod stack;
 mod support;
 mod tokens;
+mod upstream_token;
