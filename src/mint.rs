@@ -486,7 +486,14 @@ impl Minter {
             minted.reused = true;
             return Ok(minted);
         }
-        let exp = now.saturating_add(config.ttl.as_secs());
+        // Never outlive the credential it stands for: a caller token about to expire gets an
+        // upstream token that expires with it.
+        let exp = match subject.token {
+            Some(token) => now
+                .saturating_add(config.ttl.as_secs())
+                .min(token.exp.max(now)),
+            None => now.saturating_add(config.ttl.as_secs()),
+        };
         let jti: Arc<str> = uuid::Uuid::now_v7().to_string().into();
         claims.insert("iat".into(), Value::from(now));
         claims.insert("nbf".into(), Value::from(now));
@@ -503,12 +510,18 @@ impl Minter {
             exp,
             reused: false,
         };
-        if let Some(key) = key {
+        // Handed out again only while it still has the lifetime a fresh one would keep after
+        // the reuse window (`ttl - reuse`); a token cut short by its caller's `exp` is not reused.
+        let keep = config.ttl.as_secs().saturating_sub(reuse);
+        let reuse_until = now.saturating_add(reuse).min(exp.saturating_sub(keep));
+        if let Some(key) = key
+            && reuse_until > now
+        {
             self.cache.insert(
                 key,
                 Arc::new(Entry {
                     minted: minted.clone(),
-                    reuse_until: now.saturating_add(reuse),
+                    reuse_until,
                 }),
             );
         }
@@ -667,6 +680,25 @@ mod tests {
         let a = minter.mint(&fresh, &subject, None, "d5", now).unwrap();
         let b = minter.mint(&fresh, &subject, None, "d6", now).unwrap();
         assert_ne!(a.jti, b.jti);
+    }
+
+    #[test]
+    fn a_minted_token_never_outlives_the_callers_token() {
+        let config = config(KeyRing::generate(SigningAlgorithm::Es256).unwrap(), 30);
+        let now = crate::jwt::now_secs();
+        let mut token = caller();
+        token.exp = now + 10;
+        let subject = Subject {
+            principal_type: "User",
+            principal_id: "alice",
+            token: Some(&token),
+        };
+        let minter = Minter::new();
+        let minted = minter.mint(&config, &subject, None, "d1", now).unwrap();
+        assert_eq!(minted.exp, now + 10);
+        // Cut short, so not reused: the next allow (with a fresher caller token) gets a new one.
+        let next = minter.mint(&config, &subject, None, "d2", now + 1).unwrap();
+        assert!(!next.reused);
     }
 
     #[test]
