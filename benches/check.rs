@@ -3,7 +3,9 @@
 //! - `verify/*`: bearer JWT verification (ES256, RS256, EdDSA), cache miss vs hit;
 //! - `map`: request + identity → Cedar request;
 //! - `evaluate`: Cedar evaluation with the example policy set;
-//! - `check/*`: the whole `Gate::check` (identity → decision → record), decision log off.
+//! - `check/*`: the whole `Gate::check` (identity → decision → record), decision log off;
+//! - `mint/*` and `check/es256/mint-*`: minting the upstream token (`upstream_token`) alone and
+//!   inside a Check, fresh every time vs reused within `reuse_seconds`.
 //!
 //! Run: `cargo bench --bench check` (results in BENCHMARKS.md).
 
@@ -35,6 +37,11 @@ fn repo() -> &'static Path {
 }
 
 fn config(cache: u64) -> Config {
+    config_with(cache, "")
+}
+
+/// The bench config with `extra` appended (e.g. an `upstream_token` section).
+fn config_with(cache: u64, extra: &str) -> Config {
     let example = std::fs::read_to_string(repo().join("cedargate.yaml")).unwrap();
     let yaml = example
         .replace("http://127.0.0.1:9400", ISSUER)
@@ -46,7 +53,8 @@ fn config(cache: u64) -> Config {
             ),
         )
         .replace("capacity: 10000", &format!("capacity: {cache}"))
-        .replace("output: stdout ", "output: off ");
+        .replace("output: stdout ", "output: off ")
+        + extra;
     Config::parse(&yaml, &repo().join("cedargate.yaml")).unwrap()
 }
 
@@ -100,7 +108,12 @@ fn request(token: &str) -> HttpRequest {
 }
 
 fn gate(rt: &tokio::runtime::Runtime, cache: u64) -> Gate {
-    let config = Arc::new(config(cache));
+    gate_with(rt, config(cache))
+}
+
+fn gate_with(rt: &tokio::runtime::Runtime, config: Config) -> Gate {
+    let cache = config.token_cache.capacity;
+    let config = Arc::new(config);
     let jwks = Arc::new(Jwks::new(
         &config.issuers,
         cedargate::jwks::http_client().unwrap(),
@@ -203,6 +216,68 @@ fn benches(c: &mut Criterion) {
     c.bench_function("check/anonymous", |b| {
         b.iter(|| rt.block_on(cached.check(black_box(anonymous.clone()))))
     });
+
+    // Upstream tokens: the signature alone (aws-lc-rs key parsed once, as `mint` does, against
+    // `jsonwebtoken::encode`, which re-parses the PKCS#8 key per call), then inside a Check.
+    let upstream = |reuse: u64, alg: &str| {
+        format!(
+            "\nupstream_token:\n  issuer: https://cedargate.internal\n  audience: internal\n  claims: [groups, tenant, scope]\n  reuse_seconds: {reuse}\n  algorithm: {alg}\n"
+        )
+    };
+    let Identity::Token {
+        token: verified, ..
+    } = &identity
+    else {
+        unreachable!()
+    };
+    let subject = cedargate::mint::Subject {
+        principal_type: "User",
+        principal_id: "alice",
+        token: Some(&**verified),
+    };
+    for (name, reuse, alg) in [
+        ("mint/es256/fresh", 0, "ES256"),
+        ("mint/eddsa/fresh", 0, "EdDSA"),
+        ("mint/es256/reused", 30, "ES256"),
+    ] {
+        let settings = config_with(10_000, &upstream(reuse, alg))
+            .upstream_token
+            .unwrap();
+        let minter = cedargate::mint::Minter::new();
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                minter
+                    .mint(
+                        &settings,
+                        black_box(&subject),
+                        Some("orders"),
+                        "d",
+                        cedargate::jwt::now_secs(),
+                    )
+                    .unwrap()
+            })
+        });
+    }
+    let pkcs8 = std::fs::read(repo().join("tests/fixtures/upstream-keys/es256-a.pem")).unwrap();
+    let encoding = EncodingKey::from_ec_pem(&pkcs8).unwrap();
+    let header = jsonwebtoken::Header::new(Algorithm::ES256);
+    let claims = json!({"iss": "https://cedargate.internal", "sub": "alice", "aud": "internal",
+        "exp": 4_000_000_000u64, "groups": ["admins"], "tenant": "acme"});
+    c.bench_function("mint/es256/jsonwebtoken-encode", |b| {
+        b.iter(|| jsonwebtoken::encode(&header, black_box(&claims), &encoding).unwrap())
+    });
+    for (name, reuse) in [
+        ("check/es256/mint-reused", 30),
+        ("check/es256/mint-fresh", 0),
+    ] {
+        let minting = gate_with(&rt, config_with(10_000, &upstream(reuse, "ES256")));
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let v = rt.block_on(minting.check(black_box(req.clone())));
+                assert!(v.upstream.is_some());
+            })
+        });
+    }
 }
 
 criterion_group! {
