@@ -379,6 +379,8 @@ pub struct DecisionLogConfig {
     pub redact_claims: Vec<String>,
     /// Key of the redaction hash (HMAC-SHA-256); without one, plain SHA-256.
     pub redaction_key: Option<RedactionKey>,
+    /// The file the key was read from (watched, so replacing the key reloads it).
+    pub redaction_key_file: Option<PathBuf>,
     /// Size-based rotation of a `file` output; `None` lets the file grow.
     pub rotate: Option<Rotation>,
     /// Records also sent to an OpenTelemetry collector as OTLP log records; `None` (the
@@ -1022,6 +1024,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
                 .redaction_key_file
                 .as_ref()
                 .and_then(|file| redaction_key(file, base, problems)),
+            redaction_key_file: raw
+                .decision_log
+                .redaction_key_file
+                .as_ref()
+                .map(|file| resolve(base, &file.value)),
             rotate,
             otlp: raw
                 .decision_log

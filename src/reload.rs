@@ -12,8 +12,10 @@
 //! file refuses the whole reload and the old keys stay. A key generated at start is carried over.
 //!
 //! The watched folders follow the config: the policy folder, the shadow candidate's folder (which
-//! a reload may name, change or drop) and the config file's folder. A reload watches the folders
-//! its config names before it reads them, so no edit falls between the read and the watch.
+//! a reload may name, change or drop), the config file's folder and the folders of the key files
+//! it names (`upstream_token.key_files`, `decision_log.redaction_key_file`: replacing a key
+//! reloads it). A reload watches the folders its config names before it reads them, so no edit
+//! falls between the read and the watch.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,11 @@ pub struct Reloader {
     /// The config file as the watcher reports it (absolute), to tell its events from those of
     /// its neighbours.
     config_file: PathBuf,
+    /// The files whose events trigger a reload (absolute): the config file and the key files
+    /// the config names (upstream-token signing keys, the redaction key). Their folders are
+    /// watched, since editors and secret managers replace files by rename. Read lock-free by
+    /// the event handler, like `policy_dirs`.
+    files: Arc<ArcSwap<BTreeSet<PathBuf>>>,
     /// The file watcher, once [`Reloader::spawn`] started it; re-pointed by every reload.
     watch: Mutex<Option<Watch>>,
     /// The policy folders (enforced and shadow, absolute) whose every file event triggers a
@@ -123,6 +130,7 @@ impl Reloader {
             config_file,
             watch: Mutex::new(None),
             policy_dirs: Arc::new(ArcSwap::from_pointee(BTreeSet::new())),
+            files: Arc::new(ArcSwap::from_pointee(BTreeSet::new())),
             watching: ArcSwap::from_pointee(Vec::new()),
         }
     }
@@ -224,7 +232,7 @@ impl Reloader {
     /// trigger a reload; in the config file's folder only those of the config file do (editors
     /// replace files by rename, so the folder is watched, not the file).
     fn start_watching(&self, tx: mpsc::Sender<&'static str>) {
-        let config_file = self.config_file.clone();
+        let files = self.files.clone();
         let policy_dirs = self.policy_dirs.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
@@ -232,10 +240,11 @@ impl Reloader {
                 return;
             }
             let dirs = policy_dirs.load();
+            let files = files.load();
             let relevant = event
                 .paths
                 .iter()
-                .any(|p| *p == config_file || p.parent().is_some_and(|d| dirs.contains(d)));
+                .any(|p| files.contains(p) || p.parent().is_some_and(|d| dirs.contains(d)));
             if relevant {
                 let _ = tx.try_send("file");
             }
@@ -268,10 +277,18 @@ impl Reloader {
             })
             .map(|d| absolute(d))
             .collect();
+        let files: BTreeSet<PathBuf> = std::iter::once(self.config_file.clone())
+            .chain(configs.iter().flat_map(|c| watched_files(c)))
+            .collect();
         let mut wanted = policy_dirs.clone();
-        wanted.extend(self.config_file.parent().map(Path::to_path_buf));
+        wanted.extend(
+            files
+                .iter()
+                .filter_map(|f| f.parent().map(Path::to_path_buf)),
+        );
         // Before watching: a new folder's events count from its first one.
         self.policy_dirs.store(Arc::new(policy_dirs));
+        self.files.store(Arc::new(files));
         let mut guard = self.watch.lock().unwrap_or_else(|p| p.into_inner());
         let Some(watch) = guard.as_mut() else {
             return;
@@ -310,6 +327,18 @@ impl Drop for StopWatching {
         *self.0.watch.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.0.watching.store(Arc::new(Vec::new()));
     }
+}
+
+/// The key files `config` reads (absolute): replacing one reloads, like editing the config.
+fn watched_files(config: &Config) -> Vec<PathBuf> {
+    let upstream = config
+        .upstream_token
+        .iter()
+        .flat_map(|u| u.key_files.iter());
+    upstream
+        .chain(config.decision_log.redaction_key_file.iter())
+        .map(|f| absolute(f))
+        .collect()
 }
 
 /// `path` made absolute against the working directory, as the watcher reports paths (it joins

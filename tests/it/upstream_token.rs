@@ -346,6 +346,49 @@ async fn key_rotation_and_a_bad_key_file_on_hot_reload() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_key_file_reloads_it_without_a_signal() {
+    let idp = FakeIdp::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let signing = keys.path().join("signing.pem");
+    std::fs::copy(key_fixture("es256-a.pem"), &signing).unwrap();
+    let gate = Gate::start_with(&idp.issuer, |y| y + &upstream_section(&[&signing], "")).await;
+    let admin = gate.admin.to_string();
+    let kid = |jwks: &JwkSet| jwks.keys[0].common.key_id.clone().unwrap();
+    let (before, _) = fetch_jwks(&admin).await;
+    let policy: Value = reqwest::get(format!("http://{admin}/policy"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        policy["reload"]["watching"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str() == keys.path().to_str()),
+        "the key file's folder is watched: {policy}"
+    );
+
+    // The way a secret manager or `kubectl` replaces a file: write beside it, rename over it.
+    let staged = keys.path().join(".signing.pem.new");
+    std::fs::copy(key_fixture("es256-b.pem"), &staged).unwrap();
+    std::fs::rename(&staged, &signing).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (now, _) = fetch_jwks(&admin).await;
+        if kid(&now) != kid(&before) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replaced key was not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn without_upstream_token_nothing_is_minted_or_published() {
     let idp = FakeIdp::start().await;
