@@ -442,6 +442,28 @@ async fn mtls_workload_identity_through_envoy() {
         "the workload may only read reports"
     );
 
+    // The public route asks nobody, so identity headers a client forges there are stripped.
+    let r = with_cert
+        .get(url("/public/x"))
+        .header("x-cedargate-principal", "User::\"admin\"")
+        .header("x-cedargate-decision-id", "forged")
+        .header("x-cedargate-token", "forged.jwt.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let echo: Value = r.json().await.unwrap();
+    for forged in [
+        "x-cedargate-principal",
+        "x-cedargate-decision-id",
+        "x-cedargate-token",
+    ] {
+        assert!(
+            echo["headers"].get(forged).is_none(),
+            "{forged} reached the upstream: {echo}"
+        );
+    }
+
     let without_cert = reqwest::Client::builder()
         .add_root_certificate(ca)
         .build()
