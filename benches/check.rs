@@ -2,14 +2,20 @@
 //!
 //! - `verify/*`: bearer JWT verification (ES256, RS256, EdDSA), cache miss vs hit;
 //! - `map`: request + identity → Cedar request;
-//! - `evaluate`: Cedar evaluation with the example policy set;
+//! - `evaluate`: Cedar evaluation with the example policy set, and with generated sets of 10 to
+//!   1,000 policies (`…/unindexed`: the whole set, without the scope index, for comparison);
 //! - `check/*`: the whole `Gate::check` (identity → decision → record), decision log off;
 //! - `mint/*` and `check/es256/mint-*`: minting the upstream token (`upstream_token`) alone and
 //!   inside a Check, fresh every time vs reused within `reuse_seconds`.
 //!
 //! Run: `cargo bench --bench check` (results in BENCHMARKS.md).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 use std::path::Path;
@@ -129,6 +135,57 @@ fn gate_with(rt: &tokio::runtime::Runtime, config: Config) -> Gate {
     Gate::new(config, policies, verifier, log)
 }
 
+/// The example schema and entities with `rbac.cedar` (5 policies) and `generated`, loaded like
+/// a policy folder.
+fn policy_set(generated: &str) -> PolicySnapshot {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["cedargate.cedarschema", "entities.json", "rbac.cedar"] {
+        std::fs::copy(repo().join("policies").join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("generated.cedar"), generated).unwrap();
+    PolicySnapshot::load(dir.path()).unwrap()
+}
+
+/// `n` policies over the schema's actions with mixed principal scopes (see `evaluate/1000-mixed`).
+fn mixed_policies(n: usize) -> String {
+    const ACTIONS: [&str; 10] = [
+        "GET /orders/status",
+        "GET /orders",
+        "GET /orders/{id}",
+        "POST /orders",
+        "DELETE /orders/{id}",
+        "GET /payments/{id}",
+        "POST /payments",
+        "GET /reports/{name}",
+        "POST /grpc.health.v1.Health/{method}",
+        "GET /chat/ws",
+    ];
+    (0..n)
+        .map(|i| {
+            let action = match i % 50 {
+                0 => "action".to_string(),
+                1 => format!(
+                    "action in [Action::\"{}\", Action::\"{}\"]",
+                    ACTIONS[i % 10],
+                    ACTIONS[(i / 10) % 10]
+                ),
+                _ => format!("action == Action::\"{}\"", ACTIONS[(i / 3) % 10]),
+            };
+            match i % 3 {
+                0 => format!(
+                    "@id(\"user-{i}\")\npermit (principal == User::\"user-{i}\", {action}, resource == Service::\"orders\");\n"
+                ),
+                1 => format!(
+                    "@id(\"team-{i}\")\npermit (principal in Group::\"team-{i}\", {action}, resource);\n"
+                ),
+                _ => format!(
+                    "@id(\"tenant-{i}\")\npermit (principal is User, {action}, resource is Service)\nwhen {{ principal has tenant && principal.tenant == \"tenant-{i}\" }};\n"
+                ),
+            }
+        })
+        .collect()
+}
+
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -172,14 +229,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("evaluate", |b| {
         b.iter(|| policies.evaluate(black_box(&cedar)).unwrap())
     });
+    c.bench_function("evaluate/unindexed", |b| {
+        b.iter(|| policies.evaluate_unindexed(black_box(&cedar)).unwrap())
+    });
 
     // Cedar decision cost against policy-set size: N permits for N distinct users (none of them
-    // the caller, so every policy is evaluated), plus the example set.
+    // the caller), on the action the request asks for, plus the example set.
     for n in [10usize, 100, 1_000] {
-        let dir = tempfile::tempdir().unwrap();
-        for file in ["cedargate.cedarschema", "entities.json", "rbac.cedar"] {
-            std::fs::copy(repo().join("policies").join(file), dir.path().join(file)).unwrap();
-        }
         let generated: String = (0..n.saturating_sub(5))
             .map(|i| {
                 format!(
@@ -187,13 +243,29 @@ fn benches(c: &mut Criterion) {
                 )
             })
             .collect();
-        std::fs::write(dir.path().join("generated.cedar"), generated).unwrap();
-        let snapshot = PolicySnapshot::load(dir.path()).unwrap();
+        let snapshot = policy_set(&generated);
         assert_eq!(snapshot.info.len(), n);
         c.bench_function(&format!("evaluate/{n}-policies"), |b| {
             b.iter(|| snapshot.evaluate(black_box(&cedar)).unwrap())
         });
+        if n == 1_000 {
+            c.bench_function("evaluate/1000-policies/unindexed", |b| {
+                b.iter(|| snapshot.evaluate_unindexed(black_box(&cedar)).unwrap())
+            });
+        }
     }
+
+    // The realistic large set: 1,000 policies spread over every action of the schema, with
+    // per-user (`principal ==`), per-team (`principal in`) and per-tenant (`principal is User`
+    // + condition) scopes, a few of them on every action.
+    let mixed = policy_set(&mixed_policies(995));
+    assert_eq!(mixed.info.len(), 1_000);
+    c.bench_function("evaluate/1000-mixed", |b| {
+        b.iter(|| mixed.evaluate(black_box(&cedar)).unwrap())
+    });
+    c.bench_function("evaluate/1000-mixed/unindexed", |b| {
+        b.iter(|| mixed.evaluate_unindexed(black_box(&cedar)).unwrap())
+    });
 
     c.bench_function("check/es256/cache-hit", |b| {
         b.iter(|| {

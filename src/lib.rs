@@ -13,8 +13,9 @@
 //! - [`decision`] — the decision core (sync, no IO): every failure becomes a deny here.
 //! - [`mint`] — on allow, the short-lived JWT cedargate signs for the upstream, and its keys
 //!   (published at `/.well-known/jwks.json` on the admin port).
-//! - [`policy`] — loading and evaluating the Cedar policy set; [`shadow`] evaluates a candidate
-//!   set beside it (recorded, never enforced).
+//! - [`policy`] — loading and evaluating the Cedar policy set, through [`policy_index`] (only
+//!   the policies whose scope can match); [`shadow`] evaluates a candidate set beside it
+//!   (recorded, never enforced).
 //! - [`decision_log`] — versioned records, written off the request path; [`redaction`] decides
 //!   what of the request a record may carry (header allow-list, trace id, redacted claims);
 //!   [`decision_otlp`] sends records to an OpenTelemetry collector as OTLP logs.
@@ -39,6 +40,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod mint;
 pub mod policy;
+pub mod policy_index;
 pub mod redaction;
 pub mod reload;
 pub mod request;

@@ -3,8 +3,10 @@
 //! snapshot with a content-hash version; and evaluation of a [`CedarRequest`] against it.
 //!
 //! Loading reports *every* problem with file:line:column. Evaluation is synchronous and does no
-//! IO. Policy ids are the `@id("…")` annotation when present, else `<file>#<n>` (n-th policy in
-//! the file, from 0) — annotate policies with `@id` so ids survive edits.
+//! IO, and hands Cedar only the policies whose scope can match ([`crate::policy_index`]), which
+//! is exactly evaluating the whole set. Policy ids are the `@id("…")` annotation when present,
+//! else `<file>#<n>` (n-th policy in the file, from 0) — annotate policies with `@id` so ids
+//! survive edits.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -14,14 +16,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet,
-    Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde_json::Value;
 
 use crate::jwt::{hex_prefix, sha256};
 use crate::mapping::{CedarRequest, EntityRef};
+use crate::policy_index::{Authorization, PolicyIndex};
 
 /// Static entities file in the policy folder.
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -92,13 +95,16 @@ pub struct PolicySnapshot {
     pub files: Vec<PathBuf>,
     /// Merged entity sets by request-derived entities (see `request_entities`).
     entity_cache: moka::sync::Cache<String, Entities>,
+    /// `policies` split by action and `principal ==` scope: what [`evaluate`](Self::evaluate)
+    /// hands to Cedar.
+    index: PolicyIndex,
 }
 
 /// Merged entity sets kept per policy snapshot: one per distinct caller × resource in use.
 const ENTITY_CACHE_CAPACITY: u64 = 4_096;
 
 /// The outcome of one evaluation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
     /// Cedar's decision.
     pub allowed: bool,
@@ -330,7 +336,9 @@ impl PolicySnapshot {
         if entities_file.is_file() {
             all_files.push(entities_file);
         }
+        let index = PolicyIndex::new(&policies, &entities);
         Ok(PolicySnapshot {
+            index,
             policies,
             schema,
             entities,
@@ -343,27 +351,79 @@ impl PolicySnapshot {
         })
     }
 
-    /// Evaluates `request` against this policy set.
+    /// Evaluates `request` against this policy set: only against the policies whose scope can
+    /// match it (see [`crate::policy_index`]), which is exactly evaluating the whole set.
     pub fn evaluate(&self, request: &CedarRequest) -> Result<Evaluation, EvaluationError> {
         let (cedar_request, entities) = self.cedar_inputs(request)?;
-        let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
-        let diagnostics = response.diagnostics();
-        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
-        let forbid_errored = diagnostics.errors().any(|e| {
+        let (Some(principal), Some(action)) = (cedar_request.principal(), cedar_request.action())
+        else {
+            // `cedar_inputs` always builds a concrete request; unreachable, but the whole set is
+            // right for any request.
+            return Ok(self.evaluation(
+                Authorizer::new()
+                    .is_authorized(&cedar_request, &self.policies, &entities)
+                    .into(),
+            ));
+        };
+        Ok(self.evaluation(self.index.authorize(
+            &self.policies,
+            &cedar_request,
+            principal,
+            action,
+            &entities,
+        )))
+    }
+
+    /// Evaluates `request` against the whole policy set, without the index: the reference that
+    /// [`evaluate`](Self::evaluate) must equal (tests and benchmarks compare the two).
+    pub fn evaluate_unindexed(
+        &self,
+        request: &CedarRequest,
+    ) -> Result<Evaluation, EvaluationError> {
+        let (cedar_request, entities) = self.cedar_inputs(request)?;
+        Ok(self.evaluation(
+            Authorizer::new()
+                .is_authorized(&cedar_request, &self.policies, &entities)
+                .into(),
+        ))
+    }
+
+    /// How many policies [`evaluate`](Self::evaluate) hands to Cedar for `request` (`None`: the
+    /// whole set). For tests and benchmarks.
+    pub fn indexed_policy_count(&self, request: &CedarRequest) -> Option<usize> {
+        let (cedar_request, entities) = self.cedar_inputs(request).ok()?;
+        self.index.selected(
+            cedar_request.principal()?,
+            cedar_request.action()?,
+            &entities,
+        )
+    }
+
+    fn evaluation(&self, authorization: Authorization) -> Evaluation {
+        let errors: Vec<String> = authorization
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let forbid_errored = authorization.errors.iter().any(|e| {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
             self.info
                 .get(e.policy_id().to_string().as_str())
                 .is_some_and(|i| i.effect == Effect::Forbid)
         });
         // Cedar reports determining policies as a set; sorted, records are deterministic.
-        let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        let mut determining: Vec<String> = authorization
+            .determining
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         determining.sort_unstable();
-        Ok(Evaluation {
-            allowed: response.decision() == Decision::Allow,
+        Evaluation {
+            allowed: authorization.allowed,
             determining,
             errors,
             forbid_errored,
-        })
+        }
     }
 
     /// The Cedar request and the entity set that [`evaluate`](Self::evaluate) authorizes: static
@@ -601,6 +661,69 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every Cedar request the shipped test cases and the recorded decision log make, through
+    /// the index and through the whole set: the same decision, determining policies and errors.
+    #[test]
+    fn indexed_evaluation_equals_the_whole_set_on_shipped_cases_and_records() {
+        use crate::cli::case;
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (config, policies) = crate::cli::load(&repo.join("cedargate.yaml")).unwrap();
+        let mut requests = Vec::new();
+        let cx = case::Context {
+            config: &config,
+            policies: &policies,
+            now: SystemTime::now(),
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(repo.join("policies/tests"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for path in files {
+            let (file, _) = case::read_test_file(&path, &cx);
+            for case in &file.cases {
+                let Ok(identity) = case.identity(&config) else {
+                    continue;
+                };
+                if let Ok((cedar, _)) =
+                    crate::mapping::map(&config, &identity, &case.request, case.now)
+                {
+                    requests.push(cedar);
+                }
+            }
+        }
+        let cases = requests.len();
+        let recorded =
+            std::fs::read_to_string(repo.join("tests/fixtures/decision-logs/recorded.jsonl"))
+                .unwrap();
+        for line in recorded.lines() {
+            let record: Value = serde_json::from_str(line).unwrap();
+            if let Some(cedar) = record.get("cedar") {
+                requests.push(serde_json::from_value(cedar.clone()).unwrap());
+            }
+        }
+        assert!(
+            cases > 30 && requests.len() > cases + 10,
+            "{cases} {}",
+            requests.len()
+        );
+        let mut fewer = 0;
+        for cedar in &requests {
+            let indexed = policies.evaluate(cedar).map_err(|e| e.to_string());
+            let whole = policies
+                .evaluate_unindexed(cedar)
+                .map_err(|e| e.to_string());
+            assert_eq!(indexed, whole, "{cedar:?}");
+            if policies
+                .indexed_policy_count(cedar)
+                .is_some_and(|n| n < policies.info.len())
+            {
+                fewer += 1;
+            }
+        }
+        assert_eq!(fewer, requests.len(), "every shipped request is indexed");
+    }
 
     #[test]
     fn line_column_counts_from_one() {
