@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::config::{Config, PrincipalMapping, Unmatched, action_type};
 use crate::identity::Identity;
@@ -249,12 +249,35 @@ pub fn principal_mapping(token: &VerifiedToken) -> &PrincipalMapping {
     }
 }
 
+/// `{"uid": …, "attrs": …, "parents": […]}`. Built by hand rather than with `json!`, which
+/// re-serializes every interpolated value (the attributes map and the parents, deep-copied once
+/// more) on a path that runs on every Check. Key order is the record's (serde_json keeps
+/// insertion order in this build).
 fn entity_json(uid: &EntityRef, attrs: Map<String, Value>, parents: &[EntityRef]) -> Value {
-    json!({
-        "uid": {"type": uid.entity_type, "id": uid.id},
-        "attrs": attrs,
-        "parents": parents.iter().map(|p| json!({"type": p.entity_type, "id": p.id})).collect::<Vec<_>>(),
-    })
+    object([
+        ("uid", entity_ref_json(uid)),
+        ("attrs", Value::Object(attrs)),
+        (
+            "parents",
+            Value::Array(parents.iter().map(entity_ref_json).collect()),
+        ),
+    ])
+}
+
+fn entity_ref_json(r: &EntityRef) -> Value {
+    object([
+        ("type", Value::from(r.entity_type.as_str())),
+        ("id", Value::from(r.id.as_str())),
+    ])
+}
+
+/// A JSON object with these keys, in this order.
+fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    let mut map = Map::with_capacity(N);
+    for (key, value) in fields {
+        map.insert(key.to_string(), value);
+    }
+    Value::Object(map)
 }
 
 /// A claim as a list of strings: a JSON array of strings, or a space-separated string (OAuth's
@@ -327,7 +350,15 @@ fn context(
     http.insert("host".into(), request.host.as_str().into());
     http.insert("scheme".into(), request.scheme.as_str().into());
     http.insert("protocol".into(), request.protocol.as_str().into());
-    http.insert("query".into(), json!(query));
+    http.insert(
+        "query".into(),
+        Value::Object(
+            query
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ),
+    );
     http.insert("headers".into(), Value::Object(headers));
     http.insert("params".into(), Value::Object(params));
 
@@ -335,7 +366,13 @@ fn context(
     if let Some(ip) = request.source_ip {
         source.insert(
             "ip".into(),
-            json!({"__extn": {"fn": "ip", "arg": ip.to_string()}}),
+            object([(
+                "__extn",
+                object([
+                    ("fn", Value::from("ip")),
+                    ("arg", Value::String(ip.to_string())),
+                ]),
+            )]),
         );
     }
     if let Some(p) = &request.source_principal {
@@ -353,7 +390,13 @@ fn context(
         ctx.insert("token".into(), token_context(token));
     }
     if let Some((service, method)) = request.grpc_method() {
-        ctx.insert("grpc".into(), json!({"service": service, "method": method}));
+        ctx.insert(
+            "grpc".into(),
+            object([
+                ("service", Value::from(service)),
+                ("method", Value::from(method)),
+            ]),
+        );
     }
     ctx.insert("time".into(), time_context(now));
     Value::Object(ctx)
@@ -402,17 +445,49 @@ fn time_context(now: SystemTime) -> Value {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let days = epoch / 86_400;
-    json!({
-        "epoch": epoch,
-        "hour": (epoch % 86_400) / 3_600,
+    object([
+        ("epoch", Value::from(epoch)),
+        ("hour", Value::from((epoch % 86_400) / 3_600)),
         // 1970-01-01 was a Thursday; 0 = Sunday.
-        "weekday": (days + 4) % 7,
-    })
+        ("weekday", Value::from((days + 4) % 7)),
+    ])
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn hand_built_json_serializes_like_json_macro() {
+        let uid = EntityRef {
+            entity_type: "User".into(),
+            id: "alice \"a\"".into(),
+        };
+        let group = EntityRef {
+            entity_type: "Group".into(),
+            id: "admins".into(),
+        };
+        let mut attrs = Map::new();
+        attrs.insert("tenant".into(), json!("acme"));
+        attrs.insert("level".into(), json!(3));
+        let expected = json!({
+            "uid": {"type": "User", "id": "alice \"a\""},
+            "attrs": {"tenant": "acme", "level": 3},
+            "parents": [{"type": "Group", "id": "admins"}],
+        });
+        let built = entity_json(&uid, attrs, &[group]);
+        assert_eq!(built.to_string(), expected.to_string());
+        let ip = object([(
+            "__extn",
+            object([("fn", Value::from("ip")), ("arg", Value::from("10.0.0.1"))]),
+        )]);
+        assert_eq!(
+            ip.to_string(),
+            json!({"__extn": {"fn": "ip", "arg": "10.0.0.1"}}).to_string()
+        );
+    }
 
     #[test]
     fn escape_keys_in_claims_are_dropped() {
