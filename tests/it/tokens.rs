@@ -302,7 +302,18 @@ async fn new_kid_is_fetched_once_and_a_kid_flood_does_not_reach_the_idp() {
     let without_ed = json!({"keys": full["keys"].as_array().unwrap().iter()
         .filter(|k| k["kid"] != "test-ed").cloned().collect::<Vec<_>>()});
     *idp.jwks.write().unwrap() = without_ed.to_string();
-    let mut gate = Gate::start(&idp.issuer).await;
+    // Room for the whole flood on the one connection: this test is about key fetching, not
+    // shedding (checks.rs proves that beyond the limit Checks are shed, not queued). With the
+    // default 256, a slow machine keeps more than 256 of the 500 in flight and sheds the rest.
+    let mut gate = Gate::start_with(&idp.issuer, |yaml| {
+        let raised = yaml.replace(
+            "max_concurrent_checks: 256 ",
+            "max_concurrent_checks: 1024 ",
+        );
+        assert_ne!(raised, yaml, "no limits.max_concurrent_checks to raise");
+        raised
+    })
+    .await;
     let hits_at_start = idp.jwks_hits.load(Ordering::SeqCst);
     assert_eq!(hits_at_start, 1);
 
