@@ -242,8 +242,12 @@ pub async fn record_in(log: &Path, decision_id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text.lines() {
-            let v: Value = serde_json::from_str(line).unwrap();
+        // Complete lines only: the writer may be in the middle of the last one. A complete line
+        // that isn't a record is a real failure.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        for line in complete.lines() {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not a record ({e}): {line}", log.display()));
             if v["decision_id"] == decision_id {
                 return v;
             }
