@@ -1319,7 +1319,7 @@ pub fn without_ansi(text: &str) -> String {
 }
 
 /// The value of one Prometheus sample line `name{labels} value` in a scrape.
-async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
+pub async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
     let text = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .unwrap()

@@ -13,11 +13,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
 use serde_json::Value;
 
+use crate::decision_logs::metric;
+use crate::observability::text;
 use crate::support::*;
 
 /// One received log record, with its resource's `service.name`.
@@ -39,15 +40,6 @@ pub struct ReceivedLog {
 pub struct LogsReceiver {
     logs: Arc<Mutex<Vec<ReceivedLog>>>,
     bytes: Arc<Mutex<Vec<u8>>>,
-}
-
-fn text(kv: &KeyValue) -> String {
-    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(AnyValue::StringValue(s)) => s.clone(),
-        Some(AnyValue::IntValue(i)) => i.to_string(),
-        Some(AnyValue::BoolValue(b)) => b.to_string(),
-        other => format!("{other:?}"),
-    }
 }
 
 #[tonic::async_trait]
@@ -144,21 +136,6 @@ pub fn with_otlp(yaml: String, endpoint: &str, extra: &str) -> String {
     );
     assert_ne!(edited, yaml, "no decision_log section to edit");
     edited
-}
-
-/// The value of one Prometheus sample line `name{labels} value` in a scrape.
-async fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).map(str::trim))
-        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 /// Method, path, expected decision, headers.

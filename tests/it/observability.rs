@@ -53,7 +53,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn text(kv: &KeyValue) -> String {
+/// An attribute value as text (also used by the logs receiver in `decision_otlp`).
+pub fn text(kv: &KeyValue) -> String {
     match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
         Some(AnyValue::StringValue(s)) => s.clone(),
         Some(AnyValue::IntValue(i)) => i.to_string(),
