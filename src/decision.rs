@@ -92,7 +92,7 @@ pub fn decide(
 ) -> Decision {
     match prepare(config, policies, request, identity, now) {
         Ok(prepared) => prepared.decide(policies),
-        Err(denied) => denied,
+        Err(denied) => *denied,
     }
 }
 
@@ -139,7 +139,7 @@ impl Prepared {
     }
 }
 
-/// Maps a request to Cedar, or decides it already: over-size headers, a bad credential and an
+/// Maps a request to Cedar, or decides it already (boxed: a deny here is the rare path): over-size headers, a bad credential and an
 /// unroutable request are denied here, before any entity is fetched.
 pub fn prepare(
     config: &Config,
@@ -147,10 +147,10 @@ pub fn prepare(
     request: &HttpRequest,
     identity: &Result<Identity, IdentityError>,
     now: SystemTime,
-) -> Result<Prepared, Decision> {
+) -> Result<Prepared, Box<Decision>> {
     let version = &policies.version;
     if request.header_bytes > config.limits.max_header_bytes {
-        return Err(Decision::deny(403, "headers_too_large", version));
+        return Err(Box::new(Decision::deny(403, "headers_too_large", version)));
     }
     let identity = match identity {
         Ok(identity) => identity,
@@ -165,7 +165,7 @@ pub fn prepare(
                 IdentityError::Token(_) => Some("invalid_token"),
                 IdentityError::UnsupportedScheme | IdentityError::UntrustedPeer => None,
             };
-            return Err(d);
+            return Err(Box::new(d));
         }
     };
     let anonymous = matches!(identity, Identity::Anonymous);
@@ -175,15 +175,15 @@ pub fn prepare(
             route,
             anonymous,
         }),
-        Err(MappingError::NoRoute) => Err(Decision::deny(
+        Err(MappingError::NoRoute) => Err(Box::new(Decision::deny(
             if anonymous { 401 } else { 403 },
             "no_route",
             version,
-        )),
+        ))),
         Err(MappingError::Token(e)) => {
             let mut d = Decision::deny(401, e.reason(), version);
             d.challenge_error = Some("invalid_token");
-            Err(d)
+            Err(Box::new(d))
         }
     }
 }

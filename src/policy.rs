@@ -81,6 +81,9 @@ pub struct PolicySnapshot {
     pub policies: PolicySet,
     /// The schema, when the folder has one.
     pub schema: Option<Schema>,
+    /// The same schema in Cedar's JSON schema form, for checks that derive a schema from it
+    /// ([`crate::shapes`]).
+    pub schema_json: Option<Value>,
     /// Static entities (and action entities from the schema).
     pub entities: Entities,
     /// Policy facts by id.
@@ -181,6 +184,34 @@ fn invalid(what: &'static str) -> impl Fn(&dyn fmt::Display) -> EvaluationError 
 }
 
 impl PolicySnapshot {
+    /// Loads and validates the policy folder for `config`: everything [`load`](Self::load)
+    /// checks, plus that the policies can run on the requests `config` builds
+    /// ([`crate::shapes`]): a context attribute no route provides, a claim-mapped attribute or
+    /// parent type the schema doesn't declare. What `serve`, reload and every offline command
+    /// load.
+    pub fn load_for(
+        dir: &Path,
+        config: &crate::config::Config,
+    ) -> Result<PolicySnapshot, PolicyLoadError> {
+        let snapshot = PolicySnapshot::load(dir)?;
+        let problems: Vec<Problem> = crate::shapes::check(config, &snapshot)
+            .into_iter()
+            .map(|p| {
+                let file = p
+                    .policy
+                    .as_ref()
+                    .and_then(|id| snapshot.info.get(id))
+                    .map_or_else(|| config.source.clone(), |i| i.file.clone());
+                whole_file(&file, p.message)
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(snapshot)
+        } else {
+            Err(PolicyLoadError(problems))
+        }
+    }
+
     /// Loads and validates the policy folder.
     pub fn load(dir: &Path) -> Result<PolicySnapshot, PolicyLoadError> {
         let mut problems = Vec::new();
@@ -229,12 +260,18 @@ impl PolicySnapshot {
         };
 
         // Schema: at most one file, so there is one truth about types.
+        let mut schema_json = None;
         let schema = match schema_files.as_slice() {
             [] => None,
             [path] => {
                 read(path, &mut problems).and_then(|text| {
                     match Schema::from_cedarschema_str(&text) {
-                        Ok((schema, _warnings)) => Some(schema),
+                        Ok((schema, _warnings)) => {
+                            schema_json = cedar_policy::SchemaFragment::from_cedarschema_str(&text)
+                                .ok()
+                                .and_then(|(fragment, _)| fragment.to_json_value().ok());
+                            Some(schema)
+                        }
                         Err(e) => {
                             problems.extend(diagnostic_problems(path, &text, &e));
                             None
@@ -398,6 +435,7 @@ impl PolicySnapshot {
             entity_types,
             policies,
             schema,
+            schema_json,
             entities,
             info,
             version: hex_prefix(&sha256(&hasher_input)).into(),
@@ -568,15 +606,15 @@ impl PolicySnapshot {
         for (uid, attrs, parents) in merged {
             let is_principal = uid == principal_uid;
             let entity = Entity::new(uid, attrs, parents).map_err(|e| invalid("entity")(&e))?;
-            if let Some(schema) = schema {
-                if let Err(e) = Entities::empty().add_entities([entity.clone()], Some(schema)) {
-                    let message = format!("{}: {e}", entity.uid());
-                    return Err(if is_principal {
-                        EvaluationError::PrincipalInvalid { message }
-                    } else {
-                        EvaluationError::EntitiesUnavailable { message }
-                    });
-                }
+            if let Some(schema) = schema
+                && let Err(e) = Entities::empty().add_entities([entity.clone()], Some(schema))
+            {
+                let message = format!("{}: {e}", entity.uid());
+                return Err(if is_principal {
+                    EvaluationError::PrincipalInvalid { message }
+                } else {
+                    EvaluationError::EntitiesUnavailable { message }
+                });
             }
             built.push(entity);
         }
