@@ -25,6 +25,7 @@ WORKDIR /src
 # (If build.rs or proto/ are added, copy them here too.)
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY benches ./benches
 COPY tests ./tests
 

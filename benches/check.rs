@@ -24,14 +24,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cedargate::config::Config;
-use cedargate::decision_log::DecisionLog;
-use cedargate::gate::Gate;
-use cedargate::identity::Identity;
-use cedargate::jwks::Jwks;
-use cedargate::jwt::Verifier;
-use cedargate::policy::PolicySnapshot;
-use cedargate::request::HttpRequest;
+use cedargate_core::config::Config;
+use cedargate_core::identity::Identity;
+use cedargate_core::policy::PolicySnapshot;
+use cedargate_core::request::HttpRequest;
+use cedargate_server::decision_log::DecisionLog;
+use cedargate_server::gate::Gate;
+use cedargate_server::jwks::Jwks;
+use cedargate_server::jwt::Verifier;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
@@ -122,7 +122,7 @@ fn gate_with(rt: &tokio::runtime::Runtime, config: Config) -> Gate {
     let config = Arc::new(config);
     let jwks = Arc::new(Jwks::new(
         &config.issuers,
-        cedargate::jwks::http_client().unwrap(),
+        cedargate_server::jwks::http_client().unwrap(),
     ));
     for issuer in jwks.issuers() {
         rt.block_on(issuer.refresh()).unwrap();
@@ -132,7 +132,11 @@ fn gate_with(rt: &tokio::runtime::Runtime, config: Config) -> Gate {
         .block_on(async { DecisionLog::start(&config.decision_log.output, 16) })
         .unwrap();
     let verifier = Verifier::new(jwks, cache, config.limits.max_token_bytes);
-    Gate::new(config, policies, verifier, log)
+    let keys = config
+        .upstream_token
+        .as_ref()
+        .map(|u| cedargate_server::mint::upstream_keys(u, None).unwrap());
+    Gate::new(config, policies, keys, verifier, log)
 }
 
 /// The example schema and entities with `rbac.cedar` (5 policies) and `generated`, loaded like
@@ -222,9 +226,9 @@ fn benches(c: &mut Criterion) {
     let now = SystemTime::now();
     let config = cached.config();
     c.bench_function("map", |b| {
-        b.iter(|| cedargate::mapping::map(&config, black_box(&identity), &req, now).unwrap())
+        b.iter(|| cedargate_core::mapping::map(&config, black_box(&identity), &req, now).unwrap())
     });
-    let (cedar, _) = cedargate::mapping::map(&config, &identity, &req, now).unwrap();
+    let (cedar, _) = cedargate_core::mapping::map(&config, &identity, &req, now).unwrap();
     let policies = cached.active.load().policies.clone();
     c.bench_function("evaluate", |b| {
         b.iter(|| policies.evaluate(black_box(&cedar)).unwrap())
@@ -302,7 +306,7 @@ fn benches(c: &mut Criterion) {
     else {
         unreachable!()
     };
-    let subject = cedargate::mint::Subject {
+    let subject = cedargate_server::mint::Subject {
         principal_type: "User",
         principal_id: "alice",
         token: Some(&**verified),
@@ -315,16 +319,18 @@ fn benches(c: &mut Criterion) {
         let settings = config_with(10_000, &upstream(reuse, alg))
             .upstream_token
             .unwrap();
-        let minter = cedargate::mint::Minter::new();
+        let minter = cedargate_server::mint::Minter::new();
+        let keys = cedargate_server::mint::upstream_keys(&settings, None).unwrap();
         c.bench_function(name, |b| {
             b.iter(|| {
                 minter
                     .mint(
                         &settings,
+                        &keys,
                         black_box(&subject),
                         Some("orders"),
                         "d",
-                        cedargate::jwt::now_secs(),
+                        cedargate_core::token::now_secs(),
                     )
                     .unwrap()
             })

@@ -15,8 +15,8 @@ bash scripts/install-promtool.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "==> cargo clippy --all-targets -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo clippy --workspace --all-targets -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "==> cedargate validate + test on the shipped policies"
 cargo run --quiet -- validate -c cedargate.yaml
@@ -25,7 +25,7 @@ cargo run --quiet -- test -c cedargate.yaml --require-full-coverage --junit targ
 cargo run --quiet -- replay -c cedargate.yaml --policies policies tests/fixtures/decision-logs/recorded.jsonl
 
 echo "==> cargo test (unit, integration, end-to-end with Envoy + oidc-provider)"
-cargo test --all-targets 2>&1 | tee target/test-output.txt
+cargo test --workspace --all-targets 2>&1 | tee target/test-output.txt
 
 # One closing line with the totals across every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.txt

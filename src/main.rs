@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use cedargate::config::{self, Config};
-use cedargate::{cli, telemetry};
+use cedargate_cli as cli;
+use cedargate_core::config::{self, Config};
+use cedargate_server::telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -116,7 +117,7 @@ fn serve(path: &std::path::Path, log_format: Option<config::LogFormat>) -> anyho
         telemetry::init(&config.telemetry, log_format).context("starting telemetry")?
     };
     let served = runtime.block_on(async {
-        let running = cedargate::server::start(config).await?;
+        let running = cedargate_server::server::start(config).await?;
         wait_for_signal().await?;
         running.shutdown().await;
         Ok(())

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cedargate::cli::logs::{self, LogsArgs};
-use cedargate::cli::records::FilterArgs;
-use cedargate::cli::replay::{self, FailOn, ReplayArgs, ReplayStatus};
+use cedargate_cli::logs::{self, LogsArgs};
+use cedargate_cli::records::FilterArgs;
+use cedargate_cli::replay::{self, FailOn, ReplayArgs, ReplayStatus};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -645,8 +645,8 @@ async fn records_match_the_golden_files() {
     // Every golden record reads back as a v1 record.
     for line in gate.log_bytes().lines() {
         assert!(matches!(
-            cedargate::cli::records::parse_line(line),
-            cedargate::cli::records::Line::Record(_)
+            cedargate_cli::records::parse_line(line),
+            cedargate_cli::records::Line::Record(_)
         ));
     }
     assert!(!gate.log_bytes().contains("never-logged"));
@@ -1127,7 +1127,7 @@ async fn logs_follow_reads_across_rotation() {
     assert_eq!(followed, ids, "every record once, in order");
 
     // The files: rotated by size, whole records in each, none lost.
-    let mut files = cedargate::cli::records::with_rotated(&log);
+    let mut files = cedargate_cli::records::with_rotated(&log);
     assert!(files.len() > 10, "{} files", files.len());
     let mut on_disk = Vec::new();
     for file in files.drain(..) {

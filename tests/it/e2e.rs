@@ -382,8 +382,9 @@ fn docker_compose_references_real_files_and_a_valid_config() {
         mounts >= 4,
         "expected the config, policy and Envoy mounts, found {mounts}"
     );
-    let config = cedargate::config::Config::load(&repo().join("deploy/compose/cedargate.yaml"))
-        .unwrap_or_else(|e| panic!("deploy/compose/cedargate.yaml is invalid:\n{e}"));
+    let config =
+        cedargate_core::config::Config::load(&repo().join("deploy/compose/cedargate.yaml"))
+            .unwrap_or_else(|e| panic!("deploy/compose/cedargate.yaml is invalid:\n{e}"));
     assert_eq!(config.issuers.len(), 1);
     assert!(
         compose["services"]["envoy"]["image"]

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cedargate::metrics::{FAMILIES, Kind};
+use cedargate_server::metrics::{FAMILIES, Kind};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,

@@ -145,7 +145,7 @@ impl FakeIdp {
 
 /// A cedargate running in-process with a decision log in a temp folder.
 pub struct Gate {
-    pub running: Option<cedargate::server::Running>,
+    pub running: Option<cedargate_server::server::Running>,
     pub client: AuthorizationClient<Channel>,
     pub log_path: PathBuf,
     pub admin: SocketAddr,
@@ -189,8 +189,8 @@ impl Gate {
         let yaml = edit(test_config_yaml(issuer, &log_path));
         let config_path = dir.path().join("cedargate.yaml");
         std::fs::write(&config_path, &yaml).unwrap();
-        let config = cedargate::config::Config::load(&config_path).unwrap();
-        let running = cedargate::server::start(config).await.unwrap();
+        let config = cedargate_core::config::Config::load(&config_path).unwrap();
+        let running = cedargate_server::server::start(config).await.unwrap();
         let client = AuthorizationClient::connect(format!("http://{}", running.grpc_addr))
             .await
             .unwrap();

@@ -1,0 +1,239 @@
+//! The decision core: (request, identity outcome, policy snapshot) → [`Decision`].
+//!
+//! Synchronous and free of IO: it never awaits, never fetches keys, never writes logs. Every
+//! failure becomes a deny here, in one place, with one reason code: a bad credential is a 401
+//! whatever the policies say (missing or stale issuer keys included: the issuer fails closed);
+//! an anonymous caller that is denied gets a 401 challenge; everything else denied is a 403.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::identity::{Identity, IdentityError};
+use crate::mapping::{self, CedarRequest, MappingError};
+use crate::policy::PolicySnapshot;
+use crate::request::HttpRequest;
+use crate::token::TokenError;
+
+/// A policy that determined a decision, with its `@reason`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidingPolicy {
+    /// Policy id.
+    pub id: String,
+    /// Its `@reason` annotation.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// What was decided and why.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Allow or deny.
+    pub allowed: bool,
+    /// HTTP status for Envoy: 200, 401 or 403.
+    pub status: u16,
+    /// Stable reason code (`allow`, `no_permit`, `forbid`, `token_expired`, …).
+    pub reason: &'static str,
+    /// Policies that determined the decision.
+    pub policies: Vec<DecidingPolicy>,
+    /// Evaluation or mapping errors, without secrets.
+    pub errors: Vec<String>,
+    /// The Cedar request, when one was built.
+    pub cedar: Option<CedarRequest>,
+    /// The matched route's name.
+    pub route: Option<String>,
+    /// `error` for the `WWW-Authenticate` challenge (`invalid_token`), when there is one.
+    pub challenge_error: Option<&'static str>,
+    /// Policy-set version that decided.
+    pub policy_version: Arc<str>,
+}
+
+impl Decision {
+    fn deny(status: u16, reason: &'static str, version: &Arc<str>) -> Decision {
+        Decision {
+            allowed: false,
+            status,
+            reason,
+            policies: Vec::new(),
+            errors: Vec::new(),
+            cedar: None,
+            route: None,
+            challenge_error: None,
+            policy_version: version.clone(),
+        }
+    }
+
+    /// Turns an allow into a 403 deny because a step after the decision failed (minting the
+    /// upstream token): fail closed. The allowing policies stay in the record beside the reason,
+    /// so the record says both why it was allowed and why it was denied anyway.
+    pub fn fail_closed(&mut self, reason: &'static str, error: String) {
+        self.allowed = false;
+        self.status = 403;
+        self.reason = reason;
+        self.errors.push(error);
+    }
+
+    /// The principal as Cedar prints it, if a request was built.
+    pub fn principal(&self) -> Option<String> {
+        self.cedar.as_ref().map(|c| c.principal.to_string())
+    }
+}
+
+/// Decides a request whose entity data is all local (static entities and the credential): the
+/// whole pipeline in one call, for the offline commands and callers without an entity provider.
+pub fn decide(
+    config: &Config,
+    policies: &PolicySnapshot,
+    request: &HttpRequest,
+    identity: &Result<Identity, IdentityError>,
+    now: SystemTime,
+) -> Decision {
+    match prepare(config, policies, request, identity, now) {
+        Ok(prepared) => prepared.decide(policies),
+        Err(denied) => *denied,
+    }
+}
+
+/// A request mapped to Cedar and not yet evaluated: the half of [`decide`] before Cedar runs,
+/// so that the server can fetch the entities it names ([`Prepared::provider_uids`]) in between.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The Cedar request, completed by [`Prepared::set_fetched`].
+    cedar: CedarRequest,
+    /// The matched route's name.
+    route: Option<String>,
+    /// The caller had no credential: a deny is a 401 challenge.
+    anonymous: bool,
+}
+
+impl Prepared {
+    /// The Cedar request as mapped.
+    pub fn cedar(&self) -> &CedarRequest {
+        &self.cedar
+    }
+
+    /// Adds the entity provider's answers; they are recorded with the request.
+    pub fn set_fetched(&mut self, fetched: Vec<serde_json::Value>) {
+        self.cedar.fetched = fetched;
+    }
+
+    /// Evaluates the request: the policy half.
+    pub fn decide(self, policies: &PolicySnapshot) -> Decision {
+        let mut decision = evaluate(policies, &self.cedar, self.anonymous);
+        decision.cedar = Some(self.cedar);
+        decision.route = self.route;
+        decision
+    }
+
+    /// Denies without evaluating, because the entity data the request needs could not be had
+    /// (`entities_unavailable`): never decided on partial data. The record keeps the request.
+    pub fn deny_unavailable(self, policies: &PolicySnapshot, error: String) -> Decision {
+        let status = if self.anonymous { 401 } else { 403 };
+        let mut d = Decision::deny(status, "entities_unavailable", &policies.version);
+        d.errors.push(error);
+        d.cedar = Some(self.cedar);
+        d.route = self.route;
+        d
+    }
+}
+
+/// Maps a request to Cedar, or decides it already (boxed: a deny here is the rare path): over-size headers, a bad credential and an
+/// unroutable request are denied here, before any entity is fetched.
+pub fn prepare(
+    config: &Config,
+    policies: &PolicySnapshot,
+    request: &HttpRequest,
+    identity: &Result<Identity, IdentityError>,
+    now: SystemTime,
+) -> Result<Prepared, Box<Decision>> {
+    let version = &policies.version;
+    if request.header_bytes > config.limits.max_header_bytes {
+        return Err(Box::new(Decision::deny(403, "headers_too_large", version)));
+    }
+    let identity = match identity {
+        Ok(identity) => identity,
+
+        Err(e) => {
+            let mut d = Decision::deny(401, e.reason(), version);
+            // RFC 6750 §3.1: an error code only for a bad bearer token; a request with another
+            // scheme or no token gets a bare challenge.
+            d.challenge_error = match e {
+                // The issuer's keys are missing or stale: the token may be fine, we cannot tell.
+                IdentityError::Token(TokenError::KeysUnavailable | TokenError::KeysStale) => None,
+                IdentityError::Token(_) => Some("invalid_token"),
+                IdentityError::UnsupportedScheme | IdentityError::UntrustedPeer => None,
+            };
+            return Err(Box::new(d));
+        }
+    };
+    let anonymous = matches!(identity, Identity::Anonymous);
+    match mapping::map(config, identity, request, now) {
+        Ok((cedar, route)) => Ok(Prepared {
+            cedar,
+            route,
+            anonymous,
+        }),
+        Err(MappingError::NoRoute) => Err(Box::new(Decision::deny(
+            if anonymous { 401 } else { 403 },
+            "no_route",
+            version,
+        ))),
+        Err(MappingError::Token(e)) => {
+            let mut d = Decision::deny(401, e.reason(), version);
+            d.challenge_error = Some("invalid_token");
+            Err(Box::new(d))
+        }
+    }
+}
+
+/// Evaluates a Cedar request and names the outcome: the policy half of [`decide`]. Shadow
+/// evaluation and `cedargate replay` call it with a candidate policy set, so what they report is
+/// what `serve` would decide. `anonymous` (the caller had no credential; `context.authenticated`
+/// is false) turns a deny into a 401 challenge. The returned decision carries no `cedar` and no
+/// `route`: the caller owns those.
+pub fn evaluate(policies: &PolicySnapshot, cedar: &CedarRequest, anonymous: bool) -> Decision {
+    let version = &policies.version;
+    let evaluation = match policies.evaluate(cedar) {
+        Ok(e) => e,
+        Err(e) => {
+            let mut d = Decision::deny(if anonymous { 401 } else { 403 }, e.reason(), version);
+            d.errors.push(e.to_string());
+            return d;
+        }
+    };
+    let deciding = evaluation
+        .determining
+        .iter()
+        .map(|id| DecidingPolicy {
+            id: id.clone(),
+            reason: policies.reason(id).map(|r| r.to_string()),
+        })
+        .collect();
+    let (allowed, reason) = if evaluation.allowed && evaluation.forbid_errored {
+        (false, "policy_error")
+    } else if evaluation.allowed {
+        (true, "allow")
+    } else if evaluation.determining.is_empty() {
+        (false, "no_permit")
+    } else {
+        (false, "forbid")
+    };
+    let status = match (allowed, anonymous) {
+        (true, _) => 200,
+        (false, true) => 401,
+        (false, false) => 403,
+    };
+    Decision {
+        allowed,
+        status,
+        reason,
+        policies: deciding,
+        errors: evaluation.errors,
+        cedar: None,
+        route: None,
+        challenge_error: None,
+        policy_version: version.clone(),
+    }
+}

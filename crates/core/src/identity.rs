@@ -1,0 +1,107 @@
+//! Who is calling: a verified bearer token, an mTLS peer Envoy verified, or nobody.
+//!
+//! A credential that is present but bad is an error here, never "anonymous": the decision core
+//! turns it into a 401 whatever the policies say. This module owns the identity types and the
+//! credential extraction that needs no keys (the bearer scheme, mTLS peers); verifying a token is
+//! the server's (`cedargate_server::identity::resolve`). It builds no Cedar values (that is
+//! `mapping`).
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::request::HttpRequest;
+use crate::token::{TokenError, VerifiedToken};
+
+/// The caller, once credentials checked out.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// No credential at all.
+    Anonymous,
+    /// A verified bearer token.
+    Token {
+        /// The token's verified claims.
+        token: Arc<VerifiedToken>,
+        /// Whether verification was served from the cache.
+        cached: bool,
+    },
+    /// An mTLS peer with no bearer token.
+    Peer(String),
+}
+
+/// Why a presented credential was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The bearer token failed verification.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// `Authorization` is present but not `Bearer <token>`.
+    #[error("authorization scheme is not Bearer")]
+    UnsupportedScheme,
+    /// The mTLS peer's SPIFFE trust domain is not accepted.
+    #[error("peer trust domain is not accepted")]
+    UntrustedPeer,
+}
+
+impl IdentityError {
+    /// Stable reason code for the decision log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IdentityError::Token(e) => e.reason(),
+            IdentityError::UnsupportedScheme => "unsupported_auth_scheme",
+            IdentityError::UntrustedPeer => "peer_untrusted",
+        }
+    }
+}
+
+/// The bearer token in an `Authorization` header value, if it is one.
+pub fn bearer(authorization: &str) -> Result<&str, IdentityError> {
+    // `trim` then a split at the first whitespace: the token part is never empty.
+    let (scheme, token) = authorization
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or(IdentityError::UnsupportedScheme)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(IdentityError::UnsupportedScheme);
+    }
+    Ok(token.trim())
+}
+
+/// The caller of a request that carries no `Authorization` header: an mTLS peer Envoy verified
+/// (SPIFFE trust domain checked) or nobody. Sync, so policy tests resolve peers exactly as
+/// the server does.
+pub fn without_token(config: &Config, request: &HttpRequest) -> Result<Identity, IdentityError> {
+    if let (Some(mtls), Some(peer)) = (&config.mtls, &request.source_principal) {
+        if !mtls.trust_domains.is_empty() {
+            let domain = peer
+                .strip_prefix("spiffe://")
+                .and_then(|rest| rest.split('/').next());
+            if !domain.is_some_and(|d| mtls.trust_domains.contains(d)) {
+                return Err(IdentityError::UntrustedPeer);
+            }
+        }
+        return Ok(Identity::Peer(peer.clone()));
+    }
+    Ok(Identity::Anonymous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_others_are_rejected() {
+        assert_eq!(bearer("Bearer abc"), Ok("abc"));
+        assert_eq!(bearer("bearer   abc "), Ok("abc"));
+        assert_eq!(bearer("Bearer\tabc"), Ok("abc"));
+        assert_eq!(
+            bearer("Basic dXNlcjpwdw=="),
+            Err(IdentityError::UnsupportedScheme)
+        );
+        assert_eq!(bearer("Bearer"), Err(IdentityError::UnsupportedScheme));
+        assert_eq!(
+            bearer("Bearer  "),
+            Err(IdentityError::UnsupportedScheme),
+            "a bare scheme with spaces has no token"
+        );
+    }
+}

@@ -1,0 +1,546 @@
+//! HTTP request + identity → Cedar request `(principal, action, resource, context)` and the
+//! request-derived entities, in Cedar's JSON forms.
+//!
+//! The result is a plain serde value ([`CedarRequest`]) so that the decision log can record it and
+//! `replay` can re-evaluate it exactly. Claims and query parameters come from callers, so any
+//! object key that Cedar's JSON format would read as an escape (`__entity`, `__extn`, `__expr`) is
+//! dropped: input data can never become an entity reference or an extension call. Pure: no IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::{Config, ContextFact, ContextValue, PrincipalMapping, Unmatched, action_type};
+use crate::identity::Identity;
+use crate::request::HttpRequest;
+use crate::token::{TokenError, VerifiedToken};
+
+use crate::cedar_value::cedar_value;
+
+/// A Cedar entity reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityRef {
+    /// Entity type, e.g. `User`.
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Entity id.
+    pub id: String,
+}
+
+impl fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}::{}", self.entity_type, Value::from(self.id.as_str()))
+    }
+}
+
+/// A Cedar request plus the entities the request itself contributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CedarRequest {
+    /// Who.
+    pub principal: EntityRef,
+    /// Does what.
+    pub action: EntityRef,
+    /// To what.
+    pub resource: EntityRef,
+    /// Request facts (Cedar JSON record).
+    pub context: Value,
+    /// What the verified credential says about the principal (claim-mapped attributes and
+    /// parents), in Cedar's entity JSON format; absent when it says nothing. Merged with the
+    /// entity sources' data for the same uid by `policy`: parents are the union,
+    /// attributes from the credential win.
+    pub entities: Vec<Value>,
+    /// Entities the entity provider answered for this request (its principal's and resource's
+    /// uids), as received; recorded so that replay evaluates with the data the decision read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetched: Vec<Value>,
+}
+
+impl CedarRequest {
+    /// The uids an entity provider is asked about: the principal's and the resource's, when
+    /// their type is one of `types`, each once.
+    pub fn provider_uids(&self, types: &std::collections::BTreeSet<String>) -> Vec<EntityRef> {
+        let mut uids = Vec::with_capacity(2);
+        for r in [&self.principal, &self.resource] {
+            if types.contains(&r.entity_type) && !uids.contains(r) {
+                uids.push(r.clone());
+            }
+        }
+        uids
+    }
+}
+
+/// Why a request could not be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// No route matched and `unmatched_route: deny`.
+    #[error("no route matches the request")]
+    NoRoute,
+    /// The principal id claim is missing or not a string.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// Maps a request from a resolved caller to a Cedar request.
+pub fn map(
+    config: &Config,
+    identity: &Identity,
+    request: &HttpRequest,
+    now: SystemTime,
+) -> Result<(CedarRequest, Option<String>), MappingError> {
+    let service = request
+        .context_extensions
+        .get("service")
+        .map(String::as_str);
+    let matched = config
+        .routes
+        .find(service, &request.host, &request.method, &request.path);
+    if matched.is_none() && config.unmatched == Unmatched::Deny {
+        return Err(MappingError::NoRoute);
+    }
+    let service_id = service.unwrap_or(&request.host);
+
+    let (action_id, resource, params, route_name) = match &matched {
+        Some(m) => {
+            let action = m.route.action.as_deref().map_or_else(
+                || format!("{} {}", request.method, m.route.template.as_str()),
+                str::to_string,
+            );
+            let resource = match &m.route.resource {
+                Some((ty, id_template)) => EntityRef {
+                    entity_type: ty.to_string(),
+                    id: fill(id_template, &m.params, service_id, &request.host),
+                },
+                None => service_ref(config, service_id),
+            };
+            (
+                action,
+                resource,
+                m.params.clone(),
+                Some(m.route.name.to_string()),
+            )
+        }
+        None => (
+            format!("{} {}", request.method, request.path),
+            service_ref(config, service_id),
+            Vec::new(),
+            None,
+        ),
+    };
+
+    let mut entities = Vec::new();
+    let principal = principal(config, identity, &mut entities)?;
+
+    let context = context(config, identity, request, &principal, &params, now);
+    Ok((
+        CedarRequest {
+            principal,
+            action: EntityRef {
+                entity_type: action_type().to_string(),
+                id: action_id,
+            },
+            resource,
+            context,
+            entities,
+            fetched: Vec::new(),
+        },
+        route_name,
+    ))
+}
+
+fn service_ref(config: &Config, id: &str) -> EntityRef {
+    EntityRef {
+        entity_type: config.resource_type.to_string(),
+        id: id.to_string(),
+    }
+}
+
+/// Fills `{param}`, `{service}` and `{host}` in a resource id template, in one pass: a captured
+/// value that itself looks like `{service}` is copied literally, never expanded again.
+fn fill(template: &str, params: &[(String, String)], service: &str, host: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let (before, after) = rest.split_at(open);
+        out.push_str(before);
+        let Some(close) = after.find('}') else {
+            out.push_str(after);
+            return out;
+        };
+        let name = after.get(1..close).unwrap_or_default();
+        let value = match name {
+            "service" => Some(service),
+            "host" => Some(host),
+            _ => params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str()),
+        };
+        match value {
+            Some(v) => out.push_str(v),
+            None => out.push_str(after.get(..=close).unwrap_or_default()),
+        }
+        rest = after.get(close + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
+}
+
+fn principal(
+    config: &Config,
+    identity: &Identity,
+    entities: &mut Vec<Value>,
+) -> Result<EntityRef, MappingError> {
+    match identity {
+        Identity::Anonymous => Ok(EntityRef {
+            entity_type: config.anonymous_type.to_string(),
+            id: config.anonymous_id.to_string(),
+        }),
+        Identity::Peer(peer) => {
+            let entity_type = config
+                .mtls
+                .as_ref()
+                .map_or_else(|| "Service".to_string(), |m| m.entity_type.to_string());
+            Ok(EntityRef {
+                entity_type,
+                id: peer.clone(),
+            })
+        }
+        Identity::Token { token, .. } => {
+            let mapping = principal_mapping(token);
+            let id = token
+                .claim_str(&mapping.id_claim)
+                .ok_or(TokenError::MissingPrincipalClaim)?;
+            let uid = EntityRef {
+                entity_type: mapping.entity_type.to_string(),
+                id: id.to_string(),
+            };
+            let mut parents: Vec<EntityRef> = Vec::new();
+            for p in &mapping.parents {
+                for name in string_list(token.claims.get(&*p.claim)) {
+                    let parent = EntityRef {
+                        entity_type: p.entity_type.to_string(),
+                        id: name,
+                    };
+                    if !parents.contains(&parent) {
+                        parents.push(parent);
+                    }
+                }
+            }
+            let mut attrs = Map::new();
+            for (attr, claim) in &mapping.attributes {
+                if let Some(value) = token.claims.get(claim).and_then(cedar_value) {
+                    attrs.insert(attr.clone(), value);
+                }
+            }
+            // A credential that says nothing beyond the uid adds no entity: the entity sources'
+            // data for the uid (or none) is the whole truth, as it would be for Cedar.
+            if !attrs.is_empty() || !parents.is_empty() {
+                entities.push(entity_json(&uid, attrs, &parents));
+            }
+            Ok(uid)
+        }
+    }
+}
+
+/// The mapping for a token: the service mapping for client-only tokens (RFC 9068 §2.2: no `sub`,
+/// or `sub` equal to `client_id`), the user mapping otherwise.
+pub fn principal_mapping(token: &VerifiedToken) -> &PrincipalMapping {
+    match &token.issuer.service {
+        Some(service) => {
+            let sub = token.claim_str("sub");
+            let client = token
+                .claim_str("client_id")
+                .or_else(|| token.claim_str("azp"));
+            if sub.is_none() || (sub.is_some() && sub == client) {
+                service
+            } else {
+                &token.issuer.user
+            }
+        }
+        None => &token.issuer.user,
+    }
+}
+
+/// `{"uid": …, "attrs": …, "parents": […]}`. Built by hand rather than with `json!`, which
+/// re-serializes every interpolated value (the attributes map and the parents, deep-copied once
+/// more) on a path that runs on every Check. Key order is the record's (serde_json keeps
+/// insertion order in this build).
+fn entity_json(uid: &EntityRef, attrs: Map<String, Value>, parents: &[EntityRef]) -> Value {
+    object([
+        ("uid", entity_ref_json(uid)),
+        ("attrs", Value::Object(attrs)),
+        (
+            "parents",
+            Value::Array(parents.iter().map(entity_ref_json).collect()),
+        ),
+    ])
+}
+
+fn entity_ref_json(r: &EntityRef) -> Value {
+    object([
+        ("type", Value::from(r.entity_type.as_str())),
+        ("id", Value::from(r.id.as_str())),
+    ])
+}
+
+/// A JSON object with these keys, in this order.
+fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    let mut map = Map::with_capacity(N);
+    for (key, value) in fields {
+        map.insert(key.to_string(), value);
+    }
+    Value::Object(map)
+}
+
+/// A claim as a list of strings: a JSON array of strings, or a space-separated string (OAuth's
+/// `scope` format).
+fn string_list(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn context(
+    config: &Config,
+    identity: &Identity,
+    request: &HttpRequest,
+    principal: &EntityRef,
+    params: &[(String, String)],
+    now: SystemTime,
+) -> Value {
+    let mut query = BTreeMap::new();
+    if !config.context.query.is_empty() {
+        for (k, v) in form_urlencoded::parse(request.query.as_bytes()) {
+            if config.context.query.iter().any(|allowed| *allowed == k) {
+                query
+                    .entry(k.into_owned())
+                    .or_insert_with(|| v.into_owned());
+            }
+        }
+    }
+    let headers: Map<String, Value> = config
+        .context
+        .headers
+        .iter()
+        .filter_map(|h| request.header(h).map(|v| (h.clone(), Value::from(v))))
+        .collect();
+    let param_values: Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+
+    let mut http = Map::new();
+    http.insert("method".into(), request.method.as_str().into());
+    http.insert("path".into(), request.path.as_str().into());
+    http.insert("host".into(), request.host.as_str().into());
+    http.insert("scheme".into(), request.scheme.as_str().into());
+    http.insert("protocol".into(), request.protocol.as_str().into());
+    http.insert(
+        "query".into(),
+        Value::Object(
+            query
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ),
+    );
+    http.insert("headers".into(), Value::Object(headers));
+    http.insert("params".into(), Value::Object(param_values));
+
+    let mut source = Map::new();
+    if let Some(ip) = request.source_ip {
+        source.insert(
+            "ip".into(),
+            object([(
+                "__extn",
+                object([
+                    ("fn", Value::from("ip")),
+                    ("arg", Value::String(ip.to_string())),
+                ]),
+            )]),
+        );
+    }
+    if let Some(p) = &request.source_principal {
+        source.insert("principal".into(), p.as_str().into());
+    }
+
+    let mut ctx = Map::new();
+    ctx.insert("request".into(), Value::Object(http));
+    ctx.insert("source".into(), Value::Object(source));
+    ctx.insert(
+        "authenticated".into(),
+        Value::Bool(!matches!(identity, Identity::Anonymous)),
+    );
+    if let Identity::Token { token, .. } = identity {
+        ctx.insert("token".into(), token_context(token));
+    }
+    if let Some((service, method)) = request.grpc_method() {
+        ctx.insert(
+            "grpc".into(),
+            object([
+                ("service", Value::from(service)),
+                ("method", Value::from(method)),
+            ]),
+        );
+    }
+    ctx.insert("time".into(), time_context(now));
+    for (name, source) in &config.context.attributes {
+        let value = match source {
+            ContextValue::Fact(fact) => Some(match fact {
+                ContextFact::Authenticated => Value::Bool(!matches!(identity, Identity::Anonymous)),
+                ContextFact::Method => request.method.as_str().into(),
+                ContextFact::Path => request.path.as_str().into(),
+                ContextFact::Host => request.host.as_str().into(),
+                ContextFact::PrincipalType => principal.entity_type.as_str().into(),
+            }),
+            ContextValue::Claim(claim) => match identity {
+                Identity::Token { token, .. } => token.claims.get(claim).and_then(cedar_value),
+                _ => None,
+            },
+            ContextValue::Header(header) => request.header(header).map(Value::from),
+            ContextValue::Param(param) => params
+                .iter()
+                .map(|(n, v)| (n.as_str(), v))
+                .find(|(n, _)| *n == param.as_str())
+                .map(|(_, v)| Value::from(v.as_str())),
+            ContextValue::Value(v) => Some(v.clone()),
+        };
+        if let Some(value) = value {
+            ctx.insert(name.clone(), value);
+        }
+    }
+    Value::Object(ctx)
+}
+
+fn token_context(token: &VerifiedToken) -> Value {
+    let mut t = Map::new();
+    t.insert("issuer".into(), (&*token.issuer.name).into());
+    for claim in ["iss", "sub", "jti"] {
+        if let Some(v) = token.claim_str(claim) {
+            t.insert(claim.into(), v.into());
+        }
+    }
+    if let Some(client) = token
+        .claim_str("client_id")
+        .or_else(|| token.claim_str("azp"))
+    {
+        t.insert("client_id".into(), client.into());
+    }
+    let aud = match token.claims.get("aud") {
+        Some(Value::String(s)) => vec![Value::from(s.as_str())],
+        other => string_list(other).into_iter().map(Value::from).collect(),
+    };
+    t.insert("aud".into(), Value::Array(aud));
+    let scopes = string_list(
+        token
+            .claims
+            .get("scope")
+            .or_else(|| token.claims.get("scp")),
+    );
+    t.insert(
+        "scopes".into(),
+        Value::Array(scopes.into_iter().map(Value::from).collect()),
+    );
+    for claim in ["exp", "iat"] {
+        if let Some(v) = token.claims.get(claim).and_then(Value::as_i64) {
+            t.insert(claim.into(), v.into());
+        }
+    }
+    Value::Object(t)
+}
+
+fn time_context(now: SystemTime) -> Value {
+    let epoch = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = epoch / 86_400;
+    object([
+        ("epoch", Value::from(epoch)),
+        ("hour", Value::from((epoch % 86_400) / 3_600)),
+        // 1970-01-01 was a Thursday; 0 = Sunday.
+        ("weekday", Value::from((days + 4) % 7)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn hand_built_json_serializes_like_json_macro() {
+        let uid = EntityRef {
+            entity_type: "User".into(),
+            id: "alice \"a\"".into(),
+        };
+        let group = EntityRef {
+            entity_type: "Group".into(),
+            id: "admins".into(),
+        };
+        let mut attrs = Map::new();
+        attrs.insert("tenant".into(), json!("acme"));
+        attrs.insert("level".into(), json!(3));
+        let expected = json!({
+            "uid": {"type": "User", "id": "alice \"a\""},
+            "attrs": {"tenant": "acme", "level": 3},
+            "parents": [{"type": "Group", "id": "admins"}],
+        });
+        let built = entity_json(&uid, attrs, &[group]);
+        assert_eq!(built.to_string(), expected.to_string());
+        let ip = object([(
+            "__extn",
+            object([("fn", Value::from("ip")), ("arg", Value::from("10.0.0.1"))]),
+        )]);
+        assert_eq!(
+            ip.to_string(),
+            json!({"__extn": {"fn": "ip", "arg": "10.0.0.1"}}).to_string()
+        );
+    }
+
+    #[test]
+    fn escape_keys_in_claims_are_dropped() {
+        let claim = json!({"a": 1, "__entity": {"type": "User", "id": "root"}, "n": {"__extn": {}}, "f": 1.5, "z": null});
+        assert_eq!(cedar_value(&claim), Some(json!({"a": 1, "n": {}})));
+        assert_eq!(cedar_value(&json!([1, "x", 2.5])), Some(json!([1, "x"])));
+    }
+
+    #[test]
+    fn weekday_and_hour_are_utc() {
+        // 2026-11-30T13:05:00Z is a Monday.
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_796_043_900);
+        assert_eq!(
+            time_context(t),
+            json!({"epoch": 1_796_043_900u64, "hour": 13, "weekday": 1})
+        );
+    }
+
+    #[test]
+    fn resource_templates_fill_once() {
+        let params = vec![("tenant".to_string(), "{service}".to_string())];
+        assert_eq!(
+            fill("{tenant}/{service}@{host}", &params, "orders", "h"),
+            "{service}/orders@h"
+        );
+        assert_eq!(fill("x{unknown}y{", &params, "s", "h"), "x{unknown}y{");
+    }
+
+    #[test]
+    fn entity_refs_print_as_cedar() {
+        let r = EntityRef {
+            entity_type: "Action".into(),
+            id: "GET /orders/{id}".into(),
+        };
+        assert_eq!(r.to_string(), r#"Action::"GET /orders/{id}""#);
+    }
+}

@@ -1,0 +1,143 @@
+//! The decision record: one versioned JSON object per decision, a public contract documented in
+//! `docs/decision-log.md` (bump [`RECORD_VERSION`] on any incompatible change; golden files in
+//! `tests/fixtures/decision-logs/` hold it still). Plain data: building records is the server's
+//! (`gate`, with `redaction`), writing them the server's (`decision_log`), reading them back the
+//! CLI's (`logs`, `replay`).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::DecidingPolicy;
+use crate::mapping::CedarRequest;
+
+/// Record format version.
+pub const RECORD_VERSION: u32 = 1;
+
+/// What a decision record keeps of a minted upstream token: enough to find it in an upstream's
+/// logs (`jti`) and to know which key signed it, nothing that could be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamTokenFacts {
+    /// Its `jti`.
+    pub jti: String,
+    /// The signing key's id.
+    pub kid: String,
+    /// Its `aud`.
+    pub aud: String,
+    /// Its `exp`, seconds since the epoch.
+    pub exp: u64,
+    /// Whether an earlier decision minted it (reuse within `upstream_token.reuse_seconds`).
+    pub reused: bool,
+}
+
+/// Token facts safe to keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenFacts {
+    /// Configured issuer name.
+    pub issuer: String,
+    /// `iss`.
+    pub iss: String,
+    /// `sub`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sub: Option<String>,
+    /// `jti`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub jti: Option<String>,
+    /// `client_id` (or `azp`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_id: Option<String>,
+    /// Short SHA-256 of the token.
+    pub hash: String,
+    /// Whether verification came from the cache.
+    pub cached: bool,
+}
+
+/// What the shadow (candidate) policy set decided on a request: never what Envoy was told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowRecord {
+    /// The candidate set's version (content hash).
+    pub policy_version: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The HTTP status it would have answered.
+    pub status: u16,
+    /// Its reason code.
+    pub reason: String,
+    /// The candidate policies that determined it.
+    pub policies: Vec<DecidingPolicy>,
+    /// Errors met evaluating the candidate.
+    pub errors: Vec<String>,
+    /// Whether it decided as the enforced set did (allow or deny).
+    pub agrees: bool,
+}
+
+/// One decision, as queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// Format version ([`RECORD_VERSION`]).
+    pub v: u32,
+    /// RFC 3339 time the Check arrived (UTC, microseconds).
+    pub time: String,
+    /// Unique id, also sent to the upstream and the client.
+    pub decision_id: String,
+    /// Envoy's `x-request-id`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<String>,
+    /// W3C trace id: the Check span's when traces are exported (`telemetry.otlp`), else the
+    /// one in the request's `traceparent` header.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_id: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// HTTP status returned (200 for allow).
+    pub status: u16,
+    /// Reason code.
+    pub reason: String,
+    /// `enforce` (or `shadow` for shadow evaluations).
+    pub mode: String,
+    /// Principal as Cedar prints it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub principal: Option<String>,
+    /// Action as Cedar prints it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub action: Option<String>,
+    /// Resource as Cedar prints it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resource: Option<String>,
+    /// Matched route.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub route: Option<String>,
+    /// Policies that determined the decision.
+    pub policies: Vec<DecidingPolicy>,
+    /// Errors met while deciding.
+    pub errors: Vec<String>,
+    /// Token facts, when a token was presented and verified.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub token: Option<TokenFacts>,
+    /// Client address.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_ip: Option<String>,
+    /// The request headers named in `decision_log.headers` that the request carried.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Time spent deciding, microseconds.
+    pub latency_us: u64,
+    /// Policy-set version (content hash).
+    pub policy_version: String,
+    /// The shadow (candidate) policy set's decision on the same request, in shadow mode.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shadow: Option<ShadowRecord>,
+    /// The token minted for the upstream on this allow (`upstream_token`), by id: never the
+    /// token itself.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upstream_token: Option<UpstreamTokenFacts>,
+    /// The Cedar request and request-derived entities, for replay.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cedar: Option<CedarRequest>,
+}
+
+/// RFC 3339 UTC with microseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}

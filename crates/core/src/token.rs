@@ -1,0 +1,182 @@
+//! Verified-token types and the token claim rules: [`TokenError`] (one variant per reason
+//! code), [`VerifiedToken`], and [`validation`], the one place that says which claims a token
+//! must carry and how `exp`, `nbf`, `iss` and `aud` are judged (with the issuer's leeway). The
+//! server's verifier and the policy test runner both judge claims through it, so a policy test
+//! can't accept a token `serve` refuses. No IO, no keys: signatures are the server's business.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::IssuerConfig;
+
+/// Why a presented token was rejected. Each variant is one reason code in the decision log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Larger than `limits.max_token_bytes`.
+    #[error("token larger than the configured limit")]
+    TooLarge,
+    /// Not three base64url JSON parts, or a claim set that is not an object.
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    /// `alg` not in the issuer's allow-list (including `none` and HS*).
+    #[error("token algorithm is not allowed")]
+    AlgorithmNotAllowed,
+    /// The header marks extensions critical (`crit`); we implement none.
+    #[error("token uses critical header extensions")]
+    CriticalHeader,
+    /// `iss` is missing or names no configured issuer.
+    #[error("token issuer is not trusted")]
+    UnknownIssuer,
+    /// No key for this `kid`, even after a refetch.
+    #[error("token signing key is unknown")]
+    UnknownKid,
+    /// The issuer's keys have never been fetched.
+    #[error("issuer keys are unavailable")]
+    KeysUnavailable,
+    /// The issuer's keys were not refreshed within `max_staleness`.
+    #[error("issuer keys are stale")]
+    KeysStale,
+    /// The signature does not verify.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// `exp` is past (beyond leeway).
+    #[error("token has expired")]
+    Expired,
+    /// `nbf` is in the future (beyond leeway).
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// No accepted audience in `aud`.
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    /// `iss` mismatch at claim validation.
+    #[error("token issuer does not match")]
+    WrongIssuer,
+    /// A required claim (`exp`, `iss`, `aud`) is missing.
+    #[error("token lacks a required claim")]
+    MissingClaim,
+    /// A registered claim has the wrong type (e.g. `exp` as a string).
+    #[error("token claim has an invalid format")]
+    InvalidClaim,
+    /// The principal id claim is missing or not a string.
+    #[error("token lacks the principal id claim")]
+    MissingPrincipalClaim,
+}
+
+impl TokenError {
+    /// The stable reason code written to decision logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::TooLarge => "token_too_large",
+            TokenError::Malformed => "token_malformed",
+            TokenError::AlgorithmNotAllowed => "token_alg_not_allowed",
+            TokenError::CriticalHeader => "token_crit_unsupported",
+            TokenError::UnknownIssuer => "token_unknown_issuer",
+            TokenError::UnknownKid => "token_unknown_kid",
+            TokenError::KeysUnavailable => "token_keys_unavailable",
+            TokenError::KeysStale => "token_keys_stale",
+            TokenError::BadSignature => "token_bad_signature",
+            TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
+            TokenError::WrongAudience => "token_wrong_audience",
+            TokenError::WrongIssuer => "token_wrong_issuer",
+            TokenError::MissingClaim => "token_missing_claim",
+            TokenError::InvalidClaim => "token_invalid_claim",
+            TokenError::MissingPrincipalClaim => "token_missing_principal_claim",
+        }
+    }
+}
+
+/// A token whose signature and claims verified.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// The issuer it verified against.
+    pub issuer: Arc<IssuerConfig>,
+    /// All claims.
+    pub claims: Map<String, Value>,
+    /// `exp`, seconds since the epoch.
+    pub exp: u64,
+    /// Short SHA-256 of the token (hex), to correlate without storing the token.
+    pub hash: Arc<str>,
+    /// Key-set version it verified under (the verifier's cache serves it only while the
+    /// issuer's keys are that version).
+    pub keys_version: u64,
+}
+
+impl VerifiedToken {
+    /// A token as if it had verified against `issuer`, for policy tests and `cedargate check`:
+    /// they state the claims a verified token would carry, and must reach `mapping` and
+    /// `decision` through the same types as a real token. Never used on the request path.
+    pub fn from_claims(issuer: Arc<IssuerConfig>, claims: Map<String, Value>) -> VerifiedToken {
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        let digest = sha256(Value::Object(claims.clone()).to_string().as_bytes());
+        VerifiedToken {
+            issuer,
+            claims,
+            exp,
+            hash: hex_prefix(&digest).into(),
+            keys_version: 0,
+        }
+    }
+
+    /// A string claim.
+    pub fn claim_str(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The claim rules for tokens of `issuer` signed with `alg`: `exp`, `iss` and `aud` required,
+/// `exp` and `nbf` checked with the issuer's leeway, `iss` exact, `aud` one of the issuer's.
+pub fn validation(issuer: &IssuerConfig, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.algorithms = vec![alg];
+    v.set_required_spec_claims(&["exp", "iss", "aud"]);
+    v.set_issuer(&[&*issuer.issuer]);
+    v.set_audience(&issuer.audiences);
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = true;
+    v.leeway = issuer.leeway.as_secs();
+    v
+}
+
+/// The reason code for a `jsonwebtoken` error.
+pub fn map_error(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+        ErrorKind::InvalidClaimFormat(_) => TokenError::InvalidClaim,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            TokenError::AlgorithmNotAllowed
+        }
+        _ => TokenError::Malformed,
+    }
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// First 8 bytes of a digest as hex: enough to correlate log lines, useless for recovering input.
+pub fn hex_prefix(digest: &[u8; 32]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

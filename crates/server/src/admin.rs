@@ -1,0 +1,220 @@
+//! The admin HTTP port: `/healthz` (the process is up), `/readyz` (policies loaded and every
+//! issuer has keys; the JSON body says which issuer is missing and why), `/policy` (active
+//! policy-set version and load time), `/metrics` (Prometheus text, see `metrics`) and
+//! `/.well-known/jwks.json` (the public keys of minted upstream tokens; 404 when
+//! `upstream_token` is off).
+//!
+//! Read-only: nothing here changes state, and nothing here sits on the Check path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::gate::Gate;
+use crate::jwks::IssuerStatus;
+use crate::metrics;
+use crate::reload::Reloader;
+use cedargate_core::record::rfc3339;
+
+/// `Cache-Control: max-age` of cedargate's JWKS: upstream verifiers refetch at most every five
+/// minutes, and the key-rotation procedure (`docs/operations.md`) waits this long between
+/// publishing a new key and signing with it.
+pub const JWKS_MAX_AGE_SECS: u64 = 300;
+
+/// Shared admin state.
+#[derive(Clone)]
+pub struct Admin {
+    /// The pipeline, for key and policy status.
+    pub gate: Arc<Gate>,
+    /// Set when draining: readiness turns false so load balancers stop sending.
+    pub draining: Arc<AtomicBool>,
+    /// Hot-reload state, for `/policy`.
+    pub reload: Arc<Reloader>,
+}
+
+/// The admin router.
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/policy", get(policy))
+        .route("/metrics", get(prometheus))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(admin)
+}
+
+/// Whether this replica should get traffic, and why not: every issuer's keys usable (fetched and
+/// not stale) and not draining. The one readiness computation: `/readyz` answers with it and
+/// `/metrics` reports it (`cedargate_ready`).
+struct Readiness {
+    /// Ready for traffic.
+    ready: bool,
+    /// Why not, one line per cause.
+    reasons: Vec<String>,
+    /// Key status per issuer, in config order.
+    issuers: Vec<IssuerStatus>,
+}
+
+fn readiness(admin: &Admin) -> Readiness {
+    let issuers: Vec<IssuerStatus> = admin
+        .gate
+        .verifier
+        .jwks()
+        .issuers()
+        .iter()
+        .map(|k| k.status())
+        .collect();
+    let draining = admin.draining.load(Ordering::Relaxed);
+    let ready = issuers.iter().all(|s| s.usable) && !draining;
+    let reasons: Vec<String> = issuers
+        .iter()
+        .filter(|s| !s.usable)
+        .map(|s| {
+            let why = s.last_error.as_deref().unwrap_or("first fetch pending");
+            if s.stale {
+                format!(
+                    "issuer {} keys are stale ({} s old, beyond max_staleness): {why}",
+                    s.name,
+                    s.age_seconds.unwrap_or_default()
+                )
+            } else {
+                format!("issuer {} has no keys: {why}", s.name)
+            }
+        })
+        .chain(draining.then(|| "shutting down".to_string()))
+        .collect();
+    Readiness {
+        ready,
+        reasons,
+        issuers,
+    }
+}
+
+async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
+    let Readiness {
+        ready,
+        reasons,
+        issuers,
+    } = readiness(&admin);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "reasons": reasons,
+            "policy_version": &*admin.gate.active.load().policies.version,
+            "decision_log": {
+                "queued": admin.gate.log.queued(),
+                "dropped": admin.gate.log.dropped(),
+            },
+            "issuers": issuers,
+        })),
+    )
+}
+
+/// The state `/metrics` reports beside the recorded events, read now.
+fn scrape_state(admin: &Admin) -> metrics::State {
+    let active = admin.gate.active.load();
+    let readiness = readiness(admin);
+    let reload = admin.reload.status();
+    let issuers = admin
+        .gate
+        .verifier
+        .jwks()
+        .issuers()
+        .iter()
+        .zip(&readiness.issuers)
+        .map(|(keys, status)| metrics::IssuerState {
+            name: status.name.clone(),
+            key_age: keys.snapshot().map(|s| {
+                SystemTime::now()
+                    .duration_since(s.fetched_at)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            }),
+            max_staleness: keys.config.max_staleness.as_secs_f64(),
+            usable: status.usable,
+        })
+        .collect();
+    metrics::State {
+        ready: readiness.ready,
+        policy_version: active.policies.version.to_string(),
+        policy_loaded_at: active.policies.loaded_at,
+        policies: active.policies.info.len(),
+        reload: metrics::ReloadCounts {
+            ok: reload.ok,
+            failed: reload.failed,
+            last_ok: reload.last_error.is_none(),
+        },
+        issuers,
+        log_queued: admin.gate.log.queued(),
+        log_dropped: admin.gate.log.dropped(),
+    }
+}
+
+async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
+    let active = admin.gate.active.load();
+    let snapshot = &active.policies;
+    Json(json!({
+        "version": &*snapshot.version,
+        "loaded_at": rfc3339(snapshot.loaded_at),
+        "policies": snapshot.info.len(),
+        "files": snapshot.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "reload": admin.reload.status(),
+        // Shadow mode: the candidate set evaluated beside this one (null when off).
+        "shadow": active.shadow.as_ref().map(|shadow| json!({
+            "version": &*shadow.version,
+            "loaded_at": rfc3339(shadow.loaded_at),
+            "policies": shadow.info.len(),
+            "files": shadow.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        })),
+    }))
+}
+
+/// The upstream-token public keys in force (they follow hot reloads).
+async fn jwks(State(admin): State<Admin>) -> axum::response::Response {
+    let active = admin.gate.active.load();
+    let Some(keys) = &active.upstream_keys else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "upstream_token is not configured"})),
+        )
+            .into_response();
+    };
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            (
+                axum::http::header::CACHE_CONTROL,
+                format!("public, max-age={JWKS_MAX_AGE_SECS}"),
+            ),
+        ],
+        keys.jwks().to_string(),
+    )
+        .into_response()
+}
+
+async fn prometheus(State(admin): State<Admin>) -> impl IntoResponse {
+    let state = scrape_state(&admin);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&state),
+    )
+}

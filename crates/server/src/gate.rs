@@ -1,0 +1,303 @@
+//! The Check pipeline, protocol-free: attributes → identity → decision → upstream token → log.
+//!
+//! [`Gate::check`] is what the gRPC handler, the benchmarks and the tests call. It reads the policy
+//! set as an immutable snapshot (`ArcSwap`), so a reload never blocks or tears a Check. The only
+//! await on the path is token verification, which awaits only for an unknown-`kid` refetch.
+//! With `upstream_token` on, an allow also gets a minted token (`mint`); when minting fails the
+//! allow becomes a deny (`mint_failed`), and a deny never mints.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::decision_log::DecisionLog;
+use cedargate_core::config::Config;
+use cedargate_core::decision::{self, Decision};
+use cedargate_core::identity::Identity;
+use cedargate_core::record::{
+    DecisionRecord, RECORD_VERSION, ShadowRecord, TokenFacts, UpstreamTokenFacts, rfc3339,
+};
+
+use crate::identity;
+use crate::jwt::Verifier;
+use crate::mint::{self, KeyRing, Minted, Minter, Subject};
+use cedargate_core::policy::PolicySnapshot;
+use cedargate_core::redaction;
+use cedargate_core::request::HttpRequest;
+
+/// A decision with its id, as the gRPC edge answers it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Unique decision id (UUID v7: sortable by time).
+    pub decision_id: String,
+    /// The principal as Cedar prints it, when a Cedar request was built.
+    pub principal: Option<String>,
+    /// The decision. Its Cedar request, policies and errors have moved into the decision
+    /// record (no copies on the Check path), so they are empty here.
+    pub decision: Decision,
+    /// On an allow with `upstream_token` on: what to do to the upstream request's headers.
+    pub upstream: Option<UpstreamHeaders>,
+}
+
+/// The header changes an allow asks of Envoy for the upstream: the minted token (overwriting
+/// whatever the client sent under that name) and the caller's credential headers removed.
+#[derive(Clone)]
+pub struct UpstreamHeaders {
+    /// Lower-case header name carrying the token.
+    pub name: Arc<str>,
+    /// Its value (`Bearer <jwt>` for `authorization`, else the JWT). A credential: not printed
+    /// by `Debug`, never logged.
+    pub value: String,
+    /// Lower-case headers to remove.
+    pub remove: Arc<[String]>,
+}
+
+impl std::fmt::Debug for UpstreamHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamHeaders")
+            .field("name", &self.name)
+            .field("value", &"[minted token]")
+            .field("remove", &self.remove)
+            .finish()
+    }
+}
+
+/// The config and policy set in force, swapped together so that a Check never sees a new route
+/// table with an old policy set (or the reverse).
+pub struct Active {
+    /// Validated config.
+    pub config: Arc<Config>,
+    /// Validated policy set.
+    pub policies: Arc<PolicySnapshot>,
+    /// The candidate policy set of shadow mode (`shadow.policy_dir`): evaluated too, recorded,
+    /// never enforced.
+    pub shadow: Option<Arc<PolicySnapshot>>,
+    /// The upstream-token keys for `config.upstream_token` (`None` when it is off): loaded by
+    /// the server with the config they belong to, swapped with it.
+    pub upstream_keys: Option<Arc<KeyRing>>,
+}
+
+/// Everything a Check needs, shared by all Checks.
+pub struct Gate {
+    /// Config + policies in force; replaced whole on reload.
+    pub active: ArcSwap<Active>,
+    /// Token verifier with its key registry and cache.
+    pub verifier: Verifier,
+    /// Decision-log queue.
+    pub log: DecisionLog,
+    /// Upstream-token minting and its reuse cache (idle unless `upstream_token` is on).
+    pub minter: Minter,
+}
+
+impl Gate {
+    /// A gate deciding with `config` and `policies`.
+    pub fn new(
+        config: Arc<Config>,
+        policies: PolicySnapshot,
+        upstream_keys: Option<Arc<KeyRing>>,
+        verifier: Verifier,
+        log: DecisionLog,
+    ) -> Gate {
+        Gate {
+            active: ArcSwap::from_pointee(Active {
+                config,
+                policies: Arc::new(policies),
+                shadow: None,
+                upstream_keys,
+            }),
+            verifier,
+            log,
+            minter: Minter::new(),
+        }
+    }
+
+    /// The same gate, also evaluating `shadow` (a candidate policy set) on every Check.
+    pub fn with_shadow(self, shadow: Option<Arc<PolicySnapshot>>) -> Gate {
+        let active = self.active.load_full();
+        self.active.store(Arc::new(Active {
+            config: active.config.clone(),
+            policies: active.policies.clone(),
+            shadow,
+            upstream_keys: active.upstream_keys.clone(),
+        }));
+        self
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.active.load().config.clone()
+    }
+
+    /// Decides one request and records it.
+    pub async fn check(&self, request: HttpRequest) -> Verdict {
+        let started = Instant::now();
+        let arrived = SystemTime::now();
+        let active = self.active.load_full();
+        let config = &active.config;
+        // Oversized requests are denied by `decide` before anything else; don't verify their tokens.
+        let identity = if request.header_bytes > config.limits.max_header_bytes {
+            Ok(Identity::Anonymous)
+        } else {
+            identity::resolve(config, &self.verifier, &request).await
+        };
+        let decision = decision::decide(config, &active.policies, &request, &identity, arrived);
+        let shadow = active
+            .shadow
+            .as_deref()
+            .and_then(|candidate| crate::shadow::evaluate(candidate, &decision, &identity));
+        let mut verdict = Verdict {
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            principal: decision.principal(),
+            decision,
+            upstream: None,
+        };
+        let minted = self.upstream_token(
+            config,
+            active.upstream_keys.as_deref(),
+            &mut verdict,
+            &request,
+            identity.as_ref().ok(),
+        );
+        let mut record = record(
+            config,
+            &mut verdict,
+            &request,
+            identity.as_ref().ok(),
+            shadow,
+            arrived,
+            started,
+        );
+        // Facts about the minted token, never the token itself.
+        record.upstream_token = minted.map(|m| UpstreamTokenFacts {
+            jti: m.jti.to_string(),
+            kid: m.kid.to_string(),
+            aud: m.aud.to_string(),
+            exp: m.exp,
+            reused: m.reused,
+        });
+        self.log.record(record);
+        verdict
+    }
+
+    /// On an allow with `upstream_token` on: mints (or reuses) the token and sets the verdict's
+    /// upstream headers; if that fails, the allow becomes a `mint_failed` deny. Nothing otherwise.
+    fn upstream_token(
+        &self,
+        config: &Config,
+        keys: Option<&KeyRing>,
+        verdict: &mut Verdict,
+        request: &HttpRequest,
+        identity: Option<&Identity>,
+    ) -> Option<Minted> {
+        let settings = config.upstream_token.as_ref()?;
+        if !verdict.decision.allowed {
+            return None;
+        }
+        let minted = match (verdict.decision.cedar.as_ref(), keys) {
+            (Some(cedar), Some(keys)) => {
+                let subject = Subject {
+                    principal_type: &cedar.principal.entity_type,
+                    principal_id: &cedar.principal.id,
+                    token: match identity {
+                        Some(Identity::Token { token, .. }) => Some(&**token),
+                        _ => None,
+                    },
+                };
+                let service = request
+                    .context_extensions
+                    .get("service")
+                    .map(String::as_str);
+                self.minter.mint(
+                    settings,
+                    keys,
+                    &subject,
+                    service,
+                    &verdict.decision_id,
+                    cedargate_core::token::now_secs(),
+                )
+            }
+            // An allow always has its Cedar request; without one there is no subject to vouch for.
+            (None, _) => Err(mint::MintError::Encode),
+            // The server loads keys with the config that asks for them; never without.
+            (_, None) => Err(mint::MintError::NoKeys),
+        };
+        match minted {
+            Ok(minted) => {
+                verdict.upstream = Some(UpstreamHeaders {
+                    name: settings.header.clone(),
+                    value: settings.header_value(&minted.token),
+                    remove: settings.strip_headers.clone(),
+                });
+                Some(minted)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, decision_id = %verdict.decision_id, "upstream_token.mint_failed: the allow is denied");
+                verdict
+                    .decision
+                    .fail_closed(mint::MINT_FAILED, format!("upstream token: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// The decision record; takes the Cedar request, policies and errors out of the verdict. Headers
+/// come from `decision_log.headers` only; configured claims are redacted before it is queued.
+fn record(
+    config: &Config,
+    verdict: &mut Verdict,
+    request: &HttpRequest,
+    identity: Option<&Identity>,
+    shadow: Option<ShadowRecord>,
+    arrived: SystemTime,
+    started: Instant,
+) -> DecisionRecord {
+    let cedar = verdict.decision.cedar.take();
+    let d = &mut verdict.decision;
+    let token = match identity {
+        Some(Identity::Token { token, cached }) => Some(TokenFacts {
+            issuer: token.issuer.name.to_string(),
+            iss: token.issuer.issuer.to_string(),
+            sub: token.claim_str("sub").map(str::to_string),
+            jti: token.claim_str("jti").map(str::to_string),
+            client_id: token
+                .claim_str("client_id")
+                .or_else(|| token.claim_str("azp"))
+                .map(str::to_string),
+            hash: token.hash.to_string(),
+            cached: *cached,
+        }),
+        _ => None,
+    };
+    let mut record = DecisionRecord {
+        v: RECORD_VERSION,
+        time: rfc3339(arrived),
+        decision_id: verdict.decision_id.clone(),
+        request_id: (!request.request_id.is_empty()).then(|| request.request_id.clone()),
+        trace_id: crate::telemetry::current_trace_id()
+            .or_else(|| request.header("traceparent").and_then(redaction::trace_id)),
+        decision: if d.allowed { "allow" } else { "deny" }.to_string(),
+        status: d.status,
+        reason: d.reason.to_string(),
+        mode: "enforce".to_string(),
+        principal: verdict.principal.clone(),
+        action: cedar.as_ref().map(|c| c.action.to_string()),
+        resource: cedar.as_ref().map(|c| c.resource.to_string()),
+        route: d.route.take(),
+        policies: std::mem::take(&mut d.policies),
+        errors: std::mem::take(&mut d.errors),
+        token,
+        source_ip: request.source_ip.map(|ip| ip.to_string()),
+        headers: redaction::headers(&config.decision_log, request),
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        policy_version: d.policy_version.to_string(),
+        shadow,
+        upstream_token: None,
+        cedar,
+    };
+    if let Some(Identity::Token { token, .. }) = identity {
+        redaction::redact(&config.decision_log, token, &mut record);
+    }
+    record
+}

@@ -1,0 +1,208 @@
+//! The gRPC edge: Envoy's `envoy.service.auth.v3.Authorization/Check`.
+//!
+//! The only module that names protobuf types. It converts a `CheckRequest` into an
+//! [`HttpRequest`], asks the [`Gate`], and turns the [`Verdict`] into a `CheckResponse`: OK with
+//! identity headers that *overwrite* client-sent ones, or a denied response with a small JSON body
+//! and, for 401, an RFC 6750 `WWW-Authenticate` challenge. On allow it also carries the minted
+//! upstream token (overwriting) and the credential headers to remove (`headers_to_remove`).
+//! Nothing here decides anything.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Address, Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+
+use crate::gate::{Gate, Verdict};
+use crate::{metrics, telemetry};
+use cedargate_core::request::HttpRequest;
+
+/// Header carrying the principal's entity uid to the upstream.
+pub const PRINCIPAL_HEADER: &str = "x-cedargate-principal";
+/// Header carrying the decision id to the upstream and on denials.
+pub const DECISION_ID_HEADER: &str = "x-cedargate-decision-id";
+
+/// gRPC status codes used in `CheckResponse.status` (google.rpc.Code).
+const GRPC_OK: i32 = 0;
+const GRPC_PERMISSION_DENIED: i32 = 7;
+const GRPC_UNAUTHENTICATED: i32 = 16;
+
+/// The Authorization service.
+#[derive(Clone)]
+pub struct CheckService {
+    /// The pipeline.
+    gate: Arc<Gate>,
+}
+
+impl CheckService {
+    /// A service answering with `gate`.
+    pub fn new(gate: Arc<Gate>) -> CheckService {
+        CheckService { gate }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let timer = metrics::CheckTimer::start();
+        let (metadata, _, check) = request.into_parts();
+        let http = http_request(check);
+        let trace_context = (
+            metadata.get("traceparent").and_then(|v| v.to_str().ok()),
+            metadata.get("tracestate").and_then(|v| v.to_str().ok()),
+        );
+        let span = telemetry::check_span(trace_context, &http.headers);
+        let verdict = self.gate.check(http).instrument(span).await;
+        timer.finish(&verdict.decision);
+        Ok(Response::new(check_response(
+            &verdict,
+            &self.gate.config().realm,
+        )))
+    }
+}
+
+/// Converts Envoy's request attributes into cedargate's request. Missing parts become empty
+/// values, which match no route and so are denied.
+pub fn http_request(check: CheckRequest) -> HttpRequest {
+    let Some(attributes) = check.attributes else {
+        return HttpRequest::default();
+    };
+    let source = attributes.source;
+    let source_ip = source
+        .as_ref()
+        .and_then(|s| s.address.as_ref())
+        .and_then(|a| a.address.as_ref())
+        .and_then(|a| match a {
+            Address::SocketAddress(sa) => sa.address.parse().ok(),
+            _ => None,
+        });
+    let source_principal = source.map(|s| s.principal).filter(|p| !p.is_empty());
+    let Some(http) = attributes.request.and_then(|r| r.http) else {
+        return HttpRequest {
+            source_ip,
+            source_principal,
+            context_extensions: attributes.context_extensions,
+            ..HttpRequest::default()
+        };
+    };
+    let mut headers = http.headers;
+    if headers.is_empty()
+        && let Some(map) = http.header_map
+    {
+        // `encode_raw_headers: true` sends headers here instead.
+        for h in map.headers {
+            let value = if h.raw_value.is_empty() {
+                h.value
+            } else {
+                String::from_utf8_lossy(&h.raw_value).into_owned()
+            };
+            headers.insert(h.key.to_ascii_lowercase(), value);
+        }
+    }
+    let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let (path, query) = HttpRequest::split_target(&http.path);
+    let request_id = headers.get("x-request-id").cloned().unwrap_or(http.id);
+    HttpRequest {
+        request_id,
+        method: http.method.to_ascii_uppercase(),
+        path,
+        query,
+        host: HttpRequest::normalize_host(&http.host),
+        scheme: http.scheme,
+        protocol: http.protocol,
+        headers,
+        context_extensions: attributes.context_extensions,
+        source_ip,
+        source_principal,
+        header_bytes,
+    }
+}
+
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            value,
+            ..HeaderValue::default()
+        }),
+        // Overwrite: a client-sent header of the same name must not survive beside ours.
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..HeaderValueOption::default()
+    }
+}
+
+/// Builds Envoy's answer for a verdict.
+pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
+    let d = &verdict.decision;
+    if d.allowed {
+        let mut headers = vec![header(DECISION_ID_HEADER, verdict.decision_id.clone())];
+        if let Some(principal) = &verdict.principal {
+            headers.push(header(PRINCIPAL_HEADER, principal.clone()));
+        }
+        // The minted upstream token overwrites a client-sent header of the same name, and the
+        // caller's credential headers go.
+        let mut headers_to_remove = Vec::new();
+        if let Some(upstream) = &verdict.upstream {
+            headers.push(header(&upstream.name, upstream.value.clone()));
+            headers_to_remove = upstream.remove.to_vec();
+        }
+        return CheckResponse {
+            status: Some(rpc::Status {
+                code: GRPC_OK,
+                ..rpc::Status::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers,
+                headers_to_remove,
+                ..OkHttpResponse::default()
+            })),
+            ..CheckResponse::default()
+        };
+    }
+    let (code, error) = match d.status {
+        401 => (
+            GRPC_UNAUTHENTICATED,
+            d.challenge_error.unwrap_or("unauthorized"),
+        ),
+
+        _ => (GRPC_PERMISSION_DENIED, "forbidden"),
+    };
+    let mut headers = vec![
+        header("content-type", "application/json".to_string()),
+        header(DECISION_ID_HEADER, verdict.decision_id.clone()),
+    ];
+    if d.status == 401 {
+        let challenge = match d.challenge_error {
+            Some(err) => format!(r#"Bearer realm="{realm}", error="{err}""#),
+            None => format!(r#"Bearer realm="{realm}""#),
+        };
+        headers.push(header("www-authenticate", challenge));
+    }
+    let body = serde_json::json!({
+        "error": error,
+        "status": d.status,
+        "decision_id": verdict.decision_id,
+    })
+    .to_string();
+    CheckResponse {
+        status: Some(rpc::Status {
+            code,
+            ..rpc::Status::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(d.status),
+            }),
+            headers,
+            body,
+        })),
+        ..CheckResponse::default()
+    }
+}

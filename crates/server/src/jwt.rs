@@ -1,0 +1,214 @@
+//! Bearer JWT verification: size bound → header/`iss` peek → algorithm allow-list → key by `kid`
+//! (one rate-limited refetch when unknown) → signature and claims (`jsonwebtoken`) → cache.
+//!
+//! Only `alg`, `kid` and `crit` are read from the header: `jku`, `x5u`, `x5c` and embedded `jwk`
+//! are never looked at, so a token cannot choose its own key. Verified tokens are cached by the
+//! SHA-256 of the token, bounded in size, and never served past `exp` or across a key-set change.
+//! This module never logs a token; errors carry reason codes, not input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::jwks::{IssuerKeys, Jwks, KeySet, Unusable};
+use cedargate_core::token::{
+    TokenError, VerifiedToken, hex_prefix, map_error, now_secs, sha256, validation,
+};
+
+/// Longest a verified token stays cached even when its `exp` is further away: bounds how long a
+/// revoked-by-rotation key can keep a token alive between refreshes.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Deserialize)]
+struct PeekHeader {
+    alg: String,
+    kid: Option<String>,
+    crit: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct PeekClaims {
+    iss: Option<Value>,
+    exp: Option<Value>,
+    nbf: Option<Value>,
+}
+
+/// The per-entry cache expiry: until `exp`, at most [`MAX_CACHE_TTL`].
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<VerifiedToken>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let left = value.exp.saturating_sub(now_secs());
+        Some(Duration::from_secs(left).min(MAX_CACHE_TTL))
+    }
+}
+
+/// Verifies bearer tokens against the configured issuers.
+pub struct Verifier {
+    /// Keys by issuer.
+    jwks: Arc<Jwks>,
+    /// Verified tokens by SHA-256 of the token; `None` when disabled.
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>>,
+    /// Largest token accepted.
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    /// A verifier over `jwks`, caching up to `cache_capacity` tokens (0 = no cache).
+    pub fn new(jwks: Arc<Jwks>, cache_capacity: u64, max_token_bytes: usize) -> Verifier {
+        let cache = (cache_capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(cache_capacity)
+                .expire_after(UntilExp)
+                .build()
+        });
+        Verifier {
+            jwks,
+            cache,
+            max_token_bytes,
+        }
+    }
+
+    /// The key registry.
+    pub fn jwks(&self) -> &Arc<Jwks> {
+        &self.jwks
+    }
+
+    /// Verifies `token`; `Ok` carries whether it came from the cache.
+    pub async fn verify(&self, token: &str) -> Result<(Arc<VerifiedToken>, bool), TokenError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        let digest = sha256(token.as_bytes());
+        if let Some(cache) = &self.cache
+            && let Some(hit) = cache.get(&digest)
+        {
+            let keys_current = self
+                .jwks
+                .issuer(&hit.issuer.issuer)
+                .and_then(|k| k.usable().ok())
+                .is_some_and(|s| s.version == hit.keys_version);
+            if keys_current && hit.exp > now_secs() {
+                crate::metrics::token_cache_lookup(true);
+                return Ok((hit, true));
+            }
+            cache.invalidate(&digest);
+        }
+        if self.cache.is_some() {
+            crate::metrics::token_cache_lookup(false);
+        }
+        let verified = Arc::new(self.verify_uncached(token, &digest).await?);
+        if let Some(cache) = &self.cache {
+            cache.insert(digest, verified.clone());
+        }
+        Ok((verified, false))
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+    ) -> Result<VerifiedToken, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: PeekHeader = decode_part(header)?;
+        if header.crit.is_some() {
+            return Err(TokenError::CriticalHeader);
+        }
+        let peek: PeekClaims = decode_part(payload)?;
+        // jsonwebtoken reads a non-numeric `exp` as absent; name the real problem instead.
+        if [&peek.exp, &peek.nbf]
+            .into_iter()
+            .any(|c| c.as_ref().is_some_and(|v| !v.is_u64()))
+        {
+            return Err(TokenError::InvalidClaim);
+        }
+        let iss = match peek.iss {
+            Some(Value::String(s)) => s,
+            Some(_) => return Err(TokenError::InvalidClaim),
+            None => return Err(TokenError::MissingClaim),
+        };
+        let keys = self.jwks.issuer(&iss).ok_or(TokenError::UnknownIssuer)?;
+        let issuer = &keys.config;
+        let alg = header
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| issuer.algorithms.contains(a))
+            .ok_or(TokenError::AlgorithmNotAllowed)?;
+        let validation = validation(issuer, alg);
+
+        let mut set = keys.usable().map_err(|u| match u {
+            Unusable::Missing => TokenError::KeysUnavailable,
+            Unusable::Stale => TokenError::KeysStale,
+        })?;
+        if let Some(kid) = header.kid.as_deref()
+            && set.candidates(Some(kid), alg).next().is_none()
+        {
+            set = refetch(keys, kid).await?;
+        }
+        let (claims, version) = verify_with(&set, header.kid.as_deref(), alg, token, &validation)?;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(TokenError::InvalidClaim)?;
+        Ok(VerifiedToken {
+            issuer: issuer.clone(),
+            claims,
+            exp,
+            hash: hex_prefix(digest).into(),
+            keys_version: version,
+        })
+    }
+}
+
+async fn refetch(keys: &Arc<IssuerKeys>, kid: &str) -> Result<Arc<KeySet>, TokenError> {
+    match keys.refetch_for_kid(kid).await {
+        Some(set) if set.has_kid(kid) => Ok(set),
+        _ => Err(TokenError::UnknownKid),
+    }
+}
+
+fn verify_with(
+    set: &KeySet,
+    kid: Option<&str>,
+    alg: Algorithm,
+    token: &str,
+    validation: &Validation,
+) -> Result<(Map<String, Value>, u64), TokenError> {
+    let mut last = TokenError::UnknownKid;
+    for key in set.candidates(kid, alg) {
+        match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation) {
+            Ok(data) => return Ok((data.claims, set.version)),
+            Err(e) => {
+                last = map_error(e.kind());
+                // Only a bad signature means "try the next key"; claim errors are final.
+                if last != TokenError::BadSignature {
+                    return Err(last);
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}

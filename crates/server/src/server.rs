@@ -1,0 +1,221 @@
+//! Wiring for `cedargate serve`: load policies (refusing to start on any problem), start key
+//! fetching, bind the Check port (gRPC `Authorization` + `grpc.health.v1.Health`) and the admin
+//! port, and drain on shutdown: health goes NOT_SERVING, readiness false, new connections are
+//! refused and in-flight Checks finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+use crate::admin::{self, Admin};
+use crate::decision_log::DecisionLog;
+use crate::gate::Gate;
+use crate::grpc::CheckService;
+use crate::jwks::{self, Jwks};
+use crate::jwt::Verifier;
+use crate::reload::Reloader;
+use cedargate_core::config::Config;
+use cedargate_core::policy::PolicyLoadError;
+
+/// How long shutdown waits for queued decision records to be written.
+const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The policy folder has problems.
+    #[error("policies in {dir} are invalid:\n{source}")]
+    Policy {
+        /// The folder.
+        dir: String,
+        /// Every problem.
+        source: PolicyLoadError,
+    },
+    /// A port could not be bound, or the log could not be opened.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The HTTP client for key fetching could not be built.
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The decision log could not start.
+    #[error(transparent)]
+    DecisionLog(#[from] crate::decision_log::DecisionLogError),
+    /// The upstream-token keys could not be loaded or generated.
+    #[error("upstream_token.key_files: {0}")]
+    Keys(#[from] crate::mint::MintError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// A started server.
+pub struct Running {
+    /// Bound Check (gRPC) address.
+    pub grpc_addr: SocketAddr,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// The pipeline (for tests and reloads).
+    pub gate: Arc<Gate>,
+    /// Health reporter, to go NOT_SERVING on drain.
+    health: tonic_health::server::HealthReporter,
+    /// Readiness flag flipped on drain.
+    draining: Arc<AtomicBool>,
+    /// Fires the gRPC server's graceful shutdown.
+    stop_grpc: oneshot::Sender<()>,
+    /// Fires the admin server's shutdown.
+    stop_admin: oneshot::Sender<()>,
+    /// The gRPC server task.
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Background key refresh tasks, aborted on shutdown.
+    refresh_tasks: Vec<JoinHandle<()>>,
+    /// Hot reload (file watching + SIGHUP), also callable directly.
+    pub reload: Arc<Reloader>,
+    /// The reload task, aborted on shutdown.
+    reload_task: JoinHandle<()>,
+}
+
+/// Starts serving `config`.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let policies =
+        cedargate_core::shapes::load_checked(&config.policy_dir, &config).map_err(|source| {
+            ServeError::Policy {
+                dir: config.policy_dir.display().to_string(),
+                source,
+            }
+        })?;
+    tracing::info!(
+        version = %policies.version,
+        policies = policies.info.len(),
+        dir = %config.policy_dir.display(),
+        "policy.loaded"
+    );
+    let shadow = crate::shadow::load(&config).map_err(|source| ServeError::Policy {
+        dir: config
+            .shadow
+            .as_ref()
+            .map_or_else(String::new, |s| s.policy_dir.display().to_string()),
+        source,
+    })?;
+    let upstream_keys = match &config.upstream_token {
+        Some(settings) => Some(crate::mint::upstream_keys(settings, None)?),
+        None => None,
+    };
+    let config = Arc::new(config);
+    crate::metrics::start(&config);
+    let jwks = Arc::new(Jwks::new(&config.issuers, jwks::http_client()?));
+    let refresh_tasks = jwks.spawn_refresh();
+    let log = DecisionLog::start_configured(&config.decision_log)?;
+    let verifier = Verifier::new(
+        jwks,
+        config.token_cache.capacity,
+        config.limits.max_token_bytes,
+    );
+    let gate = Arc::new(
+        Gate::new(config.clone(), policies, upstream_keys, verifier, log).with_shadow(shadow),
+    );
+    let reload = Arc::new(Reloader::new(gate.clone(), config.source.clone()));
+    let reload_task = reload.clone().spawn();
+
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(io(format!("binding {}", config.grpc_listen)))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(io(format!("binding {}", config.admin_listen)))?;
+    let grpc_addr = grpc_listener.local_addr().map_err(io("grpc address"))?;
+    let admin_addr = admin_listener.local_addr().map_err(io("admin address"))?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<CheckService>>()
+        .await;
+
+    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let service = AuthorizationServer::new(CheckService::new(gate.clone()));
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            // Bounded concurrency with shedding: overload becomes RESOURCE_EXHAUSTED (Envoy
+            // denies, fail closed) rather than an unbounded queue.
+            .concurrency_limit_per_connection(config.limits.max_concurrent_checks)
+            .load_shed(true)
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = grpc_stopped.await;
+            }),
+    );
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    let router = admin::router(Admin {
+        gate: gate.clone(),
+        draining: draining.clone(),
+        reload: reload.clone(),
+    });
+    tokio::spawn(async move {
+        let served = axum::serve(admin_listener, router)
+            .with_graceful_shutdown(async {
+                let _ = admin_stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin.serve_failed");
+        }
+    });
+
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "cedargate.listening");
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        gate,
+        health,
+        draining,
+        stop_grpc,
+        stop_admin,
+        grpc_task,
+        refresh_tasks,
+        reload,
+        reload_task,
+    })
+}
+
+impl Running {
+    /// Drains: NOT_SERVING, readiness false, stop accepting, let in-flight Checks finish.
+    pub async fn shutdown(self) {
+        tracing::info!("cedargate.draining");
+        self.draining.store(true, Ordering::Relaxed);
+        self.health
+            .set_not_serving::<AuthorizationServer<CheckService>>()
+            .await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let _ = self.stop_grpc.send(());
+        match self.grpc_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "grpc.serve_failed"),
+            Err(e) => tracing::error!(error = %e, "grpc.task_failed"),
+        }
+        self.gate.log.flush(LOG_FLUSH_LIMIT).await;
+        let _ = self.stop_admin.send(());
+        for task in self.refresh_tasks {
+            task.abort();
+        }
+        self.reload_task.abort();
+        tracing::info!("cedargate.stopped");
+    }
+}
