@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
-use crate::cli::Diagnostic;
+use crate::cli::{Diagnostic, one_line};
 use crate::config::{Config, IssuerConfig, action_type};
 use crate::decision::{self, Decision};
 use crate::identity::{self, Identity, IdentityError};
@@ -1481,10 +1481,13 @@ fn check_against_schema(case: &Case, pos: Pos, cx: &Context<'_>, problems: &mut 
     if let Err(EvaluationError::PrincipalInvalid { message }) = cx.policies.cedar_inputs(cedar)
         && !expects_it
     {
+        let detail = crate::cli::evaluated::token_part_detail(cx.policies, cedar)
+            .map(|d| format!("; {d}"))
+            .unwrap_or_default();
         problems.at(
             pos,
             format!(
-                "case `{}`: the claims, merged with the entity data for {}, give it a shape the schema rejects (serve denies it principal_invalid; expect `reason: principal_invalid` to test that): {message}",
+                "case `{}`: the claims, merged with the entity data for {}, give it a shape the schema rejects (serve denies it principal_invalid; expect `reason: principal_invalid` to test that): {message}{detail}",
                 case.name, cedar.principal
             ),
         );
@@ -1502,23 +1505,6 @@ fn check_against_schema(case: &Case, pos: Pos, cx: &Context<'_>, problems: &mut 
             ),
         );
     }
-}
-
-/// An error with its `miette` help, on one line.
-fn one_line(e: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(&format!(": {text}"));
-        }
-        source = inner.source();
-    }
-    if let Some(help) = e.help() {
-        s.push_str(&format!(" ({help})"));
-    }
-    s.replace('\n', " ")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use cedar_policy::{Entities, Entity, EntityUid, EvalResult};
 use serde_json::Value;
 
+use crate::cli::one_line;
 use crate::config::{Config, PrincipalMapping};
 use crate::jwt::VerifiedToken;
 use crate::mapping::{CedarRequest, EntityRef};
@@ -109,10 +110,16 @@ pub fn evaluated_entities(
     let schema = policies.schema.as_ref();
     let sources = Sources {
         statics: &policies.entities,
+        // Schema-directed first, as `serve` reads them (implicit entity references); as plain
+        // Cedar JSON when that fails, so that data the schema refuses is still shown.
         fetched: cedar
             .fetched
             .iter()
-            .filter_map(|v| Entity::from_json_value(v.clone(), schema).ok())
+            .filter_map(|v| {
+                Entity::from_json_value(v.clone(), schema)
+                    .or_else(|_| Entity::from_json_value(v.clone(), None))
+                    .ok()
+            })
             .collect(),
         claimed: cedar
             .entities
@@ -135,24 +142,39 @@ pub fn evaluated_entities(
         Ok((_, merged)) => merged,
         Err(e) => {
             s.push_str(&format!("entities not evaluated: {e}\n"));
+            if let Some(detail) = token_part_detail(policies, cedar) {
+                s.push_str(&format!("  {detail}\n"));
+            }
             for (role, r) in targets {
                 let Some(uid) = uid(r) else { continue };
                 s.push_str(&format!("{role} {r}, by source:\n"));
-                let parts = [
-                    ("token", Sources::find(&sources.claimed, &uid)),
-                    ("entity provider", Sources::find(&sources.fetched, &uid)),
-                    (ENTITIES_FILE, sources.statics.get(&uid).cloned()),
-                ];
-                for (source, entity) in parts {
-                    if let Some(e) = entity {
-                        s.push_str(&format!("  {source}: {}\n", summary(&e)));
-                    }
+                if let Some(e) = Sources::find(&sources.claimed, &uid) {
+                    s.push_str(&format!("  token: {}\n", summary(&e, &direct_parents(&e))));
+                }
+                if let Some(e) = Sources::find(&sources.fetched, &uid) {
+                    s.push_str(&format!(
+                        "  entity provider: {}\n",
+                        summary(&e, &direct_parents(&e))
+                    ));
+                }
+                if let Some(e) = sources.statics.get(&uid) {
+                    let parents: BTreeSet<EntityUid> = sources
+                        .statics
+                        .ancestors(&uid)
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| static_parent(sources.statics, &uid, p))
+                        .cloned()
+                        .collect();
+                    s.push_str(&format!("  {ENTITIES_FILE}: {}\n", summary(e, &parents)));
                 }
             }
             return s;
         }
     };
     let mut shown = 0;
+    // Each entity: its heading, then (left column, source) rows, printed with one width.
+    let mut blocks: Vec<(String, Vec<(String, String)>)> = Vec::new();
     for (role, r) in targets {
         let Some(uid) = uid(r) else { continue };
         let asked = provider_types.contains(&r.entity_type);
@@ -163,8 +185,9 @@ pub fn evaluated_entities(
             ""
         };
         let Some(entity) = merged.get(&uid) else {
-            s.push_str(&format!(
-                "{role} {r}: no entity data, so no parents or attributes{note}\n"
+            blocks.push((
+                format!("{role} {r}: no entity data, so no parents or attributes{note}"),
+                Vec::new(),
             ));
             continue;
         };
@@ -175,22 +198,24 @@ pub fn evaluated_entities(
             entity.attrs().map(|(k, v)| (k, v.ok())).collect();
         attributes.sort_by(|a, b| a.0.cmp(b.0));
         if ancestors.is_empty() && attributes.is_empty() {
-            s.push_str(&format!("{role} {r}: no parents or attributes{note}\n"));
+            blocks.push((
+                format!("{role} {r}: no parents or attributes{note}"),
+                Vec::new(),
+            ));
             continue;
         }
-        s.push_str(&format!("{role} {r}, as evaluated{note}:\n"));
         let mut rows: Vec<(String, String)> = Vec::new();
-        for parent in &ancestors {
+        for &parent in &ancestors {
             let from = sources.parent_sources(&uid, parent);
             let label = if from.is_empty() {
-                // Inherited: through the first parent that is itself in the ancestor.
+                // Inherited: through the first other ancestor that is itself in this one.
                 ancestors
                     .iter()
-                    .find(|via| {
-                        via != &parent
+                    .find(|&&via| {
+                        via != parent
                             && merged
                                 .ancestors(via)
-                                .is_some_and(|mut a| a.any(|x| x == *parent))
+                                .is_some_and(|mut a| a.any(|x| x == parent))
                     })
                     .map_or_else(|| "inherited".to_string(), |via| format!("via {via}"))
             } else {
@@ -207,18 +232,23 @@ pub fn evaluated_entities(
                 .iter()
                 .skip(1)
                 .filter(|(_, v)| *v != value)
-                .map(|(source, v)| format!("{source} had {}", text(v.as_ref())))
+                .map(|(source, v)| format!("{source}'s {}", text(v.as_ref())))
                 .collect();
             if !overridden.is_empty() {
                 label.push_str(&format!(" (over {})", overridden.join("; ")));
             }
             rows.push((format!("{name} = {}", text(value.as_ref())), label));
         }
-        let width = rows
-            .iter()
-            .map(|(l, _)| l.chars().count())
-            .max()
-            .unwrap_or(0);
+        blocks.push((format!("{role} {r}, as evaluated{note}:"), rows));
+    }
+    let width = blocks
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().map(|(left, _)| left.chars().count()))
+        .max()
+        .unwrap_or(0);
+    for (heading, rows) in blocks {
+        s.push_str(&heading);
+        s.push('\n');
         for (left, label) in rows {
             s.push_str(&format!("  {left:<width$}  {label}\n"));
         }
@@ -280,15 +310,26 @@ fn text(value: Option<&EvalResult>) -> String {
     value.map_or_else(|| "(not a value)".to_string(), ToString::to_string)
 }
 
+/// Cedar's own account of why the token's part of the principal does not conform to the schema,
+/// when it does not: the detail behind a `principal_invalid` that comes from the claims.
+pub fn token_part_detail(policies: &PolicySnapshot, cedar: &CedarRequest) -> Option<String> {
+    let schema = policies.schema.as_ref()?;
+    let principal = uid(&cedar.principal)?;
+    let claimed = cedar.entities.iter().find(|v| {
+        Entity::from_json_value((*v).clone(), None).is_ok_and(|e| e.uid() == principal)
+    })?;
+    let e = Entity::from_json_value(claimed.clone(), Some(schema)).err()?;
+    Some(format!("the token's part alone: {}", one_line(&e)))
+}
+
 /// `tenant = "acme", blocked = false; in Group::"a"`.
-fn summary(e: &Entity) -> String {
+fn summary(e: &Entity, parents: &BTreeSet<EntityUid>) -> String {
     let mut attributes: Vec<String> = e
         .attrs()
         .map(|(k, v)| format!("{k} = {}", text(v.ok().as_ref())))
         .collect();
     attributes.sort();
-    let mut parents: Vec<String> = direct_parents(e).iter().map(ToString::to_string).collect();
-    parents.sort();
+    let parents: Vec<String> = parents.iter().map(ToString::to_string).collect();
     match (attributes.is_empty(), parents.is_empty()) {
         (true, true) => "no parents or attributes".into(),
         (false, true) => attributes.join(", "),

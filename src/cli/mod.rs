@@ -250,6 +250,23 @@ impl Reporter {
     }
 }
 
+/// An error with its `miette` help, on one line.
+pub(crate) fn one_line(e: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(&format!(": {text}"));
+        }
+        source = inner.source();
+    }
+    if let Some(help) = e.help() {
+        s.push_str(&format!(" ({help})"));
+    }
+    s.replace('\n', " ")
+}
+
 /// `n thing` / `n things`.
 pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
     let mut s = String::new();

@@ -1,12 +1,14 @@
 //! `cedargate schema`: prints a Cedar schema for the entities, actions and context that cedargate
 //! builds with a given config, so policy authors start from a schema that validates.
 //!
-//! Derived from the config (principal types per issuer, group parents, claim attributes, mTLS and
-//! anonymous types, one action per route and method, resource types) and from the static
-//! entities file (attribute types and parents of the entity types it holds). The context type
-//! mirrors what `mapping` builds; `cedargate test` warns when a built context stops matching the
-//! schema, which keeps the two honest. Claim types are unknown until a token arrives, so claim
-//! attributes are emitted as optional `String`s with a note to adjust them.
+//! Derived from the config (principal types per issuer, parent types per claim, claim attributes,
+//! mTLS and anonymous types, one action per route and method, resource types, entity provider
+//! types, user-named context attributes) and from the static entities file, read in either of
+//! Cedar's JSON forms by Cedar's own parser (attribute types and direct parents of the entity
+//! types it holds). The context type mirrors what `mapping` builds; `cedargate test` warns when a
+//! built context stops matching the schema, which keeps the two honest. Claim types are unknown
+//! until a token arrives, so claim attributes are emitted as optional `String`s with a note to
+//! adjust them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -16,7 +18,7 @@ use cedar_policy::{Entity, EvalResult};
 use serde_json::Value;
 
 use crate::cli::{CliError, Reporter};
-use crate::config::{Config, PrincipalMapping};
+use crate::config::{Config, ContextFact, ContextValue, PrincipalMapping};
 use crate::policy::ENTITIES_FILE;
 
 /// Arguments of `cedargate schema`.
@@ -188,6 +190,13 @@ pub fn generate(config: &Config, entities: &StaticEntities) -> String {
         }
     }
     infer_static(&entities.entities, &mut types);
+    if let Some(provider) = &config.entity_provider {
+        for ty in &provider.types {
+            types.entry(ty.clone()).or_default().roles.insert(
+                "entity provider (entity_provider.types): declare the attributes it answers".into(),
+            );
+        }
+    }
 
     let mut s = String::new();
     s.push_str(&format!(
@@ -241,7 +250,11 @@ pub fn generate(config: &Config, entities: &StaticEntities) -> String {
     ));
     s.push_str("};\n");
     s.push_str("type TokenFacts = {\n  issuer: String,\n  iss: String,\n  sub?: String,\n  client_id?: String,\n  jti?: String,\n  aud: Set<String>,\n  scopes: Set<String>,\n  exp?: Long,\n  iat?: Long,\n};\n");
-    s.push_str("type RequestContext = {\n  request: RequestFacts,\n  source: {\n    ip?: ipaddr,\n    principal?: String,\n  },\n  authenticated: Bool,\n  token?: TokenFacts,\n  grpc?: {\n    service: String,\n    method: String,\n  },\n  time: {\n    epoch: Long,\n    hour: Long,\n    weekday: Long,\n  },\n};\n\n");
+    s.push_str("type RequestContext = {\n  request: RequestFacts,\n  source: {\n    ip?: ipaddr,\n    principal?: String,\n  },\n  authenticated: Bool,\n  token?: TokenFacts,\n  grpc?: {\n    service: String,\n    method: String,\n  },\n  time: {\n    epoch: Long,\n    hour: Long,\n    weekday: Long,\n  },\n");
+    for (name, source) in &config.context.attributes {
+        s.push_str(&format!("  {}\n", context_attribute(name, source)));
+    }
+    s.push_str("};\n\n");
 
     let principal_list: Vec<&str> = principals.iter().map(String::as_str).collect();
     s.push_str("// One action per route and method: \"<METHOD> <path template>\" unless the route sets `action`.\n");
@@ -302,6 +315,54 @@ fn infer_static(entities: &[Entity], types: &mut BTreeMap<String, EntityDecl>) {
             decl.attributes
                 .insert(name, (cedar, n == seen.entities, None));
         }
+    }
+}
+
+/// The declaration of a user-named context attribute (`context.attributes`): required when every
+/// request has a value, optional (`?`) when its source may have none.
+fn context_attribute(name: &str, source: &ContextValue) -> String {
+    let (ty, required, note) = match source {
+        ContextValue::Fact(ContextFact::Authenticated) => ("Bool".to_string(), true, None),
+        ContextValue::Fact(_) => ("String".to_string(), true, None),
+        ContextValue::Claim(claim) => (
+            "String".to_string(),
+            false,
+            Some(format!("claim `{claim}`; adjust the type to the claim's")),
+        ),
+        ContextValue::Header(header) => (
+            "String".to_string(),
+            false,
+            Some(format!("header `{header}`")),
+        ),
+        ContextValue::Param(param) => (
+            "String".to_string(),
+            false,
+            Some(format!("path parameter `{param}`")),
+        ),
+        ContextValue::Value(value) => (constant_type(value), true, None),
+    };
+    let opt = if required { "" } else { "?" };
+    let note = note.map(|n| format!("  // {n}")).unwrap_or_default();
+    format!("{}{opt}: {ty},{note}", attr_name(name))
+}
+
+/// The Cedar type of a constant context value (plain JSON: config refuses escapes).
+fn constant_type(value: &Value) -> String {
+    match value {
+        Value::Bool(_) => "Bool".into(),
+        Value::Number(_) => "Long".into(),
+        Value::Array(items) => format!(
+            "Set<{}>",
+            items.first().map_or_else(|| "String".into(), constant_type)
+        ),
+        Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", attr_name(k), constant_type(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        Value::String(_) | Value::Null => "String".into(),
     }
 }
 
@@ -372,6 +433,31 @@ fn attr_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_attributes_are_declared_by_source() {
+        let cases = [
+            (
+                ContextValue::Fact(ContextFact::Authenticated),
+                "is_authenticated: Bool,",
+            ),
+            (
+                ContextValue::Fact(ContextFact::Host),
+                "is_authenticated: String,",
+            ),
+            (
+                ContextValue::Claim("tid".into()),
+                "is_authenticated?: String,  // claim `tid`; adjust the type to the claim's",
+            ),
+            (
+                ContextValue::Value(serde_json::json!({"a": [1], "b": "x"})),
+                "is_authenticated: { a: Set<Long>, b: String },",
+            ),
+        ];
+        for (source, want) in cases {
+            assert_eq!(context_attribute("is_authenticated", &source), want);
+        }
+    }
 
     #[test]
     fn attribute_names_are_quoted_only_when_needed() {

@@ -196,13 +196,13 @@ pub fn entity_sources(config: &Config, policies: &PolicySnapshot) -> BTreeMap<St
             continue;
         }
         let order = if provider_types.contains(&ty) {
-            format!("the provider's over {ENTITIES_FILE}'s")
+            format!("claims over the entity provider's over {ENTITIES_FILE}'s")
         } else {
-            format!("over {ENTITIES_FILE}'s")
+            format!("claims over {ENTITIES_FILE}'s")
         };
         let note = match how {
             "token" => format!(
-                "{ENTITIES_FILE} holds {} of this principal type: a token principal with one of those uids is merged with it (parents unioned; claim attributes win, {order})",
+                "{ENTITIES_FILE} holds {} of this principal type: a token principal with one of those uids is merged with it (parents unioned; attributes: {order})",
                 plural(in_file, "entity", "entities")
             ),
             _ => format!(
