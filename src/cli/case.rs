@@ -529,7 +529,13 @@ pub fn parse_test_file(path: &Path, text: &str, cx: &Context<'_>) -> (TestFile, 
             identities.insert(name.clone(), value);
         }
     }
+    let errors_before = problems.errors();
     let file_entities = provider_entities(&raw.entities, &[], cx, &mut problems);
+    if problems.errors() > errors_before {
+        // Every case would decide on data the file doesn't state as meant: none is run.
+        file.broken += raw.cases.value.len().max(1);
+        return (file, problems.list);
+    }
     let default_request = raw.defaults.request.clone().unwrap_or_default();
     if raw.cases.value.is_empty() {
         problems.at(

@@ -147,6 +147,13 @@ pub fn evaluated_entities(
             }
             for (role, r) in targets {
                 let Some(uid) = uid(r) else { continue };
+                if Sources::find(&sources.claimed, &uid).is_none()
+                    && Sources::find(&sources.fetched, &uid).is_none()
+                    && sources.statics.get(&uid).is_none()
+                {
+                    s.push_str(&format!("{role} {r}: no entity data\n"));
+                    continue;
+                }
                 s.push_str(&format!("{role} {r}, by source:\n"));
                 if let Some(e) = Sources::find(&sources.claimed, &uid) {
                     s.push_str(&format!("  token: {}\n", summary(&e, &direct_parents(&e))));

@@ -189,7 +189,7 @@ pub fn generate(config: &Config, entities: &StaticEntities) -> String {
             actions.entry(id).or_default().insert(resource.clone());
         }
     }
-    infer_static(&entities.entities, &mut types);
+    infer_static(&entities.entities, &principals, &mut types);
     if let Some(provider) = &config.entity_provider {
         for ty in &provider.types {
             types.entry(ty.clone()).or_default().roles.insert(
@@ -288,7 +288,11 @@ struct Seen {
 }
 
 /// Attribute types and parents of the entity types in the static entities file.
-fn infer_static(entities: &[Entity], types: &mut BTreeMap<String, EntityDecl>) {
+fn infer_static(
+    entities: &[Entity],
+    principals: &BTreeSet<String>,
+    types: &mut BTreeMap<String, EntityDecl>,
+) {
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     for entity in entities {
         let (uid, _, parents) = entity.clone().into_inner();
@@ -310,10 +314,19 @@ fn infer_static(entities: &[Entity], types: &mut BTreeMap<String, EntityDecl>) {
         }
     }
     for (ty, seen) in seen {
+        // A principal without a static entry has only what its credential says: attributes of
+        // static principals are optional.
+        let principal = principals.contains(&ty);
         let decl = types.entry(ty).or_default();
         for (name, (cedar, n)) in seen.attributes {
-            decl.attributes
-                .insert(name, (cedar, n == seen.entities, None));
+            let required = n == seen.entities && !principal;
+            match decl.attributes.get_mut(&name) {
+                // Also a claim attribute: keep it optional and its note, take the file's type.
+                Some(slot) => slot.0 = cedar,
+                None => {
+                    decl.attributes.insert(name, (cedar, required, None));
+                }
+            }
         }
     }
 }
@@ -527,7 +540,7 @@ mod tests {
         let declared = |list: &[Value]| {
             let entities: Vec<Entity> = list.iter().cloned().map(entity).collect();
             let mut types = BTreeMap::new();
-            infer_static(&entities, &mut types);
+            infer_static(&entities, &BTreeSet::new(), &mut types);
             types
                 .into_iter()
                 .map(|(name, d)| {
