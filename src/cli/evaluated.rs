@@ -117,8 +117,8 @@ pub fn evaluated_entities(
             .iter()
             .filter_map(|v| {
                 Entity::from_json_value(v.clone(), schema)
-                    .or_else(|_| Entity::from_json_value(v.clone(), None))
                     .ok()
+                    .or_else(|| Entity::from_json_value(v.clone(), None).ok())
             })
             .collect(),
         claimed: cedar

@@ -51,11 +51,19 @@ pub fn expected_not_deciding(
         Ok(analysis) => analysis,
         Err(e) => return format!("  (no explanation: {e})\n"),
     };
-    let mut s = String::from("  expected policies that did not decide:\n");
+    let mut s = String::new();
     for id in missing {
         let Some(a) = analysis.iter().find(|a| &a.id == id) else {
             continue;
         };
+        // A default deny's explanation already lists every permit covering the action.
+        if decision.reason == "no_permit" && a.effect == Effect::Permit && a.scope[1] == Some(true)
+        {
+            continue;
+        }
+        if s.is_empty() {
+            s.push_str("  expected policies that did not decide:\n");
+        }
         s.push_str(&format!("    - {}\n", a.header()));
         if !a.scope_matches() {
             s.push_str(&format!("        scope: {}\n", scope_marks(a)));

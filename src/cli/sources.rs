@@ -192,22 +192,19 @@ pub fn entity_sources(config: &Config, policies: &PolicySnapshot) -> BTreeMap<St
 
     for (ty, how) in principals {
         let in_file = statics.get(&ty).map_or(0, |s| s.count);
-        if in_file == 0 {
-            continue;
-        }
-        let order = if provider_types.contains(&ty) {
-            format!("claims over the entity provider's over {ENTITIES_FILE}'s")
-        } else {
-            format!("claims over {ENTITIES_FILE}'s")
-        };
-        let note = match how {
-            "token" => format!(
-                "{ENTITIES_FILE} holds {} of this principal type: a token principal with one of those uids is merged with it (parents unioned; attributes: {order})",
-                plural(in_file, "entity", "entities")
+        let from_provider = provider_types.contains(&ty);
+        let note = match (how, in_file, from_provider) {
+            (_, 0, false) => continue,
+            ("token", 0, true) => "the entity provider's answer for a token principal is merged with it (parents unioned; attributes: claims over the provider's)".to_string(),
+            ("token", n, _) => format!(
+                "{ENTITIES_FILE} holds {} of this principal type: a token principal with one of those uids is merged with it (parents unioned; attributes: claims over {}{ENTITIES_FILE}'s)",
+                plural(n, "entity", "entities"),
+                if from_provider { "the entity provider's over " } else { "" }
             ),
-            _ => format!(
+            (_, 0, true) => "the entity provider's answer is the data of a caller of this type".to_string(),
+            (_, n, _) => format!(
                 "{ENTITIES_FILE} holds {} of this principal type: a caller with one of those uids gets its parents and attributes",
-                plural(in_file, "entity", "entities")
+                plural(n, "entity", "entities")
             ),
         };
         if let Some(entry) = types.get_mut(&ty) {
