@@ -127,13 +127,12 @@ impl Case {
     /// Maps the case as `serve` maps a Check, and hands the request the entity provider's
     /// answers for the uids `serve` would ask it about (the principal's and the resource's, when
     /// their type is in `entity_provider.types`), as stated by the case.
-    // The error is `decision::prepare`'s own: a decision made before Cedar, passed on unboxed.
-    #[allow(clippy::result_large_err)]
+    /// The error is `decision::prepare`'s own: a decision made before Cedar.
     pub fn prepare(
         &self,
         config: &Config,
         policies: &PolicySnapshot,
-    ) -> Result<decision::Prepared, Decision> {
+    ) -> Result<decision::Prepared, Box<Decision>> {
         let mut prepared = decision::prepare(
             config,
             policies,
@@ -160,7 +159,7 @@ impl Case {
     pub fn decide(&self, config: &Config, policies: &PolicySnapshot) -> Decision {
         match self.prepare(config, policies) {
             Ok(prepared) => prepared.decide(policies),
-            Err(decided) => decided,
+            Err(decided) => *decided,
         }
     }
 
