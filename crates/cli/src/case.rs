@@ -38,7 +38,7 @@ use cedargate_core::identity::{self, Identity, IdentityError};
 use cedargate_core::mapping::{self, EntityRef};
 use cedargate_core::policy::{ENTITIES_FILE, EvaluationError, PolicySnapshot};
 use cedargate_core::request::HttpRequest;
-use cedargate_core::token::{TokenError, VerifiedToken};
+use cedargate_core::token::{self, TokenError, VerifiedToken};
 
 /// The test file format version this build reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -1076,58 +1076,71 @@ fn token(
             "a token like this is rejected before policies run; to test that, use `identity: {{ invalid: {reason} }}`"
         )
     };
-    match claims.get("iss") {
-        Some(Value::String(s)) if **s == *issuer.issuer => {}
-        Some(Value::String(s)) => errors.push(format!(
-            "claim `iss` is `{s}` but this issuer's `iss` is `{}`; {}",
-            issuer.issuer,
-            rejected(TokenError::WrongIssuer.reason())
-        )),
-        Some(other) => errors.push(format!("claim `iss` must be a string, not {}", kind(other))),
-        None => {}
+    // The claim rules `serve` applies, from the same function, at the case's time: a token this
+    // judges bad is one `serve` refuses before any policy runs.
+    if let Err(e) = token::check_claims(issuer, &claims, now_secs) {
+        let detail = match &e {
+            TokenError::Expired => format!(
+                "claim `exp` {} is not after the case's time {now_secs} (beyond the issuer's {} s leeway)",
+                claims.get("exp").unwrap_or(&Value::Null),
+                issuer.leeway.as_secs()
+            ),
+            TokenError::NotYetValid => format!(
+                "claim `nbf` {} is after the case's time {now_secs} (beyond the issuer's {} s leeway)",
+                claims.get("nbf").unwrap_or(&Value::Null),
+                issuer.leeway.as_secs()
+            ),
+            TokenError::WrongIssuer => format!(
+                "claim `iss` is {} but this issuer's `iss` is `{}`",
+                claims.get("iss").unwrap_or(&Value::Null),
+                issuer.issuer
+            ),
+            TokenError::WrongAudience => match claims.get("aud") {
+                Some(Value::String(a)) => format!(
+                    "claim `aud` `{a}` is not an accepted audience ({})",
+                    issuer.audiences.join(", ")
+                ),
+                _ => format!(
+                    "claim `aud` names none of the accepted audiences ({})",
+                    issuer.audiences.join(", ")
+                ),
+            },
+            TokenError::InvalidClaim => ["exp", "nbf", "iss"]
+                .into_iter()
+                .find_map(|name| {
+                    let v = claims.get(name)?;
+                    let ok = if name == "iss" {
+                        v.is_string()
+                    } else {
+                        v.is_u64()
+                    };
+                    (!ok).then(|| {
+                        let wanted = if name == "iss" {
+                            "a string"
+                        } else {
+                            "a whole number of seconds since 1970"
+                        };
+                        format!("claim `{name}` must be {wanted}, not {}", kind(v))
+                    })
+                })
+                .unwrap_or_else(|| e.to_string()),
+            TokenError::MissingClaim => match claims.get("aud") {
+                Some(other) => format!(
+                    "claim `aud` must be a string or a list of strings, not {}",
+                    kind(other)
+                ),
+                None => e.to_string(),
+            },
+            other => other.to_string(),
+        };
+        errors.push(format!("{detail}; {}", rejected(e.reason())));
     }
-    match claims.get("aud") {
-        Some(Value::String(a)) if issuer.audiences.contains(a) => {}
-        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
-            let accepted = list
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|a| issuer.audiences.iter().any(|x| x == a));
-            if !accepted {
-                errors.push(format!(
-                    "claim `aud` names none of the accepted audiences ({}); {}",
-                    issuer.audiences.join(", "),
-                    rejected(TokenError::WrongAudience.reason())
-                ));
-            }
-        }
-        Some(Value::String(a)) => errors.push(format!(
-            "claim `aud` `{a}` is not an accepted audience ({}); {}",
-            issuer.audiences.join(", "),
-            rejected(TokenError::WrongAudience.reason())
-        )),
-        Some(other) => errors.push(format!(
-            "claim `aud` must be a string or a list of strings, not {}",
-            kind(other)
-        )),
-        None => {}
-    }
-    for name in ["exp", "iat", "nbf"] {
-        if let Some(v) = claims.get(name)
-            && !v.is_u64()
-        {
-            errors.push(format!(
-                "claim `{name}` must be a whole number of seconds since 1970, not {}",
-                kind(v)
-            ));
-        }
-    }
-    if let Some(exp) = claims.get("exp").and_then(Value::as_u64)
-        && exp <= now_secs
+    if let Some(v) = claims.get("iat")
+        && !v.is_u64()
     {
         errors.push(format!(
-            "claim `exp` {exp} is not after the case's time {now_secs}; {}",
-            rejected(TokenError::Expired.reason())
+            "claim `iat` must be a whole number of seconds since 1970, not {}",
+            kind(v)
         ));
     }
     for name in ["sub", "client_id", "azp", "jti", "scope"] {

@@ -136,19 +136,73 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The claim rules for tokens of `issuer` signed with `alg`: `exp`, `iss` and `aud` required,
-/// `exp` and `nbf` checked with the issuer's leeway, `iss` exact, `aud` one of the issuer's.
-pub fn validation(issuer: &IssuerConfig, alg: Algorithm) -> Validation {
+/// What `jsonwebtoken` checks of a token of `issuer` signed with `alg`: the algorithm and the
+/// signature, nothing else. The claims are judged by [`check_claims`], after the signature
+/// verified, so that the server and the policy test runner judge them by one rule at a time each
+/// chooses (the runner's cases carry their own time).
+pub fn validation(alg: Algorithm) -> Validation {
     let mut v = Validation::new(alg);
     v.algorithms = vec![alg];
-    v.set_required_spec_claims(&["exp", "iss", "aud"]);
-    v.set_issuer(&[&*issuer.issuer]);
-    v.set_audience(&issuer.audiences);
-    v.validate_exp = true;
-    v.validate_nbf = true;
-    v.validate_aud = true;
-    v.leeway = issuer.leeway.as_secs();
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.leeway = 0;
     v
+}
+
+/// The token claim rules, judged at `now` (seconds since the epoch), in the order `jsonwebtoken`
+/// judges them, so the reason codes are the ones it would give:
+/// - `exp` and `nbf`, when present, are non-negative integers and `iss` a string
+///   (`token_invalid_claim`);
+/// - `exp`, `iss` and `aud` (a string or a list of strings) are present (`token_missing_claim`);
+/// - `exp` is not more than the issuer's leeway in the past (`token_expired`);
+/// - `nbf` is not more than the leeway in the future (`token_not_yet_valid`);
+/// - `iss` is the issuer's, exactly (`token_wrong_issuer`);
+/// - one `aud` value is one of the issuer's audiences (`token_wrong_audience`).
+pub fn check_claims(
+    issuer: &IssuerConfig,
+    claims: &Map<String, Value>,
+    now: u64,
+) -> Result<(), TokenError> {
+    let number = |name: &str| claims.get(name).map(Value::as_u64);
+    if matches!(number("exp"), Some(None)) || matches!(number("nbf"), Some(None)) {
+        return Err(TokenError::InvalidClaim);
+    }
+    if claims.get("iss").is_some_and(|v| !v.is_string()) {
+        return Err(TokenError::InvalidClaim);
+    }
+    let audiences: Option<Vec<&str>> = match claims.get("aud") {
+        Some(Value::String(a)) => Some(vec![a.as_str()]),
+        Some(Value::Array(items)) => items.iter().map(Value::as_str).collect(),
+        _ => None,
+    };
+    let (Some(Some(exp)), Some(iss), Some(audiences)) = (
+        number("exp"),
+        claims.get("iss").and_then(Value::as_str),
+        audiences,
+    ) else {
+        return Err(TokenError::MissingClaim);
+    };
+    let leeway = issuer.leeway.as_secs();
+    if exp < now.saturating_sub(leeway) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(Some(nbf)) = number("nbf")
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if iss != &*issuer.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    if !audiences
+        .iter()
+        .any(|a| issuer.audiences.iter().any(|ok| ok == a))
+    {
+        return Err(TokenError::WrongAudience);
+    }
+    Ok(())
 }
 
 /// The reason code for a `jsonwebtoken` error.
@@ -179,4 +233,62 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// First 8 bytes of a digest as hex: enough to correlate log lines, useless for recovering input.
 pub fn hex_prefix(digest: &[u8; 32]) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn issuer() -> Arc<IssuerConfig> {
+        let config = crate::config::Config::parse(
+            "issuers:\n  - issuer: https://idp.test\n    audiences: [api, other]\n    jwks_uri: https://idp.test/jwks\n    leeway_seconds: 30\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap();
+        config.issuers[0].clone()
+    }
+
+    /// One table for the rules `serve` and the policy test runner share: the leeway counts on
+    /// both sides of `exp` and `nbf`, exactly at the edge.
+    #[test]
+    fn claim_rules_judge_with_the_issuers_leeway() {
+        let now = 1_000_000;
+        let base = json!({"iss": "https://idp.test", "aud": "api", "exp": now + 60});
+        let cases: Vec<(serde_json::Value, Result<(), TokenError>)> = vec![
+            (json!({}), Ok(())),
+            (json!({"exp": now - 30}), Ok(())),
+            (json!({"exp": now - 31}), Err(TokenError::Expired)),
+            (json!({"nbf": now + 30}), Ok(())),
+            (json!({"nbf": now + 31}), Err(TokenError::NotYetValid)),
+            (json!({"exp": "soon"}), Err(TokenError::InvalidClaim)),
+            (json!({"nbf": -1}), Err(TokenError::InvalidClaim)),
+            (json!({"iss": 7}), Err(TokenError::InvalidClaim)),
+            (json!({"exp": null}), Err(TokenError::InvalidClaim)),
+            (json!({"aud": 7}), Err(TokenError::MissingClaim)),
+            (
+                json!({"iss": "https://idp.test/"}),
+                Err(TokenError::WrongIssuer),
+            ),
+            (json!({"aud": ["x", "other"]}), Ok(())),
+            (json!({"aud": ["x"]}), Err(TokenError::WrongAudience)),
+            (json!({"aud": "API"}), Err(TokenError::WrongAudience)),
+        ];
+        for (overlay, expected) in cases {
+            let mut claims = base.as_object().unwrap().clone();
+            for (k, v) in overlay.as_object().unwrap() {
+                claims.insert(k.clone(), v.clone());
+            }
+            assert_eq!(check_claims(&issuer(), &claims, now), expected, "{overlay}");
+        }
+        let mut missing = base.as_object().unwrap().clone();
+        missing.remove("exp");
+        assert_eq!(
+            check_claims(&issuer(), &missing, now),
+            Err(TokenError::MissingClaim)
+        );
+    }
 }
