@@ -1688,13 +1688,8 @@ fn validate_issuer(
     let raw = &spanned.value;
     // `iss` is compared exactly, so the configured value is kept as written.
     let issuer = raw.issuer.value.clone();
-    if !raw.allow_insecure_http && !is_secure_url(&issuer) {
-        problems.at(
-            &raw.issuer,
-            format!(
-                "issuer `{issuer}` must be an https URL (http is accepted for loopback hosts, or with allow_insecure_http: true)"
-            ),
-        );
+    if let Some(why) = url_problem(&issuer, raw.allow_insecure_http) {
+        problems.at(&raw.issuer, format!("issuer `{issuer}` {why}"));
     }
     if raw.audiences.is_empty() {
         problems.at(
@@ -1738,8 +1733,8 @@ fn validate_issuer(
             KeySource::Discovery
         }
         (Some(uri), None) => {
-            if !raw.allow_insecure_http && !is_secure_url(&uri.value) {
-                problems.at(uri, "jwks_uri must be https (http only for loopback hosts)");
+            if let Some(why) = url_problem(&uri.value, raw.allow_insecure_http) {
+                problems.at(uri, format!("jwks_uri {why}"));
             }
             KeySource::JwksUri(uri.value.clone())
         }
@@ -2099,24 +2094,36 @@ fn entity_provider(
     })
 }
 
-/// https anywhere; http only where the traffic cannot leave the machine.
-pub fn is_secure_url(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
+/// Why cedargate must not fetch from `url`, if it must not: not an absolute http(s) URL; user
+/// info in it (in `http://localhost:80@idp.evil.example` the host is `idp.evil.example`, and a
+/// hand-split URL once let exactly that through); plain http to a host that isn't loopback,
+/// unless `allow_insecure_http`. Parsed with `url`, as every URL cedargate fetches from.
+pub fn url_problem(url: &str, allow_insecure_http: bool) -> Option<&'static str> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Some("is not an absolute URL");
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Some("must not carry user info (`user@host`)");
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Some("has no host"),
     };
-    let host_port = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    match parsed.scheme() {
+        "https" => None,
+        "http" if loopback || allow_insecure_http => None,
+        "http" => Some(
+            "must be an https URL (http is accepted for loopback hosts, or with allow_insecure_http: true)",
+        ),
+        _ => Some("must be an http(s) URL"),
+    }
+}
+
+/// https anywhere, http only where the traffic cannot leave the machine, never user info.
+pub fn is_secure_url(url: &str) -> bool {
+    url_problem(url, false).is_none()
 }
 
 fn validate_route(spanned: &Spanned<RawRoute>, problems: &mut Problems) -> Option<Route> {
@@ -2454,6 +2461,12 @@ telemetry:
         assert!(!is_secure_url("http://idp.example.com"));
         assert!(!is_secure_url("http://127.0.0.1.evil.com"));
         assert!(!is_secure_url("ftp://127.0.0.1"));
+        // The host is what follows `@`: user info is refused whatever the scheme or flag.
+        assert!(!is_secure_url("http://localhost:80@idp.evil.example"));
+        assert!(!is_secure_url("https://user:pw@idp.example.com"));
+        assert!(url_problem("http://localhost:80@idp.evil.example", true).is_some());
+        assert!(url_problem("http://idp.internal", true).is_none());
+        assert!(!is_secure_url("http://LOCALHOST.evil.example"));
     }
 
     /// A folder with the test key fixtures, for configs that name key files.
