@@ -1,0 +1,74 @@
+//! Configuration: `cedargate.yaml` parsed in two phases, one concern per file:
+//!
+//! - [`raw`] — phase one: the file as written (`Raw*`, unknown fields refused);
+//! - [`validate`] — phase two: every field checked into a typed [`Config`], every problem
+//!   collected with its position ([`problems`]);
+//! - [`model`] — the typed values (`Config` and its parts) the rest of cedargate reads;
+//! - [`defaults`] — every default, a named constant with its reason;
+//! - [`urls`] — which URLs cedargate may fetch from.
+//!
+//! Adding a field touches one place per concern: its raw mirror, its validation, its typed
+//! value (and its default). This module does no network IO; policies are loaded by `policy`,
+//! keys by the server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+mod defaults;
+mod model;
+mod problems;
+mod raw;
+mod urls;
+mod validate;
+
+pub use model::*;
+pub use problems::{ConfigError, Problem};
+pub use urls::{is_secure_url, url_problem};
+
+use problems::Problems;
+use raw::RawConfig;
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![Problem {
+                    line,
+                    column,
+                    message: validate::first_line(&e.to_string()),
+                }],
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut problems = Problems::default();
+        let config = validate::validate(raw, path, &base, &mut problems);
+        if problems.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: problems.0,
+            })
+        }
+    }
+
+    /// Finds the issuer configured for an `iss` value.
+    pub fn issuer(&self, iss: &str) -> Option<&Arc<IssuerConfig>> {
+        self.issuers.iter().find(|i| &*i.issuer == iss)
+    }
+}

@@ -1,0 +1,81 @@
+//! Config problems: each with its line and column, all reported together.
+
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Spanned;
+
+/// One problem in the config, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, 0 when unknown.
+    pub line: u64,
+    /// 1-based column, 0 when unknown.
+    pub column: u64,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+/// Why a config could not be loaded: either it could not be read, or it holds problems (all of
+/// them, not just the first).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid config.
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if p.line > 0 {
+            out.push_str(&format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                p.line,
+                p.column,
+                p.message
+            ));
+        } else {
+            out.push_str(&format!("{}: {}", path.display(), p.message));
+        }
+    }
+    out
+}
+
+/// Collects problems during validation.
+#[derive(Default)]
+pub(super) struct Problems(pub(super) Vec<Problem>);
+
+impl Problems {
+    pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        self.0.push(Problem {
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn nowhere(&mut self, message: impl Into<String>) {
+        self.0.push(Problem {
+            line: 0,
+            column: 0,
+            message: message.into(),
+        });
+    }
+}
