@@ -27,6 +27,7 @@ pub mod replay;
 pub mod schema;
 pub mod sources;
 pub mod test;
+pub mod test_files;
 pub mod validate;
 
 use std::collections::HashMap;

@@ -104,7 +104,7 @@ pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>, Option<Str
     if let Some(schema) = &policies.schema {
         diagnostics.extend(routes_against_schema(&config, schema));
     }
-    let (files, problems) = crate::test::discover(&[], &config);
+    let (files, problems) = crate::test_files::discover(&[], &config);
     diagnostics.extend(problems);
     let cx = case::Context {
         config: &config,
