@@ -11,7 +11,9 @@
 //!   entity comes from a warm `entity_provider` cache vs one without a provider;
 //!   `check/es256/tenant-fetch` against `check/es256/tenant-none`: a Check whose resource is a
 //!   new uid every time (a fetch per Check from an in-process provider) vs the same Checks
-//!   without a provider, and `provider/get`, that provider's own round trip through reqwest.
+//!   without a provider; `provider/fetch`, the provider client's part of that (one fetch of a
+//!   new uid); `evaluate/fetched-new`, the policy side (merging a fetched entity of a new uid);
+//!   and `provider/get`, the provider's own round trip through a plain reqwest GET.
 //!
 //! Run: `cargo bench --bench check` (results in BENCHMARKS.md).
 
@@ -359,6 +361,43 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // The provider's part of that: one fetch of a new uid (task, cache insert, request, answer
+    // read and checked), without the Check around it.
+    let provider_only = fetching.entity_provider.as_ref().unwrap();
+    c.bench_function("provider/fetch", |b| {
+        b.iter(|| {
+            let n = tenant.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let uid = cedargate::mapping::EntityRef {
+                entity_type: "Tenant".into(),
+                id: format!("t{n}"),
+            };
+            let entities = rt.block_on(provider_only.fetch(black_box(&[uid]))).unwrap();
+            assert_eq!(entities.len(), 1);
+        })
+    });
+    // The policy side of it: evaluating with a fetched entity of a new uid (merged with the
+    // static and credential entities and schema-checked, no cache hit), against `evaluate`.
+    let (tenant_cedar, _) = cedargate::mapping::map(
+        &config,
+        &identity,
+        &{
+            let mut r = req.clone();
+            r.path = "/tenants/acme/orders/42".into();
+            r
+        },
+        now,
+    )
+    .unwrap();
+    c.bench_function("evaluate/fetched-new", |b| {
+        b.iter(|| {
+            let n = tenant.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut cedar = tenant_cedar.clone();
+            cedar.resource.id = format!("t{n}");
+            cedar.fetched = vec![json!({"uid": {"type": "Tenant", "id": format!("t{n}")},
+                "attrs": {"slug": "acme"}, "parents": []})];
+            policies.evaluate(black_box(&cedar)).unwrap()
+        })
+    });
     let http = cedargate::jwks::http_client().unwrap();
     c.bench_function("provider/get", |b| {
         b.iter(|| {

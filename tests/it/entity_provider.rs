@@ -61,7 +61,8 @@ impl Provider {
 }
 
 /// The test config: one issuer, the documents route, the fixture policies, and `provider` (an
-/// `entity_provider` section's body, or nothing).
+/// `entity_provider` section's body, or nothing). With a provider, the same policies are also
+/// the shadow candidate, which must see the same data.
 fn config(issuer: &str, log: &Path, provider: Option<&str>) -> String {
     let mut yaml = format!(
         r#"
@@ -86,6 +87,10 @@ decision_log:
         log = log.display(),
     );
     if let Some(provider) = provider {
+        yaml.push_str(&format!(
+            "shadow:\n  policy_dir: {}\n",
+            fixture().join("policies").display()
+        ));
         yaml.push_str("entity_provider:\n");
         for line in provider.lines() {
             yaml.push_str("  ");
@@ -213,6 +218,9 @@ async fn provider_data_decides_is_recorded_and_replays() {
             .cloned()
             .unwrap_or_default();
         assert_eq!(fetched, expected, "{case}");
+        // The shadow candidate decided with the same fetched data.
+        assert_eq!(r["shadow"]["agrees"], true, "{case}");
+        assert_eq!(r["shadow"]["reason"], *reason, "{case}");
 
         // The same request without the provider: nothing allows, nothing forbids.
         let (answer, r) = read(&mut without, &idp, user, doc).await;
@@ -348,9 +356,12 @@ async fn every_provider_failure_denies_entities_unavailable() {
             // A failed fetch records nothing fetched; the request itself is kept.
             assert!(r["cedar"].get("fetched").is_none(), "{what}: {r}");
             assert_eq!(r["cedar"]["principal"]["id"], "alice", "{what}: {r}");
+            // The policies never saw it; nor does the shadow candidate.
+            assert!(r.get("shadow").is_none(), "{what}: {r}");
         } else {
             // Entities that the schema refuses are recorded: the record says what was refused.
             assert_eq!(r["cedar"]["fetched"][1]["uid"]["type"], "Undeclared", "{r}");
+            assert_eq!(r["shadow"]["reason"], "entities_unavailable", "{r}");
         }
 
         // A record of a provider failure is not replayable (there is no data to replay with);
