@@ -1,8 +1,11 @@
-//! The Check pipeline, protocol-free: attributes → identity → decision → upstream token → log.
+//! The Check pipeline, protocol-free: attributes → identity → mapping → entities → decision →
+//! upstream token → log.
 //!
 //! [`Gate::check`] is what the gRPC handler, the benchmarks and the tests call. It reads the policy
-//! set as an immutable snapshot (`ArcSwap`), so a reload never blocks or tears a Check. The only
-//! await on the path is token verification, which awaits only for an unknown-`kid` refetch.
+//! set as an immutable snapshot (`ArcSwap`), so a reload never blocks or tears a Check. Two steps
+//! may await: token verification, only for an unknown-`kid` refetch, and, with an
+//! `entity_provider`, the entities of the request's principal and resource, from its cache or
+//! fetched within its budget; when they can't be had the Check is denied `entities_unavailable`.
 //! With `upstream_token` on, an allow also gets a minted token (`mint`); when minting fails the
 //! allow becomes a deny (`mint_failed`), and a deny never mints.
 
@@ -12,11 +15,12 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::decision::{self, Decision};
+use crate::decision::{self, Decision, Prepared};
 use crate::decision_log::{
     DecisionLog, DecisionRecord, RECORD_VERSION, ShadowRecord, TokenFacts, UpstreamTokenFacts,
     rfc3339,
 };
+use crate::entity_provider::{EntityProvider, ProviderError};
 use crate::identity::{self, Identity};
 use crate::jwt::Verifier;
 use crate::mint::{self, Minted, Minter, Subject};
@@ -83,6 +87,9 @@ pub struct Gate {
     pub log: DecisionLog,
     /// Upstream-token minting and its reuse cache (idle unless `upstream_token` is on).
     pub minter: Minter,
+    /// The entity provider with its answer cache, when `entity_provider` is configured. Built at
+    /// start (a restart-only setting), so it is not part of [`Active`].
+    pub entity_provider: Option<EntityProvider>,
 }
 
 impl Gate {
@@ -102,7 +109,15 @@ impl Gate {
             verifier,
             log,
             minter: Minter::new(),
+            entity_provider: None,
         }
+    }
+
+    /// The same gate, asking `provider` for the entities of each request's principal and
+    /// resource.
+    pub fn with_entity_provider(mut self, provider: Option<EntityProvider>) -> Gate {
+        self.entity_provider = provider;
+        self
     }
 
     /// The same gate, also evaluating `shadow` (a candidate policy set) on every Check.
@@ -133,7 +148,17 @@ impl Gate {
         } else {
             identity::resolve(config, &self.verifier, &request).await
         };
-        let decision = decision::decide(config, &active.policies, &request, &identity, arrived);
+        let policies = &active.policies;
+        let decision = match decision::prepare(config, policies, &request, &identity, arrived) {
+            Ok(mut prepared) => match self.entities(&prepared).await {
+                Ok(fetched) => {
+                    prepared.set_fetched(fetched);
+                    prepared.decide(policies)
+                }
+                Err(e) => prepared.deny_unavailable(policies, e.to_string()),
+            },
+            Err(denied) => denied,
+        };
         let shadow = active
             .shadow
             .as_deref()
@@ -164,6 +189,19 @@ impl Gate {
         });
         self.log.record(record);
         verdict
+    }
+
+    /// What the entity provider knows about the prepared request's principal and resource: none
+    /// without a provider, or when neither uid is of a type it serves.
+    async fn entities(&self, prepared: &Prepared) -> Result<Vec<serde_json::Value>, ProviderError> {
+        let Some(provider) = &self.entity_provider else {
+            return Ok(Vec::new());
+        };
+        let uids = prepared.cedar().provider_uids(provider.types());
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        provider.fetch(&uids).await
     }
 
     /// On an allow with `upstream_token` on: mints (or reuses) the token and sets the verdict's

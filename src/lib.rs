@@ -6,10 +6,13 @@
 //! The request path, in order (see `ARCHITECTURE.md`):
 //!
 //! - [`grpc`] — the gRPC edge: `CheckRequest` → [`request::HttpRequest`], verdict → `CheckResponse`.
-//! - [`gate`] — the pipeline: identity → decision → upstream token → decision log.
+//! - [`gate`] — the pipeline: identity → mapping → entities → decision → upstream token →
+//!   decision log.
 //! - [`identity`] — credential extraction; [`jwt`] verifies bearer tokens; [`jwks`] holds keys.
 //! - [`mapping`] — request + identity → Cedar `(principal, action, resource, context)`;
 //!   [`routes`] matches path templates.
+//! - [`entity_provider`] — the entities of a request's principal and resource from an HTTP
+//!   service, cached per uid, fetched between mapping and evaluation (async, time-bounded).
 //! - [`decision`] — the decision core (sync, no IO): every failure becomes a deny here.
 //! - [`mint`] — on allow, the short-lived JWT cedargate signs for the upstream, and its keys
 //!   (published at `/.well-known/jwks.json` on the admin port).
@@ -31,6 +34,7 @@ pub mod config;
 pub mod decision;
 pub mod decision_log;
 pub mod decision_otlp;
+pub mod entity_provider;
 pub mod gate;
 pub mod grpc;
 pub mod identity;

@@ -16,6 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::decision_log::DecisionLog;
+use crate::entity_provider::EntityProvider;
 use crate::gate::Gate;
 use crate::grpc::CheckService;
 use crate::jwks::{self, Jwks};
@@ -51,6 +52,9 @@ pub enum ServeError {
     /// The decision log could not start.
     #[error(transparent)]
     DecisionLog(#[from] crate::decision_log::DecisionLogError),
+    /// The entity provider's client could not be built.
+    #[error(transparent)]
+    EntityProvider(#[from] crate::entity_provider::BuildError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -115,7 +119,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         config.token_cache.capacity,
         config.limits.max_token_bytes,
     );
-    let gate = Arc::new(Gate::new(config.clone(), policies, verifier, log).with_shadow(shadow));
+    let entity_provider = config
+        .entity_provider
+        .as_ref()
+        .map(EntityProvider::new)
+        .transpose()?;
+    let gate = Arc::new(
+        Gate::new(config.clone(), policies, verifier, log)
+            .with_shadow(shadow)
+            .with_entity_provider(entity_provider),
+    );
     let reload = Arc::new(Reloader::new(gate.clone(), config.source.clone()));
     let reload_task = reload.clone().spawn();
 

@@ -7,6 +7,9 @@
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 //! - `upstream_token`: minted upstream tokens verified against cedargate's JWKS, key rotation and
 //!   a bad key file on reload (in-process), and through the real Envoy to the echo upstream.
+//! - `entity_provider`: the HTTP entity provider against the real upstream process serving
+//!   entities: decisions only its data explains, every failure (down, slow, garbage, huge,
+//!   undeclared type) denied `entities_unavailable`, one fetch per uid, records that replay.
 //! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
 //!   traffic, an unreachable collector, alert rules (promtool) and the dashboard.
 
@@ -21,6 +24,7 @@ mod check;
 mod decision_logs;
 mod decision_otlp;
 mod e2e;
+mod entity_provider;
 mod faults;
 mod observability;
 mod policy_cli;
