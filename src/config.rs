@@ -65,6 +65,8 @@ const DEFAULT_DECISION_LOG_QUEUE: usize = 16_384;
 const DEFAULT_REALM: &str = "cedargate";
 /// Entity type for callers that present no credential.
 const DEFAULT_ANONYMOUS_TYPE: &str = "Anonymous";
+/// The anonymous principal's id, `Anonymous::"anonymous"`: says what it is in every record.
+const DEFAULT_ANONYMOUS_ID: &str = "anonymous";
 /// Entity type of the default resource built from Envoy's `context_extensions.service`.
 const DEFAULT_RESOURCE_TYPE: &str = "Service";
 /// Entity type of group parents built from a groups claim.
@@ -160,6 +162,10 @@ pub struct Config {
     pub mtls: Option<MtlsConfig>,
     /// Entity type for callers with no credential.
     pub anonymous_type: Arc<str>,
+    /// Entity id of the anonymous principal.
+    pub anonymous_id: Arc<str>,
+    /// The HTTP entity source asked at decision time; `None` (the default): off.
+    pub entity_provider: Option<EntityProviderConfig>,
     /// Route table mapping requests to actions and resources.
     pub routes: Arc<RouteTable>,
     /// What to do with a request no route matches.
@@ -309,13 +315,24 @@ pub struct PrincipalMapping {
     pub entity_type: Arc<str>,
     /// Claim whose string value is the entity id.
     pub id_claim: Arc<str>,
-    /// Claim holding group/role names (array of strings or space-separated string) that become
-    /// parent entities.
-    pub groups_claim: Option<Arc<str>>,
-    /// Entity type of those parents.
-    pub group_type: Arc<str>,
-    /// Cedar attribute name → claim name, copied onto the principal (ABAC).
+    /// Claims whose values become parent entities, each with its own entity type (`groups` →
+    /// `UserGroup`, `teams` → `Team`). `groups_claim` + `group_type` in the file is shorthand for
+    /// one entry.
+    pub parents: Vec<ParentMapping>,
+    /// Cedar attribute name → claim name, copied onto the principal (ABAC). These overlay the
+    /// attributes the entity sources hold for the same uid: the verified token is the freshest
+    /// statement about its subject.
     pub attributes: BTreeMap<String, String>,
+}
+
+/// One claim → parent mapping: every name in `claim` (an array of strings or a space-separated
+/// string) becomes a parent `entity_type::"name"` of the principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentMapping {
+    /// The claim holding the names.
+    pub claim: Arc<str>,
+    /// Entity type of the parents.
+    pub entity_type: Arc<str>,
 }
 
 /// mTLS caller identity (Envoy's `source.principal`, e.g. a SPIFFE ID).
@@ -344,6 +361,82 @@ pub struct ContextConfig {
     /// Query parameter names copied into `context.request.query`. An allow-list, because query
     /// strings carry secrets too (`?access_token=`, API keys) and the context is logged.
     pub query: Vec<String>,
+    /// Attributes named by the user at the top level of the context (`is_authenticated`,
+    /// `tenant`, …), in file order, so policies written for another host's context shape run
+    /// unchanged.
+    pub attributes: Vec<(String, ContextValue)>,
+}
+
+/// Where a user-named context attribute's value comes from. An attribute whose source has no
+/// value for a request (no token, no such claim, header or parameter) is absent from the context,
+/// never an empty string: declare it optional (`name?: …`) in the schema.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContextValue {
+    /// A fact cedargate knows about every request.
+    Fact(ContextFact),
+    /// A verified token claim, in its Cedar form.
+    Claim(String),
+    /// A request header (lower-case name), as a string.
+    Header(String),
+    /// A path parameter of the matched route.
+    Param(String),
+    /// A constant, in Cedar's JSON form.
+    Value(serde_json::Value),
+}
+
+/// The request facts a context attribute can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextFact {
+    /// The caller presented a verified credential (Bool).
+    Authenticated,
+    /// HTTP method (String).
+    Method,
+    /// Path without the query (String).
+    Path,
+    /// Host without the port (String).
+    Host,
+    /// The principal's entity type name (String), e.g. `User`.
+    PrincipalType,
+}
+
+impl ContextFact {
+    /// Every fact with its name in the file.
+    pub const ALL: [(&'static str, ContextFact); 5] = [
+        ("authenticated", ContextFact::Authenticated),
+        ("method", ContextFact::Method),
+        ("path", ContextFact::Path),
+        ("host", ContextFact::Host),
+        ("principal_type", ContextFact::PrincipalType),
+    ];
+}
+
+/// Context keys cedargate always writes itself; a user-named attribute may not take one.
+pub const BUILTIN_CONTEXT_KEYS: [&str; 6] = [
+    "request",
+    "source",
+    "authenticated",
+    "token",
+    "grpc",
+    "time",
+];
+
+/// `entity_provider`: an HTTP service cedargate asks, at decision time, for the entities of a
+/// request's principal and resource (`GET {url}?type=T&id=I` → a JSON array of Cedar entities).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityProviderConfig {
+    /// The endpoint, without query; https unless loopback.
+    pub url: String,
+    /// Entity types asked about: the principal's and the resource's uid, when their type is one
+    /// of these.
+    pub types: BTreeSet<String>,
+    /// Budget for all fetches of one Check; past it the Check is denied `entities_unavailable`.
+    pub timeout: std::time::Duration,
+    /// How long an answer for one uid is reused.
+    pub cache_ttl: std::time::Duration,
+    /// Answers kept (one per uid).
+    pub cache_capacity: u64,
+    /// Largest answer body accepted.
+    pub max_body_bytes: usize,
 }
 
 /// Input size bounds.
@@ -487,6 +580,8 @@ struct RawConfig {
     issuers: Vec<Spanned<RawIssuer>>,
     mtls: Option<Spanned<RawMtls>>,
     anonymous_type: Option<Spanned<String>>,
+    anonymous_id: Option<Spanned<String>>,
+    entity_provider: Option<Spanned<RawEntityProvider>>,
     resource_type: Option<Spanned<String>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
@@ -569,7 +664,30 @@ struct RawPrincipal {
     groups_claim: Option<String>,
     group_type: Option<Spanned<String>>,
     #[serde(default)]
+    parents: Vec<Spanned<RawParent>>,
+    #[serde(default)]
     attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParent {
+    claim: String,
+    #[serde(rename = "type")]
+    entity_type: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntityProvider {
+    url: Spanned<String>,
+    types: Spanned<Vec<Spanned<String>>>,
+    timeout_ms: Option<Spanned<u64>>,
+    cache_ttl_seconds: Option<Spanned<u64>>,
+    cache_capacity: Option<Spanned<u64>>,
+    max_body_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
+    allow_insecure_http: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -609,6 +727,19 @@ struct RawContext {
     headers: Vec<Spanned<String>>,
     #[serde(default)]
     query: Vec<Spanned<String>>,
+    #[serde(default)]
+    attributes: BTreeMap<String, Spanned<RawContextValue>>,
+}
+
+/// One of `fact`, `claim`, `header`, `param`, `value`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContextValue {
+    fact: Option<String>,
+    claim: Option<String>,
+    header: Option<String>,
+    param: Option<String>,
+    value: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -865,6 +996,18 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         DEFAULT_ANONYMOUS_TYPE,
         problems,
     );
+    let anonymous_id: Arc<str> = match &raw.anonymous_id {
+        Some(id) if id.value.is_empty() => {
+            problems.at(id, "anonymous_id must not be empty");
+            DEFAULT_ANONYMOUS_ID.into()
+        }
+        Some(id) => id.value.as_str().into(),
+        None => DEFAULT_ANONYMOUS_ID.into(),
+    };
+    let entity_provider = raw
+        .entity_provider
+        .as_ref()
+        .and_then(|p| entity_provider(p, problems));
     let resource_type = entity_type(raw.resource_type.as_ref(), DEFAULT_RESOURCE_TYPE, problems);
 
     let mut routes = Vec::new();
@@ -997,10 +1140,16 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, problems: &mut Problems) -
         issuers,
         mtls,
         anonymous_type,
+        anonymous_id,
+        entity_provider,
         routes: Arc::new(RouteTable::new(routes)),
         unmatched,
         resource_type,
-        context: ContextConfig { headers, query },
+        context: ContextConfig {
+            headers,
+            query,
+            attributes: context_attributes(&raw.context.attributes, problems),
+        },
         policy_dir,
         limits,
         token_cache: TokenCacheConfig {
@@ -1720,13 +1869,248 @@ fn principal_mapping(
     default_id_claim: &str,
     problems: &mut Problems,
 ) -> PrincipalMapping {
+    let mut parents = Vec::new();
+    if let Some(claim) = raw.groups_claim.as_deref() {
+        parents.push(ParentMapping {
+            claim: claim.into(),
+            entity_type: entity_type(raw.group_type.as_ref(), DEFAULT_GROUP_TYPE, problems),
+        });
+    } else if let Some(ty) = &raw.group_type {
+        problems.at(ty, "group_type needs groups_claim (or use `parents:`)");
+    }
+    for p in &raw.parents {
+        let mapping = ParentMapping {
+            claim: p.value.claim.as_str().into(),
+            entity_type: entity_type(Some(&p.value.entity_type), DEFAULT_GROUP_TYPE, problems),
+        };
+        if parents.contains(&mapping) {
+            problems.at(
+                p,
+                format!(
+                    "claim `{}` → `{}` is mapped twice",
+                    mapping.claim, mapping.entity_type
+                ),
+            );
+        } else {
+            parents.push(mapping);
+        }
+    }
     PrincipalMapping {
         entity_type: entity_type(raw.entity_type.as_ref(), default_type, problems),
         id_claim: raw.id_claim.as_deref().unwrap_or(default_id_claim).into(),
-        groups_claim: raw.groups_claim.as_deref().map(Into::into),
-        group_type: entity_type(raw.group_type.as_ref(), DEFAULT_GROUP_TYPE, problems),
+        parents,
         attributes: raw.attributes.clone(),
     }
+}
+
+/// `context.attributes`: each names exactly one source; names are Cedar identifiers that don't
+/// take a key cedargate writes itself.
+fn context_attributes(
+    raw: &BTreeMap<String, Spanned<RawContextValue>>,
+    problems: &mut Problems,
+) -> Vec<(String, ContextValue)> {
+    let mut out = Vec::new();
+    for (name, spanned) in raw {
+        let v = &spanned.value;
+        if BUILTIN_CONTEXT_KEYS.contains(&name.as_str()) {
+            problems.at(
+                spanned,
+                format!("context.attributes.{name}: `{name}` is written by cedargate itself; choose another name"),
+            );
+            continue;
+        }
+        if !is_identifier(name) {
+            problems.at(
+                spanned,
+                format!("context.attributes: `{name}` is not a Cedar identifier (letters, digits, `_`; not starting with a digit or `__`)"),
+            );
+            continue;
+        }
+        let given = [
+            v.fact.is_some(),
+            v.claim.is_some(),
+            v.header.is_some(),
+            v.param.is_some(),
+            v.value.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            problems.at(
+                spanned,
+                format!("context.attributes.{name} needs exactly one of fact, claim, header, param, value"),
+            );
+            continue;
+        }
+        let value = if let Some(fact) = &v.fact {
+            match ContextFact::ALL.iter().find(|(n, _)| n == fact) {
+                Some((_, f)) => ContextValue::Fact(*f),
+                None => {
+                    let names: Vec<&str> = ContextFact::ALL.iter().map(|(n, _)| *n).collect();
+                    problems.at(
+                        spanned,
+                        format!(
+                            "context.attributes.{name}: unknown fact `{fact}` (one of: {})",
+                            names.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+            }
+        } else if let Some(claim) = &v.claim {
+            ContextValue::Claim(claim.clone())
+        } else if let Some(header) = &v.header {
+            let header = header.to_ascii_lowercase();
+            if matches!(
+                header.as_str(),
+                "authorization" | "cookie" | "proxy-authorization"
+            ) {
+                problems.at(
+                    spanned,
+                    format!(
+                        "context.attributes.{name} must not read `{header}`: it carries credentials"
+                    ),
+                );
+                continue;
+            }
+            ContextValue::Header(header)
+        } else if let Some(param) = &v.param {
+            ContextValue::Param(param.clone())
+        } else if let Some(value) = &v.value {
+            match crate::mapping::cedar_value(value) {
+                Some(cedar) if cedar == *value => ContextValue::Value(cedar),
+                _ => {
+                    problems.at(
+                        spanned,
+                        format!("context.attributes.{name}: value must be a string, integer, boolean, list or map of those"),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            continue;
+        };
+        out.push((name.clone(), value));
+    }
+    out
+}
+
+/// A Cedar identifier that isn't reserved for Cedar's JSON escapes.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// How long a fetch for one Check may take in all when the file doesn't say: well above a
+/// loopback or in-cluster lookup (~1 ms) and well below Envoy's ext_authz timeout (200 ms in the
+/// shipped configs), so a slow provider is a deny with its own reason, not an Envoy error.
+const DEFAULT_PROVIDER_TIMEOUT_MS: u64 = 100;
+/// Entity data changes by the minute; half a minute of reuse takes the provider off the path of
+/// repeated Checks while bounding how long a revoked membership keeps working.
+const DEFAULT_PROVIDER_CACHE_TTL_SECS: u64 = 30;
+/// One answer per uid in use; like the token cache, sized for a busy fleet's active callers.
+const DEFAULT_PROVIDER_CACHE_CAPACITY: u64 = 10_000;
+/// An entity answer is a handful of entities; 1 MiB bounds a runaway provider's cost.
+const DEFAULT_PROVIDER_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+fn entity_provider(
+    spanned: &Spanned<RawEntityProvider>,
+    problems: &mut Problems,
+) -> Option<EntityProviderConfig> {
+    let raw = &spanned.value;
+    let url = match url::Url::parse(&raw.url.value) {
+        Ok(u) => u,
+        Err(e) => {
+            problems.at(&raw.url, format!("entity_provider.url: {e}"));
+            return None;
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        problems.at(
+            &raw.url,
+            "entity_provider.url must not carry user info (`user@`)",
+        );
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        problems.at(
+            &raw.url,
+            "entity_provider.url must not have a query or fragment: cedargate adds `?type=…&id=…`",
+        );
+        return None;
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback || raw.allow_insecure_http => {}
+        "http" => {
+            problems.at(
+                &raw.url,
+                "entity_provider.url must be https (plain http only on loopback, or with allow_insecure_http: true)",
+            );
+            return None;
+        }
+        other => {
+            problems.at(
+                &raw.url,
+                format!("entity_provider.url: scheme `{other}` is not http(s)"),
+            );
+            return None;
+        }
+    }
+    if raw.types.value.is_empty() {
+        problems.at(
+            &raw.types,
+            "entity_provider.types must name at least one entity type",
+        );
+    }
+    let types = raw
+        .types
+        .value
+        .iter()
+        .map(|t| entity_type(Some(t), DEFAULT_GROUP_TYPE, problems).to_string())
+        .collect();
+    let millis = |v: Option<&Spanned<u64>>, default: u64, name: &str, problems: &mut Problems| {
+        std::time::Duration::from_millis(positive(v, default, name, problems))
+    };
+    Some(EntityProviderConfig {
+        url: url.to_string(),
+        types,
+        timeout: millis(
+            raw.timeout_ms.as_ref(),
+            DEFAULT_PROVIDER_TIMEOUT_MS,
+            "entity_provider.timeout_ms",
+            problems,
+        ),
+        cache_ttl: std::time::Duration::from_secs(positive(
+            raw.cache_ttl_seconds.as_ref(),
+            DEFAULT_PROVIDER_CACHE_TTL_SECS,
+            "entity_provider.cache_ttl_seconds",
+            problems,
+        )),
+        cache_capacity: positive(
+            raw.cache_capacity.as_ref(),
+            DEFAULT_PROVIDER_CACHE_CAPACITY,
+            "entity_provider.cache_capacity",
+            problems,
+        ),
+        max_body_bytes: positive(
+            raw.max_body_bytes.as_ref(),
+            DEFAULT_PROVIDER_MAX_BODY_BYTES,
+            "entity_provider.max_body_bytes",
+            problems,
+        ),
+    })
 }
 
 /// https anywhere; http only where the traffic cannot leave the machine.

@@ -81,7 +81,8 @@ impl Decision {
     }
 }
 
-/// Decides a request.
+/// Decides a request whose entity data is all local (static entities and the credential): the
+/// whole pipeline in one call, for the offline commands and callers without an entity provider.
 pub fn decide(
     config: &Config,
     policies: &PolicySnapshot,
@@ -89,9 +90,67 @@ pub fn decide(
     identity: &Result<Identity, IdentityError>,
     now: SystemTime,
 ) -> Decision {
+    match prepare(config, policies, request, identity, now) {
+        Ok(prepared) => prepared.decide(policies),
+        Err(denied) => *denied,
+    }
+}
+
+/// A request mapped to Cedar and not yet evaluated: the half of [`decide`] before Cedar runs,
+/// so that the server can fetch the entities it names ([`Prepared::provider_uids`]) in between.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The Cedar request, completed by [`Prepared::set_fetched`].
+    cedar: CedarRequest,
+    /// The matched route's name.
+    route: Option<String>,
+    /// The caller had no credential: a deny is a 401 challenge.
+    anonymous: bool,
+}
+
+impl Prepared {
+    /// The Cedar request as mapped.
+    pub fn cedar(&self) -> &CedarRequest {
+        &self.cedar
+    }
+
+    /// Adds the entity provider's answers; they are recorded with the request.
+    pub fn set_fetched(&mut self, fetched: Vec<serde_json::Value>) {
+        self.cedar.fetched = fetched;
+    }
+
+    /// Evaluates the request: the policy half.
+    pub fn decide(self, policies: &PolicySnapshot) -> Decision {
+        let mut decision = evaluate(policies, &self.cedar, self.anonymous);
+        decision.cedar = Some(self.cedar);
+        decision.route = self.route;
+        decision
+    }
+
+    /// Denies without evaluating, because the entity data the request needs could not be had
+    /// (`entities_unavailable`): never decided on partial data. The record keeps the request.
+    pub fn deny_unavailable(self, policies: &PolicySnapshot, error: String) -> Decision {
+        let status = if self.anonymous { 401 } else { 403 };
+        let mut d = Decision::deny(status, "entities_unavailable", &policies.version);
+        d.errors.push(error);
+        d.cedar = Some(self.cedar);
+        d.route = self.route;
+        d
+    }
+}
+
+/// Maps a request to Cedar, or decides it already (boxed: a deny here is the rare path): over-size headers, a bad credential and an
+/// unroutable request are denied here, before any entity is fetched.
+pub fn prepare(
+    config: &Config,
+    policies: &PolicySnapshot,
+    request: &HttpRequest,
+    identity: &Result<Identity, IdentityError>,
+    now: SystemTime,
+) -> Result<Prepared, Box<Decision>> {
     let version = &policies.version;
     if request.header_bytes > config.limits.max_header_bytes {
-        return Decision::deny(403, "headers_too_large", version);
+        return Err(Box::new(Decision::deny(403, "headers_too_large", version)));
     }
     let identity = match identity {
         Ok(identity) => identity,
@@ -106,25 +165,27 @@ pub fn decide(
                 IdentityError::Token(_) => Some("invalid_token"),
                 IdentityError::UnsupportedScheme | IdentityError::UntrustedPeer => None,
             };
-            return d;
+            return Err(Box::new(d));
         }
     };
     let anonymous = matches!(identity, Identity::Anonymous);
-    let (cedar, route) = match mapping::map(config, identity, request, now) {
-        Ok(mapped) => mapped,
-        Err(MappingError::NoRoute) => {
-            return Decision::deny(if anonymous { 401 } else { 403 }, "no_route", version);
-        }
+    match mapping::map(config, identity, request, now) {
+        Ok((cedar, route)) => Ok(Prepared {
+            cedar,
+            route,
+            anonymous,
+        }),
+        Err(MappingError::NoRoute) => Err(Box::new(Decision::deny(
+            if anonymous { 401 } else { 403 },
+            "no_route",
+            version,
+        ))),
         Err(MappingError::Token(e)) => {
             let mut d = Decision::deny(401, e.reason(), version);
             d.challenge_error = Some("invalid_token");
-            return d;
+            Err(Box::new(d))
         }
-    };
-    let mut decision = evaluate(policies, &cedar, anonymous);
-    decision.cedar = Some(cedar);
-    decision.route = route;
-    decision
+    }
 }
 
 /// Evaluates a Cedar request and names the outcome: the policy half of [`decide`]. Shadow
@@ -137,11 +198,7 @@ pub fn evaluate(policies: &PolicySnapshot, cedar: &CedarRequest, anonymous: bool
     let evaluation = match policies.evaluate(cedar) {
         Ok(e) => e,
         Err(e) => {
-            let mut d = Decision::deny(
-                if anonymous { 401 } else { 403 },
-                "evaluation_error",
-                version,
-            );
+            let mut d = Decision::deny(if anonymous { 401 } else { 403 }, e.reason(), version);
             d.errors.push(e.to_string());
             return d;
         }

@@ -47,4 +47,5 @@ pub mod request;
 pub mod routes;
 pub mod server;
 pub mod shadow;
+pub mod shapes;
 pub mod telemetry;

@@ -13,13 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::{Config, PrincipalMapping, Unmatched, action_type};
+use crate::config::{Config, ContextFact, ContextValue, PrincipalMapping, Unmatched, action_type};
 use crate::identity::Identity;
 use crate::jwt::{TokenError, VerifiedToken};
 use crate::request::HttpRequest;
-
-/// Id of the anonymous principal.
-pub const ANONYMOUS_ID: &str = "anonymous";
 
 /// A Cedar entity reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,9 +45,29 @@ pub struct CedarRequest {
     pub resource: EntityRef,
     /// Request facts (Cedar JSON record).
     pub context: Value,
-    /// Principal, its group parents and the resource, in Cedar's entity JSON format. Static
-    /// entities from the policy folder take precedence over request-derived parents and resources.
+    /// What the verified credential says about the principal (claim-mapped attributes and
+    /// parents), in Cedar's entity JSON format; absent when it says nothing. Merged with the
+    /// entity sources' data for the same uid by [`crate::policy`]: parents are the union,
+    /// attributes from the credential win.
     pub entities: Vec<Value>,
+    /// Entities the entity provider answered for this request (its principal's and resource's
+    /// uids), as received; recorded so that replay evaluates with the data the decision read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetched: Vec<Value>,
+}
+
+impl CedarRequest {
+    /// The uids an entity provider is asked about: the principal's and the resource's, when
+    /// their type is one of `types`, each once.
+    pub fn provider_uids(&self, types: &std::collections::BTreeSet<String>) -> Vec<EntityRef> {
+        let mut uids = Vec::with_capacity(2);
+        for r in [&self.principal, &self.resource] {
+            if types.contains(&r.entity_type) && !uids.contains(r) {
+                uids.push(r.clone());
+            }
+        }
+        uids
+    }
 }
 
 /// Why a request could not be mapped.
@@ -113,9 +130,8 @@ pub fn map(
 
     let mut entities = Vec::new();
     let principal = principal(config, identity, &mut entities)?;
-    entities.push(entity_json(&resource, Map::new(), &[]));
 
-    let context = context(config, identity, request, &params, now);
+    let context = context(config, identity, request, &principal, &params, now);
     Ok((
         CedarRequest {
             principal,
@@ -126,6 +142,7 @@ pub fn map(
             resource,
             context,
             entities,
+            fetched: Vec::new(),
         },
         route_name,
     ))
@@ -175,25 +192,19 @@ fn principal(
     entities: &mut Vec<Value>,
 ) -> Result<EntityRef, MappingError> {
     match identity {
-        Identity::Anonymous => {
-            let uid = EntityRef {
-                entity_type: config.anonymous_type.to_string(),
-                id: ANONYMOUS_ID.to_string(),
-            };
-            entities.push(entity_json(&uid, Map::new(), &[]));
-            Ok(uid)
-        }
+        Identity::Anonymous => Ok(EntityRef {
+            entity_type: config.anonymous_type.to_string(),
+            id: config.anonymous_id.to_string(),
+        }),
         Identity::Peer(peer) => {
             let entity_type = config
                 .mtls
                 .as_ref()
                 .map_or_else(|| "Service".to_string(), |m| m.entity_type.to_string());
-            let uid = EntityRef {
+            Ok(EntityRef {
                 entity_type,
                 id: peer.clone(),
-            };
-            entities.push(entity_json(&uid, Map::new(), &[]));
-            Ok(uid)
+            })
         }
         Identity::Token { token, .. } => {
             let mapping = principal_mapping(token);
@@ -204,26 +215,28 @@ fn principal(
                 entity_type: mapping.entity_type.to_string(),
                 id: id.to_string(),
             };
-            let groups: Vec<EntityRef> = mapping
-                .groups_claim
-                .as_deref()
-                .map(|claim| string_list(token.claims.get(claim)))
-                .unwrap_or_default()
-                .into_iter()
-                .map(|g| EntityRef {
-                    entity_type: mapping.group_type.to_string(),
-                    id: g,
-                })
-                .collect();
+            let mut parents: Vec<EntityRef> = Vec::new();
+            for p in &mapping.parents {
+                for name in string_list(token.claims.get(&*p.claim)) {
+                    let parent = EntityRef {
+                        entity_type: p.entity_type.to_string(),
+                        id: name,
+                    };
+                    if !parents.contains(&parent) {
+                        parents.push(parent);
+                    }
+                }
+            }
             let mut attrs = Map::new();
             for (attr, claim) in &mapping.attributes {
                 if let Some(value) = token.claims.get(claim).and_then(cedar_value) {
                     attrs.insert(attr.clone(), value);
                 }
             }
-            entities.push(entity_json(&uid, attrs, &groups));
-            for group in &groups {
-                entities.push(entity_json(group, Map::new(), &[]));
+            // A credential that says nothing beyond the uid adds no entity: the entity sources'
+            // data for the uid (or none) is the whole truth, as it would be for Cedar.
+            if !attrs.is_empty() || !parents.is_empty() {
+                entities.push(entity_json(&uid, attrs, &parents));
             }
             Ok(uid)
         }
@@ -320,6 +333,7 @@ fn context(
     config: &Config,
     identity: &Identity,
     request: &HttpRequest,
+    principal: &EntityRef,
     params: &[(String, String)],
     now: SystemTime,
 ) -> Value {
@@ -339,7 +353,7 @@ fn context(
         .iter()
         .filter_map(|h| request.header(h).map(|v| (h.clone(), Value::from(v))))
         .collect();
-    let params: Map<String, Value> = params
+    let param_values: Map<String, Value> = params
         .iter()
         .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
         .collect();
@@ -360,7 +374,7 @@ fn context(
         ),
     );
     http.insert("headers".into(), Value::Object(headers));
-    http.insert("params".into(), Value::Object(params));
+    http.insert("params".into(), Value::Object(param_values));
 
     let mut source = Map::new();
     if let Some(ip) = request.source_ip {
@@ -399,6 +413,31 @@ fn context(
         );
     }
     ctx.insert("time".into(), time_context(now));
+    for (name, source) in &config.context.attributes {
+        let value = match source {
+            ContextValue::Fact(fact) => Some(match fact {
+                ContextFact::Authenticated => Value::Bool(!matches!(identity, Identity::Anonymous)),
+                ContextFact::Method => request.method.as_str().into(),
+                ContextFact::Path => request.path.as_str().into(),
+                ContextFact::Host => request.host.as_str().into(),
+                ContextFact::PrincipalType => principal.entity_type.as_str().into(),
+            }),
+            ContextValue::Claim(claim) => match identity {
+                Identity::Token { token, .. } => token.claims.get(claim).and_then(cedar_value),
+                _ => None,
+            },
+            ContextValue::Header(header) => request.header(header).map(Value::from),
+            ContextValue::Param(param) => params
+                .iter()
+                .map(|(n, v)| (n.as_str(), v))
+                .find(|(n, _)| *n == param.as_str())
+                .map(|(_, v)| Value::from(v.as_str())),
+            ContextValue::Value(v) => Some(v.clone()),
+        };
+        if let Some(value) = value {
+            ctx.insert(name.clone(), value);
+        }
+    }
     Value::Object(ctx)
 }
 

@@ -81,10 +81,11 @@ pub struct PolicySnapshot {
     pub policies: PolicySet,
     /// The schema, when the folder has one.
     pub schema: Option<Schema>,
+    /// The same schema in Cedar's JSON schema form, for checks that derive a schema from it
+    /// ([`crate::shapes`]).
+    pub schema_json: Option<Value>,
     /// Static entities (and action entities from the schema).
     pub entities: Entities,
-    /// UIDs in `entities`, so request-derived duplicates can be skipped.
-    static_uids: HashSet<EntityUid>,
     /// Policy facts by id.
     pub info: HashMap<String, PolicyInfo>,
     /// Content hash of every loaded file (short hex): the policy-set version in decision logs.
@@ -131,6 +132,48 @@ pub enum EvaluationError {
         /// Cedar's message.
         message: String,
     },
+    /// The principal, merged from the credential and the entity sources, doesn't conform to the
+    /// schema (a required attribute missing, a wrong type, an undeclared parent type).
+    #[error("principal does not conform to the schema: {message}")]
+    PrincipalInvalid {
+        /// Cedar's message, naming the entity.
+        message: String,
+    },
+    /// Entity provider data that can't be used: not Cedar entity JSON, or not conforming to the
+    /// schema.
+    #[error("entity provider data unusable: {message}")]
+    EntitiesUnavailable {
+        /// What was wrong, naming the entity.
+        message: String,
+    },
+}
+
+impl EvaluationError {
+    /// The deny reason code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EvaluationError::Invalid { .. } => "evaluation_error",
+            EvaluationError::PrincipalInvalid { .. } => "principal_invalid",
+            EvaluationError::EntitiesUnavailable { .. } => "entities_unavailable",
+        }
+    }
+}
+
+/// `Type::"id"` of an entity JSON value, for messages (never its attributes).
+fn entity_label(value: &Value) -> String {
+    let uid = value.get("uid");
+    let uid = uid
+        .and_then(|u| u.get("__entity"))
+        .or(uid)
+        .cloned()
+        .unwrap_or(Value::Null);
+    match (
+        uid.get("type").and_then(Value::as_str),
+        uid.get("id").and_then(Value::as_str),
+    ) {
+        (Some(t), Some(id)) => format!("{t}::{}", Value::from(id)),
+        _ => "(without a uid)".to_string(),
+    }
 }
 
 fn invalid(what: &'static str) -> impl Fn(&dyn fmt::Display) -> EvaluationError {
@@ -141,6 +184,34 @@ fn invalid(what: &'static str) -> impl Fn(&dyn fmt::Display) -> EvaluationError 
 }
 
 impl PolicySnapshot {
+    /// Loads and validates the policy folder for `config`: everything [`load`](Self::load)
+    /// checks, plus that the policies can run on the requests `config` builds
+    /// ([`crate::shapes`]): a context attribute no route provides, a claim-mapped attribute or
+    /// parent type the schema doesn't declare. What `serve`, reload and every offline command
+    /// load.
+    pub fn load_for(
+        dir: &Path,
+        config: &crate::config::Config,
+    ) -> Result<PolicySnapshot, PolicyLoadError> {
+        let snapshot = PolicySnapshot::load(dir)?;
+        let problems: Vec<Problem> = crate::shapes::check(config, &snapshot)
+            .into_iter()
+            .map(|p| {
+                let file = p
+                    .policy
+                    .as_ref()
+                    .and_then(|id| snapshot.info.get(id))
+                    .map_or_else(|| config.source.clone(), |i| i.file.clone());
+                whole_file(&file, p.message)
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(snapshot)
+        } else {
+            Err(PolicyLoadError(problems))
+        }
+    }
+
     /// Loads and validates the policy folder.
     pub fn load(dir: &Path) -> Result<PolicySnapshot, PolicyLoadError> {
         let mut problems = Vec::new();
@@ -189,12 +260,18 @@ impl PolicySnapshot {
         };
 
         // Schema: at most one file, so there is one truth about types.
+        let mut schema_json = None;
         let schema = match schema_files.as_slice() {
             [] => None,
             [path] => {
                 read(path, &mut problems).and_then(|text| {
                     match Schema::from_cedarschema_str(&text) {
-                        Ok((schema, _warnings)) => Some(schema),
+                        Ok((schema, _warnings)) => {
+                            schema_json = cedar_policy::SchemaFragment::from_cedarschema_str(&text)
+                                .ok()
+                                .and_then(|(fragment, _)| fragment.to_json_value().ok());
+                            Some(schema)
+                        }
                         Err(e) => {
                             problems.extend(diagnostic_problems(path, &text, &e));
                             None
@@ -333,7 +410,6 @@ impl PolicySnapshot {
             return Err(PolicyLoadError(problems));
         }
         let entities = entities.unwrap_or_else(Entities::empty);
-        let static_uids = entities.iter().map(Entity::uid).collect();
         let mut all_files = schema_files;
         all_files.extend(policy_files);
         if entities_file.is_file() {
@@ -359,8 +435,8 @@ impl PolicySnapshot {
             entity_types,
             policies,
             schema,
+            schema_json,
             entities,
-            static_uids,
             info,
             version: hex_prefix(&sha256(&hasher_input)).into(),
             loaded_at: SystemTime::now(),
@@ -458,18 +534,21 @@ impl PolicySnapshot {
         let cedar_request = Request::new(principal, action, resource, context, None)
             .map_err(|e| invalid("request")(&e))?;
 
-        // Request-derived entities: the principal always comes from the request (it carries the
-        // token's attributes); parents and resources defined statically keep their static form.
         let entities = self.request_entities(request)?;
         Ok((cedar_request, entities))
     }
 
-    /// Static entities merged with the request-derived ones. Cached per distinct set of derived
-    /// entities (their JSON is the key): the same caller on the same resource reuses the merged
-    /// set instead of re-converting and re-closing the hierarchy (~70k instructions per Check).
+    /// The static entities merged with what the request brings: the provider's answers
+    /// (`fetched`) and what the credential says (`entities`). Cached per distinct pair (their
+    /// JSON is the key): the same caller on the same resource reuses the merged set instead of
+    /// re-converting, re-validating and re-closing the hierarchy (~70k instructions per Check).
     /// The cache lives in this snapshot, so a reload starts it afresh.
     fn request_entities(&self, request: &CedarRequest) -> Result<Entities, EvaluationError> {
-        let key = serde_json::to_string(&request.entities).map_err(|e| invalid("entities")(&e))?;
+        if request.entities.is_empty() && request.fetched.is_empty() {
+            return Ok(self.entities.clone());
+        }
+        let key = serde_json::to_string(&(&request.entities, &request.fetched))
+            .map_err(|e| invalid("entities")(&e))?;
         if let Some(hit) = self.entity_cache.get(&key) {
             return Ok(hit);
         }
@@ -478,28 +557,71 @@ impl PolicySnapshot {
         Ok(entities)
     }
 
+    /// One rule for every uid that more than one source describes: parents are the union of
+    /// `entities.json`, the provider and the credential; attributes are `entities.json`'s,
+    /// overlaid attribute by attribute by the provider's, overlaid by the credential's. Every
+    /// merged entity is checked against the schema: a principal that doesn't conform is
+    /// [`EvaluationError::PrincipalInvalid`], provider data that doesn't is
+    /// [`EvaluationError::EntitiesUnavailable`]; neither is ever evaluated.
     fn merge_entities(&self, request: &CedarRequest) -> Result<Entities, EvaluationError> {
-        let principal_uid = uid(&request.principal)?;
-        let mut derived = Vec::with_capacity(request.entities.len());
-        for value in &request.entities {
-            let entity = entity(value)?;
-            let is_principal = entity.uid() == principal_uid;
-            if is_principal || !self.static_uids.contains(&entity.uid()) {
-                derived.push(entity);
+        type Parts = (
+            EntityUid,
+            HashMap<String, RestrictedExpression>,
+            HashSet<EntityUid>,
+        );
+        let schema = self.schema.as_ref();
+        let mut merged: Vec<Parts> = Vec::new();
+        let mut overlay = |entity: Entity| {
+            let (uid, attrs, parents) = entity.into_inner();
+            let slot = match merged.iter().position(|m| m.0 == uid) {
+                Some(i) => i,
+                None => {
+                    merged.push(match self.entities.get(&uid) {
+                        Some(known) => known.clone().into_inner(),
+                        None => (uid, HashMap::new(), HashSet::new()),
+                    });
+                    merged.len() - 1
+                }
+            };
+            if let Some(m) = merged.get_mut(slot) {
+                m.1.extend(attrs);
+                m.2.extend(parents);
             }
+        };
+        for value in &request.fetched {
+            // The provider is the operator's own system: Cedar's full entity JSON, escapes and
+            // schema-directed forms included, checked against the schema as it is parsed.
+            let entity = Entity::from_json_value(value.clone(), schema).map_err(|e| {
+                EvaluationError::EntitiesUnavailable {
+                    message: format!("provider entity {}: {e}", entity_label(value)),
+                }
+            })?;
+            overlay(entity);
         }
-        if derived.iter().any(|e| self.static_uids.contains(&e.uid())) {
-            // The principal is also a static entity: rebuild without the static copy.
-            let keep = self
-                .entities
-                .iter()
-                .filter(|e| e.uid() != principal_uid)
-                .cloned();
-            Entities::from_entities(keep.chain(derived), None)
-        } else {
-            self.entities.clone().add_entities(derived, None)
+        for value in &request.entities {
+            overlay(entity(value)?);
         }
-        .map_err(|e| invalid("entities")(&e))
+        let principal_uid = self.uid(&request.principal)?;
+        let mut built = Vec::with_capacity(merged.len());
+        for (uid, attrs, parents) in merged {
+            let is_principal = uid == principal_uid;
+            let entity = Entity::new(uid, attrs, parents).map_err(|e| invalid("entity")(&e))?;
+            if let Some(schema) = schema
+                && let Err(e) = Entities::empty().add_entities([entity.clone()], Some(schema))
+            {
+                let message = format!("{}: {e}", entity.uid());
+                return Err(if is_principal {
+                    EvaluationError::PrincipalInvalid { message }
+                } else {
+                    EvaluationError::EntitiesUnavailable { message }
+                });
+            }
+            built.push(entity);
+        }
+        self.entities
+            .clone()
+            .upsert_entities(built, None)
+            .map_err(|e| invalid("entities")(&e))
     }
 
     /// The uid of `r`, with its type name from [`Self::entity_types`] when it is a known one.

@@ -194,7 +194,7 @@ impl Reloader {
         // reload fails, the folders of the config in force stay watched too, and fixing the
         // newly named folder reloads by itself.
         self.follow(&[&current, &config]);
-        let policies = PolicySnapshot::load(&config.policy_dir)?;
+        let policies = PolicySnapshot::load_for(&config.policy_dir, &config)?;
         let shadow = crate::shadow::load(&config).map_err(ReloadError::Shadow)?;
         Ok(Active {
             config: Arc::new(config),

@@ -86,11 +86,12 @@ pub struct Running {
 
 /// Starts serving `config`.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
-    let policies =
-        PolicySnapshot::load(&config.policy_dir).map_err(|source| ServeError::Policy {
+    let policies = PolicySnapshot::load_for(&config.policy_dir, &config).map_err(|source| {
+        ServeError::Policy {
             dir: config.policy_dir.display().to_string(),
             source,
-        })?;
+        }
+    })?;
     tracing::info!(
         version = %policies.version,
         policies = policies.info.len(),

@@ -22,7 +22,7 @@ pub fn load(config: &Config) -> Result<Option<Arc<PolicySnapshot>>, PolicyLoadEr
     let Some(shadow) = &config.shadow else {
         return Ok(None);
     };
-    let snapshot = PolicySnapshot::load(&shadow.policy_dir)?;
+    let snapshot = PolicySnapshot::load_for(&shadow.policy_dir, config)?;
     tracing::info!(
         version = %snapshot.version,
         policies = snapshot.info.len(),

@@ -1027,15 +1027,18 @@ fn token(
             rejected(TokenError::MissingPrincipalClaim.reason())
         )),
     }
-    if let Some(groups) = &mapping.groups_claim
-        && let Some(v) = token.claims.get(&**groups)
-        && !is_string_list(v)
-    {
-        errors.push(format!(
-            "claim `{groups}` (the groups of {} principals) must be a string or a list of strings, not {}",
-            mapping.entity_type,
-            kind(v)
-        ));
+    for parent in &mapping.parents {
+        if let Some(v) = token.claims.get(&*parent.claim)
+            && !is_string_list(v)
+        {
+            errors.push(format!(
+                "claim `{}` (the {} parents of {} principals) must be a string or a list of strings, not {}",
+                parent.claim,
+                parent.entity_type,
+                mapping.entity_type,
+                kind(v)
+            ));
+        }
     }
     for (attribute, claim) in &mapping.attributes {
         if let Some(v) = token.claims.get(claim)

@@ -174,7 +174,8 @@ pub fn policy_diagnostics(error: &PolicyLoadError) -> Vec<Diagnostic> {
 /// Loads the config and its policy folder, or says everything that is wrong with them.
 pub fn load(config_path: &Path) -> Result<(Config, PolicySnapshot), Vec<Diagnostic>> {
     let config = Config::load(config_path).map_err(|e| config_diagnostics(&e))?;
-    let policies = PolicySnapshot::load(&config.policy_dir).map_err(|e| policy_diagnostics(&e))?;
+    let policies = PolicySnapshot::load_for(&config.policy_dir, &config)
+        .map_err(|e| policy_diagnostics(&e))?;
     Ok((config, policies))
 }
 

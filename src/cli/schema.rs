@@ -69,12 +69,15 @@ pub fn generate(config: &Config, entities: Option<&Value>) -> String {
                 "{role} of issuer {} (id from claim `{}`)",
                 issuer.name, m.id_claim
             ));
-            if let Some(groups) = &m.groups_claim {
-                decl.parents.insert(m.group_type.to_string());
-                let group = types.entry(m.group_type.to_string()).or_default();
-                group.roles.insert(format!("groups from claim `{groups}`"));
+            decl.parents
+                .extend(m.parents.iter().map(|p| p.entity_type.to_string()));
+            for parent in &m.parents {
+                let group = types.entry(parent.entity_type.to_string()).or_default();
+                group
+                    .roles
+                    .insert(format!("parents from claim `{}`", parent.claim));
                 // Group hierarchies (admins in staff) come from the entities file.
-                group.parents.insert(m.group_type.to_string());
+                group.parents.insert(parent.entity_type.to_string());
             }
             let decl = types.entry(m.entity_type.to_string()).or_default();
             for (attribute, claim) in &m.attributes {

@@ -81,7 +81,11 @@ pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>) {
     let policy_dir = config
         .as_ref()
         .map_or_else(|| policy_dir_hint(config_path), |c| c.policy_dir.clone());
-    let policies = match PolicySnapshot::load(&policy_dir) {
+    let loaded = match &config {
+        Some(config) => PolicySnapshot::load_for(&policy_dir, config),
+        None => PolicySnapshot::load(&policy_dir),
+    };
+    let policies = match loaded {
         Ok(p) => Some(p),
         Err(e) => {
             diagnostics.extend(crate::cli::policy_diagnostics(&e));
