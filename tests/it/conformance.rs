@@ -175,17 +175,17 @@ fn run(spec: &Spec) {
     let _envoy = start_envoy(tmp.path(), &envoy_config, envoy_admin);
     let got = runtime.block_on(send_all(&fx, &probes, listener));
 
+    let decided = got.iter().filter(|g| g.decision_id.is_some()).count();
+    let records = records(&log, decided);
     let mut disagreements = Vec::new();
     for (probe, got) in probes.iter().zip(&got) {
-        let agrees = match probe.allow() {
+        let record = got.decision_id.as_ref().and_then(|id| records.get(id));
+        let mut problems = Vec::new();
+        let status_agrees = match probe.allow() {
             true => got.status == 200,
             false => got.status == 401 || got.status == 403,
         };
-        if !agrees {
-            let reason = got.decision_id.as_deref().map_or_else(
-                || "no decision id".to_string(),
-                |id| record_reason(&log, id),
-            );
+        if !status_agrees {
             let expected = match &probe.expected {
                 Some(v) => format!(
                     "{} (cedar: {:?}{})",
@@ -199,8 +199,49 @@ fn run(spec: &Spec) {
                 ),
                 None => "deny (no route)".to_string(),
             };
+            problems.push(format!("expected {expected}, got {}", got.status));
+        }
+        // The right answer must come from the right question: the Cedar request cedargate
+        // built is the one the route table means.
+        match (&probe.query, record) {
+            (_, None) => problems.push("no decision record".to_string()),
+            (Some(q), Some(r)) => {
+                let built = [&r["principal"], &r["action"], &r["resource"]].map(|v| v.as_str());
+                let meant = q.uids();
+                if built != meant.each_ref().map(|s| Some(s.as_str())) {
+                    problems.push(format!(
+                        "cedargate asked {built:?}, the routes mean {meant:?}"
+                    ));
+                }
+            }
+            (None, Some(r)) if r["reason"] != "no_route" => {
+                problems.push("no route matches, yet cedargate found one".to_string());
+            }
+            (None, Some(_)) => {}
+        }
+        if !problems.is_empty() {
+            let cedargate = record.map_or_else(String::new, |r| {
+                let policies: Vec<&str> = r["policies"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["id"].as_str())
+                    .collect();
+                let errors = r["errors"].as_array().map_or(0, Vec::len);
+                let first = r["errors"][0].as_str().map_or_else(String::new, |e| {
+                    format!(
+                        ", {e}{}",
+                        if errors > 1 {
+                            format!(" (+{} more)", errors - 1)
+                        } else {
+                            String::new()
+                        }
+                    )
+                });
+                format!(" (cedargate: {} {policies:?}{first})", r["reason"])
+            });
             disagreements.push(format!(
-                "  user {}, {} {}{}: expected {expected}, got {} ({reason})",
+                "  user {}, {} {}{}: {}{cedargate}",
                 probe.user.as_deref().unwrap_or("<anonymous>"),
                 probe.method,
                 probe.path,
@@ -208,7 +249,7 @@ fn run(spec: &Spec) {
                     .region
                     .map(|r| format!(" [x-region: {r}]"))
                     .unwrap_or_default(),
-                got.status,
+                problems.join("; "),
             ));
         }
     }
@@ -289,26 +330,20 @@ async fn send_all(fx: &Fixture, probes: &[Probe], listener: u16) -> Vec<Got> {
     out
 }
 
-/// The `reason` (and deciding policies) of a decision record, waiting for the log writer.
-fn record_reason(log: &Path, decision_id: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
+/// The decision records by id, once the log holds `count` of them (the writer is asynchronous).
+fn records(log: &Path, count: usize) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + DEADLINE;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let record = text
+        // Complete lines only: the writer may be in the middle of the last one.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let records: BTreeMap<String, Value> = complete
             .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|r| r["decision_id"] == decision_id);
-        if let Some(r) = record {
-            let policies: Vec<&str> = r["policies"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["id"].as_str())
-                .collect();
-            return format!("cedargate: {} {policies:?} {}", r["reason"], r["errors"]);
-        }
-        if Instant::now() > deadline {
-            return format!("no decision record {decision_id}");
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|r| (r["decision_id"].as_str().unwrap().to_string(), r))
+            .collect();
+        if records.len() >= count || Instant::now() > deadline {
+            return records;
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -290,6 +290,18 @@ pub struct Query {
     pub context: Value,
 }
 
+impl Query {
+    /// Principal, action and resource as Cedar prints them (`User::"alice"`).
+    pub fn uids(&self) -> [String; 3] {
+        [
+            uid(&self.principal.0, &self.principal.1),
+            uid("Action", &self.action),
+            uid(&self.resource.0, &self.resource.1),
+        ]
+        .map(|u| u.to_string())
+    }
+}
+
 /// One generated HTTP request and what Cedar says about it.
 pub struct Probe {
     /// `None`: anonymous (no token).
