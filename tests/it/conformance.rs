@@ -199,7 +199,23 @@ fn run(spec: &Spec) {
                 ),
                 None => "deny (no route)".to_string(),
             };
-            problems.push(format!("expected {expected}, got {}", got.status));
+            let without: Vec<String> = probe
+                .flipped_without
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect();
+            let diagnosis = if without.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " [Cedar's answer without the {} data]",
+                    without.join(" or the ")
+                )
+            };
+            problems.push(format!(
+                "expected {expected}, got {}{diagnosis}",
+                got.status
+            ));
         }
         // The right answer must come from the right question: the Cedar request cedargate
         // built is the one the route table means.

@@ -116,11 +116,28 @@ fn overlay(map: &mut EntityMap, entities: &Value) {
     for e in entities.as_array().unwrap() {
         let slot = map.entry(uid_key(&e["uid"])).or_default();
         for (k, v) in e["attrs"].as_object().unwrap() {
-            slot.0.insert(k.clone(), v.clone());
+            slot.0.insert(k.clone(), explicit(v));
         }
         for p in e["parents"].as_array().unwrap() {
             slot.1.insert(uid_key(p));
         }
+    }
+}
+
+/// Entity references in the explicit `{"__entity": …}` form. The sets also use the implicit
+/// `{"type", "id"}` form that Cedar reads with a schema; no record attribute in them has exactly
+/// those two keys, so the two are told apart here without the schema.
+fn explicit(v: &Value) -> Value {
+    match v {
+        Value::Object(o) if o.contains_key("__entity") => v.clone(),
+        Value::Object(o) if o.len() == 2 && o.contains_key("type") && o.contains_key("id") => {
+            json!({ "__entity": v })
+        }
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), explicit(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(explicit).collect()),
+        other => other.clone(),
     }
 }
 
@@ -185,8 +202,9 @@ fn merged(spec: &Spec, fx: &Fixture, without: Option<Source>) -> EntityMap {
     map
 }
 
+/// A source of entity data.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Source {
+pub enum Source {
     Provider,
     Claims,
     /// The users' entries in entities.json (what cedargate used to drop).
@@ -313,6 +331,9 @@ pub struct Probe {
     pub query: Option<Query>,
     /// Cedar's answer on the truth (deny when no route matches).
     pub expected: Option<Verdict>,
+    /// The sources whose omission flips Cedar's answer: a gate that gives the other answer
+    /// behaves as if it ignored one of these.
+    pub flipped_without: Vec<Source>,
 }
 
 impl Probe {
@@ -402,6 +423,7 @@ fn probe(spec: &Spec, user: Option<String>, route: &Route, rng: &mut Prng) -> Pr
         region,
         query,
         expected: None,
+        flipped_without: Vec::new(),
     }
 }
 
@@ -485,6 +507,7 @@ pub fn plan(spec: &Spec, fx: &Fixture) -> Vec<Probe> {
                 for (source, partial) in &partials {
                     if oracle.decide(q, partial, true).allow != verdict.allow {
                         *hits.entry(format!("without {source:?}")).or_default() += 1;
+                        probe.flipped_without.push(*source);
                     }
                 }
                 probe.expected = Some(verdict);
