@@ -159,6 +159,21 @@ impl EvaluationError {
     }
 }
 
+/// An error with its sources: Cedar keeps the specifics (which attribute, which type) there.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = inner.source();
+    }
+    message
+}
+
 /// `Type::"id"` of an entity JSON value, for messages (never its attributes).
 fn entity_label(value: &Value) -> String {
     let uid = value.get("uid");
@@ -593,7 +608,11 @@ impl PolicySnapshot {
             // schema-directed forms included, checked against the schema as it is parsed.
             let entity = Entity::from_json_value(value.clone(), schema).map_err(|e| {
                 EvaluationError::EntitiesUnavailable {
-                    message: format!("provider entity {}: {e}", entity_label(value)),
+                    message: format!(
+                        "provider entity {}: {}",
+                        entity_label(value),
+                        with_sources(&e)
+                    ),
                 }
             })?;
             overlay(entity);
@@ -609,7 +628,7 @@ impl PolicySnapshot {
             if let Some(schema) = schema
                 && let Err(e) = Entities::empty().add_entities([entity.clone()], Some(schema))
             {
-                let message = format!("{}: {e}", entity.uid());
+                let message = format!("{}: {}", entity.uid(), with_sources(&e));
                 return Err(if is_principal {
                     EvaluationError::PrincipalInvalid { message }
                 } else {

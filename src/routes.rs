@@ -19,58 +19,46 @@ pub struct PathTemplate {
 enum Segment {
     /// Must equal this text.
     Literal(String),
-    /// Captures one segment.
-    Param(String),
-    /// Captures the rest of the path (last segment only).
+    /// Captures the non-empty text of one segment between a fixed prefix and suffix: `{id}`
+    /// (both empty), `{role}s`, `v{version}`, `{name}.json`. One parameter per segment, so the
+    /// capture is always unambiguous.
+    Param {
+        /// The parameter's name.
+        name: String,
+        /// Text the segment must start with.
+        prefix: String,
+        /// Text the segment must end with.
+        suffix: String,
+    },
+    /// Captures the rest of the path (a whole segment, and the last one).
     Rest(String),
 }
 
 impl PathTemplate {
-    /// Parses `/a/{b}/c` or `/a/{rest*}`.
+    /// Parses `/a/{b}/c`, `/a/{b}s`, `/v{n}/x` or `/a/{rest*}`.
     pub fn parse(template: &str) -> Result<PathTemplate, String> {
         let Some(body) = template.strip_prefix('/') else {
             return Err(format!("path `{template}` must start with `/`"));
         };
-        let mut segments = Vec::new();
         let parts: Vec<&str> = if body.is_empty() {
             Vec::new()
         } else {
             body.split('/').collect()
         };
         let last = parts.len().saturating_sub(1);
+        let mut segments: Vec<Segment> = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
-            if let Some(inner) = part.strip_prefix('{') {
-                let Some(name) = inner.strip_suffix('}') else {
-                    return Err(format!(
-                        "path `{template}`: `{part}` is missing its closing `}}`"
-                    ));
-                };
-                let (name, rest) = match name.strip_suffix('*') {
-                    Some(n) => (n, true),
-                    None => (name, false),
-                };
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!(
-                        "path `{template}`: parameter `{part}` must be `{{name}}` with letters, digits or `_`"
-                    ));
-                }
-                if rest && i != last {
-                    return Err(format!(
-                        "path `{template}`: `{part}` captures the rest of the path, so it must come last"
-                    ));
-                }
-                segments.push(if rest {
-                    Segment::Rest(name.to_string())
-                } else {
-                    Segment::Param(name.to_string())
-                });
-            } else if part.contains(['{', '}']) {
+            let segment = segment(template, part, i == last)?;
+            if let Segment::Param { name, .. } | Segment::Rest(name) = &segment
+                && segments.iter().any(
+                    |s| matches!(s, Segment::Param { name: n, .. } | Segment::Rest(n) if n == name),
+                )
+            {
                 return Err(format!(
-                    "path `{template}`: `{part}` mixes text and a parameter; a parameter must be a whole segment"
+                    "path `{template}`: parameter `{name}` appears twice; give each parameter its own name"
                 ));
-            } else {
-                segments.push(Segment::Literal((*part).to_string()));
             }
+            segments.push(segment);
         }
         Ok(PathTemplate {
             source: template.into(),
@@ -86,7 +74,7 @@ impl PathTemplate {
     /// Names of the parameters this template captures.
     pub fn params(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
-            Segment::Param(n) | Segment::Rest(n) => Some(n.as_str()),
+            Segment::Param { name, .. } | Segment::Rest(name) => Some(name.as_str()),
             Segment::Literal(_) => None,
         })
     }
@@ -107,8 +95,16 @@ impl PathTemplate {
                         return None;
                     }
                 }
-                Segment::Param(name) => {
-                    let value = parts.as_mut()?.next()?;
+                Segment::Param {
+                    name,
+                    prefix,
+                    suffix,
+                } => {
+                    let value = parts
+                        .as_mut()?
+                        .next()?
+                        .strip_prefix(prefix.as_str())?
+                        .strip_suffix(suffix.as_str())?;
                     if value.is_empty() {
                         return None;
                     }
@@ -132,6 +128,63 @@ impl PathTemplate {
             None => Some(params),
         }
     }
+}
+
+/// One segment of `template`: literal text, or at most one `{name}` with literal text around it,
+/// or a whole-segment `{name*}` when it is the `last` segment. Each error says what is wrong with
+/// this segment as written.
+fn segment(template: &str, part: &str, last: bool) -> Result<Segment, String> {
+    let Some((prefix, after_open)) = part.split_once('{') else {
+        if part.contains('}') {
+            return Err(format!(
+                "path `{template}`: `{part}` has a `}}` with no `{{` before it"
+            ));
+        }
+        return Ok(Segment::Literal(part.to_string()));
+    };
+    if prefix.contains('}') {
+        return Err(format!(
+            "path `{template}`: `{part}` has a `}}` with no `{{` before it"
+        ));
+    }
+    let Some((inner, suffix)) = after_open.split_once('}') else {
+        return Err(format!(
+            "path `{template}`: `{part}` opens a parameter with `{{` and never closes it with `}}`"
+        ));
+    };
+    if suffix.contains(['{', '}']) {
+        return Err(format!(
+            "path `{template}`: `{part}` holds more than one parameter; a segment may hold one, so that what each captures is unambiguous"
+        ));
+    }
+    let (name, rest) = match inner.strip_suffix('*') {
+        Some(n) => (n, true),
+        None => (inner, false),
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "path `{template}`: parameter `{{{inner}}}` must be `{{name}}` with letters, digits or `_`"
+        ));
+    }
+    if rest && (!prefix.is_empty() || !suffix.is_empty()) {
+        return Err(format!(
+            "path `{template}`: `{part}`: `{{{inner}}}` captures the rest of the path, so it must be a whole segment"
+        ));
+    }
+    if rest && !last {
+        return Err(format!(
+            "path `{template}`: `{part}` captures the rest of the path, so it must come last"
+        ));
+    }
+    Ok(if rest {
+        Segment::Rest(name.to_string())
+    } else {
+        Segment::Param {
+            name: name.to_string(),
+            prefix: prefix.to_string(),
+            suffix: suffix.to_string(),
+        }
+    })
 }
 
 /// One configured route.
@@ -251,6 +304,30 @@ mod tests {
             ("/", "/", Some(&[])),
             ("/", "/x", None),
             ("/{any*}", "/x/y", Some(&[("any", "x/y")])),
+            // A parameter with literal text around it, inside one segment.
+            (
+                "/api/{role}s/{id}",
+                "/api/admins/7",
+                Some(&[("role", "admin"), ("id", "7")]),
+            ),
+            ("/api/{role}s/{id}", "/api/admin/7", None),
+            ("/api/{role}s/{id}", "/api/s/7", None),
+            (
+                "/v{version}/orders",
+                "/v2/orders",
+                Some(&[("version", "2")]),
+            ),
+            ("/v{version}/orders", "/v/orders", None),
+            ("/v{version}/orders", "/x2/orders", None),
+            (
+                "/files/{name}.json",
+                "/files/a.b.json",
+                Some(&[("name", "a.b")]),
+            ),
+            ("/files/{name}.json", "/files/.json", None),
+            ("/x/pre-{id}-post", "/x/pre-1-post", Some(&[("id", "1")])),
+            ("/x/pre-{id}-post", "/x/pre--post", None),
+            ("/x/pre-{id}-post", "/x/pre-post", None),
         ];
         for (t, path, want) in cases {
             let got = template(t).matches(path);
@@ -263,18 +340,55 @@ mod tests {
         }
     }
 
+    /// The whole message for each refused template: it says what is wrong as written.
     #[test]
-    fn bad_templates_are_rejected_with_a_reason() {
-        for (t, needle) in [
-            ("orders", "must start with `/`"),
-            ("/orders/{id", "closing"),
-            ("/orders/{}", "parameter"),
-            ("/orders/x{id}", "whole segment"),
-            ("/files/{p*}/x", "must come last"),
+    fn bad_templates_are_rejected_saying_what_is_wrong() {
+        for (t, message) in [
+            ("orders", "path `orders` must start with `/`"),
+            (
+                "/orders/{id",
+                "path `/orders/{id`: `{id` opens a parameter with `{` and never closes it with `}`",
+            ),
+            (
+                "/orders/id}",
+                "path `/orders/id}`: `id}` has a `}` with no `{` before it",
+            ),
+            (
+                "/orders/}{id}",
+                "path `/orders/}{id}`: `}{id}` has a `}` with no `{` before it",
+            ),
+            (
+                "/orders/{}",
+                "path `/orders/{}`: parameter `{}` must be `{name}` with letters, digits or `_`",
+            ),
+            (
+                "/orders/{a-b}",
+                "path `/orders/{a-b}`: parameter `{a-b}` must be `{name}` with letters, digits or `_`",
+            ),
+            (
+                "/orders/{a}{b}",
+                "path `/orders/{a}{b}`: `{a}{b}` holds more than one parameter; a segment may hold one, so that what each captures is unambiguous",
+            ),
+            (
+                "/orders/{a}-{b}",
+                "path `/orders/{a}-{b}`: `{a}-{b}` holds more than one parameter; a segment may hold one, so that what each captures is unambiguous",
+            ),
+            (
+                "/files/{p*}/x",
+                "path `/files/{p*}/x`: `{p*}` captures the rest of the path, so it must come last",
+            ),
+            (
+                "/files/x{p*}",
+                "path `/files/x{p*}`: `x{p*}`: `{p*}` captures the rest of the path, so it must be a whole segment",
+            ),
+            (
+                "/t/{id}/o/{id}",
+                "path `/t/{id}/o/{id}`: parameter `id` appears twice; give each parameter its own name",
+            ),
         ] {
             match PathTemplate::parse(t) {
                 Ok(_) => unreachable!("{t} parsed"),
-                Err(e) => assert!(e.contains(needle), "{t}: {e}"),
+                Err(e) => assert_eq!(e, message, "{t}"),
             }
         }
     }

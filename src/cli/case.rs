@@ -31,13 +31,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
-use crate::cli::Diagnostic;
+use crate::cli::{Diagnostic, one_line};
 use crate::config::{Config, IssuerConfig, action_type};
 use crate::decision::{self, Decision};
 use crate::identity::{self, Identity, IdentityError};
 use crate::jwt::{TokenError, VerifiedToken};
-use crate::mapping;
-use crate::policy::PolicySnapshot;
+use crate::mapping::{self, EntityRef};
+use crate::policy::{ENTITIES_FILE, EvaluationError, PolicySnapshot};
 use crate::request::HttpRequest;
 
 /// The test file format version this build reads.
@@ -86,6 +86,9 @@ pub struct Case {
     pub now: SystemTime,
     /// What must come out; `None` only for `cedargate check` requests.
     pub expect: Option<Expectation>,
+    /// The entity provider's answer for each uid it may be asked about (`entities:` in the file
+    /// and the case), in Cedar's entity JSON as written.
+    pub provider_entities: Vec<(EntityRef, Value)>,
 }
 
 /// The caller of a case: what identity resolution would have produced.
@@ -113,15 +116,51 @@ impl Case {
         }
     }
 
-    /// Decides the case exactly as `serve` decides a Check.
-    pub fn decide(&self, config: &Config, policies: &PolicySnapshot) -> Decision {
-        decision::decide(
+    /// The verified token of the caller, if it has one.
+    pub fn token(&self) -> Option<&VerifiedToken> {
+        match &self.caller {
+            Caller::Token(token) => Some(token),
+            Caller::NoToken | Caller::Rejected(_) => None,
+        }
+    }
+
+    /// Maps the case as `serve` maps a Check, and hands the request the entity provider's
+    /// answers for the uids `serve` would ask it about (the principal's and the resource's, when
+    /// their type is in `entity_provider.types`), as stated by the case.
+    /// The error is `decision::prepare`'s own: a decision made before Cedar.
+    pub fn prepare(
+        &self,
+        config: &Config,
+        policies: &PolicySnapshot,
+    ) -> Result<decision::Prepared, Box<Decision>> {
+        let mut prepared = decision::prepare(
             config,
             policies,
             &self.request,
             &self.identity(config),
             self.now,
-        )
+        )?;
+        if let Some(provider) = &config.entity_provider {
+            let asked = prepared.cedar().provider_uids(&provider.types);
+            let answers: Vec<Value> = self
+                .provider_entities
+                .iter()
+                .filter(|(uid, _)| asked.contains(uid))
+                .map(|(_, entity)| entity.clone())
+                .collect();
+            if !answers.is_empty() {
+                prepared.set_fetched(answers);
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Decides the case exactly as `serve` decides a Check: [`Case::prepare`], then Cedar.
+    pub fn decide(&self, config: &Config, policies: &PolicySnapshot) -> Decision {
+        match self.prepare(config, policies) {
+            Ok(prepared) => prepared.decide(policies),
+            Err(decided) => *decided,
+        }
     }
 
     /// `file:line`.
@@ -286,6 +325,9 @@ struct RawFile {
     identities: BTreeMap<String, Spanned<Value>>,
     #[serde(default)]
     defaults: RawDefaults,
+    /// What the entity provider answers, for every case in the file.
+    #[serde(default)]
+    entities: Vec<Spanned<Value>>,
     cases: Spanned<Vec<Spanned<RawCase>>>,
 }
 
@@ -305,6 +347,9 @@ struct RawCase {
     request: Option<Spanned<RawRequest>>,
     identity: Option<Spanned<Value>>,
     time: Option<Spanned<String>>,
+    /// What the entity provider answers for this case, over the file's `entities`.
+    #[serde(default)]
+    entities: Vec<Spanned<Value>>,
     expect: Option<Spanned<Value>>,
 }
 
@@ -483,6 +528,13 @@ pub fn parse_test_file(path: &Path, text: &str, cx: &Context<'_>) -> (TestFile, 
             identities.insert(name.clone(), value);
         }
     }
+    let errors_before = problems.errors();
+    let file_entities = provider_entities(&raw.entities, &[], cx, &mut problems);
+    if problems.errors() > errors_before {
+        // Every case would decide on data the file doesn't state as meant: none is run.
+        file.broken += raw.cases.value.len().max(1);
+        return (file, problems.list);
+    }
     let default_request = raw.defaults.request.clone().unwrap_or_default();
     if raw.cases.value.is_empty() {
         problems.at(
@@ -501,6 +553,7 @@ pub fn parse_test_file(path: &Path, text: &str, cx: &Context<'_>) -> (TestFile, 
             raw.defaults.identity.as_ref(),
             raw.defaults.time.as_ref(),
             &identities,
+            &file_entities,
             Mode::TestFile,
             cx,
             &mut problems,
@@ -546,6 +599,7 @@ pub fn parse_check_request(
         None,
         None,
         &BTreeMap::new(),
+        &[],
         Mode::CheckRequest,
         cx,
         &mut problems,
@@ -584,6 +638,7 @@ fn build_case(
     default_identity: Option<&Spanned<Value>>,
     default_time: Option<&Spanned<String>>,
     identities: &BTreeMap<String, &Spanned<Value>>,
+    file_entities: &[(EntityRef, Value)],
     mode: Mode,
     cx: &Context<'_>,
     problems: &mut Problems<'_>,
@@ -642,6 +697,7 @@ fn build_case(
             None
         }
     };
+    let entities = provider_entities(&raw.entities, file_entities, cx, problems);
     let mut request = request?;
     // `identity: { mtls: … }` is a request fact: the peer principal Envoy forwards.
     let caller = match caller {
@@ -672,9 +728,92 @@ fn build_case(
         caller,
         now,
         expect,
+        provider_entities: entities,
     };
     check_against_schema(&case, identity_pos, cx, problems);
     (problems.errors() == errors_before).then_some(case)
+}
+
+/// The entity provider's answers stated by `entities:` (a list of Cedar entities, in either of
+/// Cedar's JSON forms), laid over `inherited` (the file's, for a case): each entity replaces the
+/// inherited one with its uid. Checked as `serve` would meet them: the config must have an entity
+/// provider that is asked about the entity's type; an entity that doesn't conform to the schema
+/// is a warning, since `serve` then denies `entities_unavailable`, which a case may test.
+fn provider_entities(
+    list: &[Spanned<Value>],
+    inherited: &[(EntityRef, Value)],
+    cx: &Context<'_>,
+    problems: &mut Problems<'_>,
+) -> Vec<(EntityRef, Value)> {
+    let mut out = inherited.to_vec();
+    let Some(provider) = &cx.config.entity_provider else {
+        if let Some(first) = list.first() {
+            problems.at(
+                first.into(),
+                format!(
+                    "`entities` states what the entity provider answers, but {} configures no `entity_provider`; static entities belong in {}",
+                    cx.config.source.display(),
+                    cx.config.policy_dir.join(ENTITIES_FILE).display()
+                ),
+            );
+        }
+        return out;
+    };
+    let mut seen: Vec<EntityRef> = Vec::new();
+    for spanned in list {
+        let pos = Pos::from(spanned);
+        let entity = match cedar_policy::Entity::from_json_value(spanned.value.clone(), None) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.at(
+                    pos,
+                    format!(
+                        "not a Cedar entity ({{uid, attrs, parents}}): {}",
+                        one_line(&e)
+                    ),
+                );
+                continue;
+            }
+        };
+        let uid = entity.uid();
+        let r = EntityRef {
+            entity_type: uid.type_name().to_string(),
+            id: uid.id().unescaped().to_string(),
+        };
+        if !provider.types.contains(&r.entity_type) {
+            problems.at(
+                pos,
+                format!(
+                    "{r} is of type {}, which entity_provider.types does not list ({}): serve never asks the provider for it",
+                    r.entity_type,
+                    provider.types.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+            continue;
+        }
+        if seen.contains(&r) {
+            problems.at(pos, format!("{r} is stated twice in this list"));
+            continue;
+        }
+        seen.push(r.clone());
+        if let Some(schema) = &cx.policies.schema
+            && let Err(e) =
+                cedar_policy::Entity::from_json_value(spanned.value.clone(), Some(schema))
+        {
+            problems.warn(
+                pos,
+                format!(
+                    "{r} does not conform to the schema, so a request the provider answers with it is denied entities_unavailable: {}",
+                    one_line(&e)
+                ),
+            );
+        }
+        match out.iter_mut().find(|(known, _)| *known == r) {
+            Some(slot) => slot.1 = spanned.value.clone(),
+            None => out.push((r, spanned.value.clone())),
+        }
+    }
+    out
 }
 
 fn http_request(raw: &RawRequest, pos: Pos, problems: &mut Problems<'_>) -> Option<HttpRequest> {
@@ -1317,13 +1456,11 @@ fn check_against_schema(case: &Case, pos: Pos, cx: &Context<'_>, problems: &mut 
     let Some(schema) = &cx.policies.schema else {
         return;
     };
-    let identity = case.identity(cx.config);
-    let Ok(identity) = identity else {
+    // Decided before policies (bad credential, no route): nothing to check.
+    let Ok(prepared) = case.prepare(cx.config, cx.policies) else {
         return;
     };
-    let Ok((cedar, _route)) = mapping::map(cx.config, &identity, &case.request, case.now) else {
-        return;
-    };
+    let cedar = prepared.cedar();
     let action = match cedar_policy::EntityUid::from_json(serde_json::json!({
         "type": cedar.action.entity_type, "id": cedar.action.id,
     })) {
@@ -1340,25 +1477,25 @@ fn check_against_schema(case: &Case, pos: Pos, cx: &Context<'_>, problems: &mut 
         );
         return;
     }
-    if let Identity::Token { .. } = identity {
-        let principal = cedar.entities.iter().find(|e| {
-            e.get("uid")
-                .and_then(|u| serde_json::from_value::<mapping::EntityRef>(u.clone()).ok())
-                .is_some_and(|u| u == cedar.principal)
-        });
-        if let Some(entity) = principal
-            && let Err(e) = cedar_policy::Entity::from_json_value(entity.clone(), Some(schema))
-        {
-            problems.at(
-                pos,
-                format!(
-                    "case `{}`: the claims give {} a shape the schema rejects: {}",
-                    case.name,
-                    cedar.principal,
-                    one_line(&e)
-                ),
-            );
-        }
+    // The principal as `serve` evaluates it: the claims merged with the entity sources. A case
+    // that expects exactly this deny states it; otherwise the claims are a mistake of the test.
+    let expects_it = case
+        .expect
+        .as_ref()
+        .is_some_and(|e| e.reason.as_deref() == Some("principal_invalid"));
+    if let Err(EvaluationError::PrincipalInvalid { message }) = cx.policies.cedar_inputs(cedar)
+        && !expects_it
+    {
+        let detail = crate::cli::evaluated::token_part_detail(cx.policies, cedar)
+            .map(|d| format!("; {d}"))
+            .unwrap_or_default();
+        problems.at(
+            pos,
+            format!(
+                "case `{}`: the claims, merged with the entity data for {}, give it a shape the schema rejects (serve denies it principal_invalid; expect `reason: principal_invalid` to test that): {message}{detail}",
+                case.name, cedar.principal
+            ),
+        );
     }
     if let Err(e) =
         cedar_policy::Context::from_json_value(cedar.context.clone(), Some((schema, &action)))
@@ -1373,23 +1510,6 @@ fn check_against_schema(case: &Case, pos: Pos, cx: &Context<'_>, problems: &mut 
             ),
         );
     }
-}
-
-/// An error with its `miette` help, on one line.
-fn one_line(e: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(&format!(": {text}"));
-        }
-        source = inner.source();
-    }
-    if let Some(help) = e.help() {
-        s.push_str(&format!(" ({help})"));
-    }
-    s.replace('\n', " ")
 }
 
 #[cfg(test)]

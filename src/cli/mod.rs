@@ -1,23 +1,31 @@
 //! The policy author's commands: `validate`, `test`, `check` and `schema`, one file each, plus the
-//! policy test file format ([`case`]) that `validate`, `test` and `check` share; and the decision
-//! log's readers, `logs` and `replay`, with the record reading and filters they share
+//! policy test file format ([`case`]) that `validate`, `test` and `check` share, the explanation
+//! of a decision ([`explain`]) and of the entities it read ([`evaluated`]) that `check` and `test`
+//! share, and where each entity type's data comes from ([`sources`], for `validate`); and the
+//! decision log's readers, `logs` and `replay`, with the record reading and filters they share
 //! ([`records`]).
 //!
 //! Everything here runs offline: no IdP, no Envoy, no sockets. A test case or a `check` request
 //! goes through the same [`identity::without_token`](crate::identity::without_token),
-//! [`mapping`](crate::mapping) and [`decision::decide`](crate::decision::decide) as `serve`; this
-//! module only builds the inputs (an [`HttpRequest`](crate::request::HttpRequest) and an identity
-//! from stated claims) and prints the outcome. It never decides anything itself.
+//! [`mapping`](crate::mapping) and [`decision::prepare`](crate::decision::prepare) /
+//! [`Prepared::decide`](crate::decision::Prepared::decide) as `serve`, with the entity provider's
+//! answers stated by the case handed over through
+//! [`Prepared::set_fetched`](crate::decision::Prepared::set_fetched); this module only builds the
+//! inputs (an [`HttpRequest`](crate::request::HttpRequest), an identity from stated claims, the
+//! provider's answers) and prints the outcome. It never decides anything itself.
 //!
 //! Problems in files are [`Diagnostic`]s, rendered with file:line:column and a snippet with a
 //! caret. Failing to write output is a [`CliError`]; `anyhow` stays in `main.rs`.
 
 pub mod case;
 pub mod check;
+pub mod evaluated;
+pub mod explain;
 pub mod logs;
 pub mod records;
 pub mod replay;
 pub mod schema;
+pub mod sources;
 pub mod test;
 pub mod validate;
 
@@ -241,6 +249,23 @@ impl Reporter {
         }
         out
     }
+}
+
+/// An error with its `miette` help, on one line.
+pub(crate) fn one_line(e: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(&format!(": {text}"));
+        }
+        source = inner.source();
+    }
+    if let Some(help) = e.help() {
+        s.push_str(&format!(" ({help})"));
+    }
+    s.replace('\n', " ")
 }
 
 /// `n thing` / `n things`.

@@ -1,21 +1,24 @@
 //! `cedargate schema`: prints a Cedar schema for the entities, actions and context that cedargate
 //! builds with a given config, so policy authors start from a schema that validates.
 //!
-//! Derived from the config (principal types per issuer, group parents, claim attributes, mTLS and
-//! anonymous types, one action per route and method, resource types) and from the static
-//! entities file (attribute types and parents of the entity types it holds). The context type
-//! mirrors what `mapping` builds; `cedargate test` warns when a built context stops matching the
-//! schema, which keeps the two honest. Claim types are unknown until a token arrives, so claim
-//! attributes are emitted as optional `String`s with a note to adjust them.
+//! Derived from the config (principal types per issuer, parent types per claim, claim attributes,
+//! mTLS and anonymous types, one action per route and method, resource types, entity provider
+//! types, user-named context attributes) and from the static entities file, read in either of
+//! Cedar's JSON forms by Cedar's own parser (attribute types and direct parents of the entity
+//! types it holds). The context type mirrors what `mapping` builds; `cedargate test` warns when a
+//! built context stops matching the schema, which keeps the two honest. Claim types are unknown
+//! until a token arrives, so claim attributes are emitted as optional `String`s with a note to
+//! adjust them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use cedar_policy::{Entity, EvalResult};
 use serde_json::Value;
 
 use crate::cli::{CliError, Reporter};
-use crate::config::{Config, PrincipalMapping};
+use crate::config::{Config, ContextFact, ContextValue, PrincipalMapping};
 use crate::policy::ENTITIES_FILE;
 
 /// Arguments of `cedargate schema`.
@@ -37,12 +40,59 @@ pub fn run(args: &SchemaArgs, out: &mut dyn Write) -> Result<bool, CliError> {
             return Ok(false);
         }
     };
-    let entities = std::fs::read_to_string(config.policy_dir.join(ENTITIES_FILE))
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
-    write!(out, "{}", generate(&config, entities.as_ref()))
-        .map_err(CliError::write("the schema"))?;
+    let entities = read_static(&config.policy_dir.join(ENTITIES_FILE));
+    write!(out, "{}", generate(&config, &entities)).map_err(CliError::write("the schema"))?;
     Ok(true)
+}
+
+/// What the static entities file gave: its entities as Cedar read them (with their direct
+/// parents), and what could not be read, for a note in the output.
+#[derive(Default)]
+pub struct StaticEntities {
+    /// Entities in file order.
+    entities: Vec<Entity>,
+    /// Why the file, or an entity in it, was not read.
+    problems: Vec<String>,
+}
+
+/// Reads `entities.json` in either of Cedar's forms (uids and parents as `{"type", "id"}` or as
+/// `{"__entity": {"type", "id"}}`), with Cedar's own parser, as `serve` does. A missing file is no
+/// entities. Entities are parsed one by one, not as one `Entities` set: the set computes the
+/// transitive closure, and an entity's parents would then include its ancestors' types.
+pub fn read_static(path: &Path) -> StaticEntities {
+    let mut read = StaticEntities::default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return read,
+        Err(e) => {
+            read.problems
+                .push(format!("{}: cannot read: {e}", path.display()));
+            return read;
+        }
+    };
+    let list = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(list)) => list,
+        Ok(_) => {
+            read.problems
+                .push(format!("{}: not a JSON array of entities", path.display()));
+            return read;
+        }
+        Err(e) => {
+            read.problems
+                .push(format!("{}: not JSON: {e}", path.display()));
+            return read;
+        }
+    };
+    for (n, value) in list.into_iter().enumerate() {
+        match Entity::from_json_value(value, None) {
+            Ok(entity) => read.entities.push(entity),
+            Err(e) => read.problems.push(format!(
+                "{}: entity #{n} is not Cedar entity JSON: {e}",
+                path.display()
+            )),
+        }
+    }
+    read
 }
 
 /// An entity type as the schema will declare it.
@@ -56,9 +106,9 @@ struct EntityDecl {
     roles: BTreeSet<String>,
 }
 
-/// The schema text for `config`, with attribute types inferred from `entities` (the parsed
-/// `entities.json`), when given.
-pub fn generate(config: &Config, entities: Option<&Value>) -> String {
+/// The schema text for `config`, with parents and attribute types inferred from the static
+/// entities.
+pub fn generate(config: &Config, entities: &StaticEntities) -> String {
     let mut types: BTreeMap<String, EntityDecl> = BTreeMap::new();
     let mut principals = BTreeSet::new();
     for issuer in &config.issuers {
@@ -139,8 +189,13 @@ pub fn generate(config: &Config, entities: Option<&Value>) -> String {
             actions.entry(id).or_default().insert(resource.clone());
         }
     }
-    if let Some(Value::Array(list)) = entities {
-        infer_static(list, &mut types);
+    infer_static(&entities.entities, &principals, &mut types);
+    if let Some(provider) = &config.entity_provider {
+        for ty in &provider.types {
+            types.entry(ty.clone()).or_default().roles.insert(
+                "entity provider (entity_provider.types): declare the attributes it answers".into(),
+            );
+        }
     }
 
     let mut s = String::new();
@@ -148,6 +203,15 @@ pub fn generate(config: &Config, entities: Option<&Value>) -> String {
         "// Cedar schema for the requests cedargate builds with {}.\n// Generated by `cedargate schema`: review it, tighten the claim attribute types, and keep it\n// beside the policies as the one *.cedarschema file.\n\n",
         config.source.display()
     ));
+    for problem in &entities.problems {
+        s.push_str(&format!(
+            "// note: {}; parents and attribute types from it are missing below.\n",
+            problem.replace('\n', " ")
+        ));
+    }
+    if !entities.problems.is_empty() {
+        s.push('\n');
+    }
     for (name, decl) in &types {
         for role in &decl.roles {
             s.push_str(&format!("// {name}: {role}\n"));
@@ -186,7 +250,11 @@ pub fn generate(config: &Config, entities: Option<&Value>) -> String {
     ));
     s.push_str("};\n");
     s.push_str("type TokenFacts = {\n  issuer: String,\n  iss: String,\n  sub?: String,\n  client_id?: String,\n  jti?: String,\n  aud: Set<String>,\n  scopes: Set<String>,\n  exp?: Long,\n  iat?: Long,\n};\n");
-    s.push_str("type RequestContext = {\n  request: RequestFacts,\n  source: {\n    ip?: ipaddr,\n    principal?: String,\n  },\n  authenticated: Bool,\n  token?: TokenFacts,\n  grpc?: {\n    service: String,\n    method: String,\n  },\n  time: {\n    epoch: Long,\n    hour: Long,\n    weekday: Long,\n  },\n};\n\n");
+    s.push_str("type RequestContext = {\n  request: RequestFacts,\n  source: {\n    ip?: ipaddr,\n    principal?: String,\n  },\n  authenticated: Bool,\n  token?: TokenFacts,\n  grpc?: {\n    service: String,\n    method: String,\n  },\n  time: {\n    epoch: Long,\n    hour: Long,\n    weekday: Long,\n  },\n");
+    for (name, source) in &config.context.attributes {
+        s.push_str(&format!("  {}\n", context_attribute(name, source)));
+    }
+    s.push_str("};\n\n");
 
     let principal_list: Vec<&str> = principals.iter().map(String::as_str).collect();
     s.push_str("// One action per route and method: \"<METHOD> <path template>\" unless the route sets `action`.\n");
@@ -220,83 +288,132 @@ struct Seen {
 }
 
 /// Attribute types and parents of the entity types in the static entities file.
-fn infer_static(list: &[Value], types: &mut BTreeMap<String, EntityDecl>) {
+fn infer_static(
+    entities: &[Entity],
+    principals: &BTreeSet<String>,
+    types: &mut BTreeMap<String, EntityDecl>,
+) {
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
-    for entity in list {
-        let Some(ty) = entity
-            .get("uid")
-            .and_then(|u| u.get("type"))
-            .and_then(Value::as_str)
-        else {
-            continue;
-        };
-        let decl = types.entry(ty.to_string()).or_default();
+    for entity in entities {
+        let (uid, _, parents) = entity.clone().into_inner();
+        let ty = uid.type_name().to_string();
+        let decl = types.entry(ty.clone()).or_default();
         decl.roles
             .insert(format!("static entities in {ENTITIES_FILE}"));
-        if let Some(Value::Array(parents)) = entity.get("parents") {
-            for p in parents {
-                if let Some(pt) = p.get("type").and_then(Value::as_str) {
-                    decl.parents.insert(pt.to_string());
-                }
-            }
-        }
-        let entry = seen.entry(ty.to_string()).or_default();
+        decl.parents
+            .extend(parents.iter().map(|p| p.type_name().to_string()));
+        let entry = seen.entry(ty).or_default();
         entry.entities += 1;
-        if let Some(Value::Object(attrs)) = entity.get("attrs") {
-            for (name, value) in attrs {
-                let slot = entry
-                    .attributes
-                    .entry(name.clone())
-                    .or_insert_with(|| (cedar_type(value), 0));
-                slot.1 += 1;
-            }
+        for (name, value) in entity.attrs() {
+            let cedar = value.map_or_else(|_| "String".to_string(), |v| cedar_type(&v));
+            let slot = entry
+                .attributes
+                .entry(name.to_string())
+                .or_insert_with(|| (cedar, 0));
+            slot.1 += 1;
         }
     }
     for (ty, seen) in seen {
+        // A principal without a static entry has only what its credential says: attributes of
+        // static principals are optional.
+        let principal = principals.contains(&ty);
         let decl = types.entry(ty).or_default();
         for (name, (cedar, n)) in seen.attributes {
-            decl.attributes
-                .insert(name, (cedar, n == seen.entities, None));
+            let required = n == seen.entities && !principal;
+            match decl.attributes.get_mut(&name) {
+                // Also a claim attribute: keep it optional and its note, take the file's type.
+                Some(slot) => slot.0 = cedar,
+                None => {
+                    decl.attributes.insert(name, (cedar, required, None));
+                }
+            }
         }
     }
 }
 
-/// The Cedar type of an entity attribute value in Cedar's entity JSON format.
-fn cedar_type(value: &Value) -> String {
+/// The declaration of a user-named context attribute (`context.attributes`): required when every
+/// request has a value, optional (`?`) when its source may have none.
+fn context_attribute(name: &str, source: &ContextValue) -> String {
+    let (ty, required, note) = match source {
+        ContextValue::Fact(ContextFact::Authenticated) => ("Bool".to_string(), true, None),
+        ContextValue::Fact(_) => ("String".to_string(), true, None),
+        ContextValue::Claim(claim) => (
+            "String".to_string(),
+            false,
+            Some(format!("claim `{claim}`; adjust the type to the claim's")),
+        ),
+        ContextValue::Header(header) => (
+            "String".to_string(),
+            false,
+            Some(format!("header `{header}`")),
+        ),
+        ContextValue::Param(param) => (
+            "String".to_string(),
+            false,
+            Some(format!("path parameter `{param}`")),
+        ),
+        ContextValue::Value(value) => (constant_type(value), true, None),
+    };
+    let opt = if required { "" } else { "?" };
+    let note = note.map(|n| format!("  // {n}")).unwrap_or_default();
+    format!("{}{opt}: {ty},{note}", attr_name(name))
+}
+
+/// The Cedar type of a constant context value (plain JSON: config refuses escapes).
+fn constant_type(value: &Value) -> String {
     match value {
-        Value::String(_) => "String".into(),
         Value::Bool(_) => "Bool".into(),
         Value::Number(_) => "Long".into(),
         Value::Array(items) => format!(
             "Set<{}>",
-            items.first().map_or_else(|| "String".into(), cedar_type)
+            items.first().map_or_else(|| "String".into(), constant_type)
         ),
         Value::Object(map) => {
-            if let Some(e) = map.get("__entity").or_else(|| {
-                (map.len() == 2 && map.contains_key("type") && map.contains_key("id"))
-                    .then_some(value)
-            }) {
-                e.get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("String")
-                    .to_string()
-            } else if let Some(x) = map.get("__extn") {
-                match x.get("fn").and_then(Value::as_str) {
-                    Some("ip") => "ipaddr".into(),
-                    Some("decimal") => "decimal".into(),
-                    Some("datetime") => "datetime".into(),
-                    Some("duration") => "duration".into(),
-                    _ => "String".into(),
-                }
-            } else {
-                let fields: Vec<String> = map
-                    .iter()
-                    .map(|(k, v)| format!("{}: {}", attr_name(k), cedar_type(v)))
-                    .collect();
-                format!("{{ {} }}", fields.join(", "))
-            }
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", attr_name(k), constant_type(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
         }
-        Value::Null => "String".into(),
+        Value::String(_) | Value::Null => "String".into(),
+    }
+}
+
+/// The Cedar type of an attribute value as Cedar read it.
+fn cedar_type(value: &EvalResult) -> String {
+    match value {
+        EvalResult::String(_) => "String".into(),
+        EvalResult::Bool(_) => "Bool".into(),
+        EvalResult::Long(_) => "Long".into(),
+        EvalResult::EntityUid(uid) => uid.type_name().to_string(),
+        EvalResult::Set(items) => format!(
+            "Set<{}>",
+            items
+                .iter()
+                .next()
+                .map_or_else(|| "String".into(), cedar_type)
+        ),
+        EvalResult::Record(record) => {
+            // Without a schema Cedar reads `{"type": "T", "id": "x"}` as a record; with the schema
+            // `serve` loads it with, an attribute declared as an entity type accepts that form.
+            // An author who wrote it meant a reference.
+            if let (2, Some(EvalResult::String(ty)), Some(EvalResult::String(_))) =
+                (record.len(), record.get("type"), record.get("id"))
+            {
+                return ty.clone();
+            }
+            let fields: Vec<String> = record
+                .iter()
+                .map(|(k, v)| format!("{}: {}", attr_name(k), cedar_type(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        // Cedar prints extension values as their constructor call: `ip("10.0.0.1")`.
+        EvalResult::ExtensionValue(call) => match call.split_once('(').map(|(f, _)| f) {
+            Some("ip") => "ipaddr".into(),
+            Some(f @ ("decimal" | "datetime" | "duration")) => f.into(),
+            _ => "String".into(),
+        },
     }
 }
 
@@ -331,24 +448,123 @@ mod tests {
     use super::*;
 
     #[test]
+    fn context_attributes_are_declared_by_source() {
+        let cases = [
+            (
+                ContextValue::Fact(ContextFact::Authenticated),
+                "is_authenticated: Bool,",
+            ),
+            (
+                ContextValue::Fact(ContextFact::Host),
+                "is_authenticated: String,",
+            ),
+            (
+                ContextValue::Claim("tid".into()),
+                "is_authenticated?: String,  // claim `tid`; adjust the type to the claim's",
+            ),
+            (
+                ContextValue::Value(serde_json::json!({"a": [1], "b": "x"})),
+                "is_authenticated: { a: Set<Long>, b: String },",
+            ),
+        ];
+        for (source, want) in cases {
+            assert_eq!(context_attribute("is_authenticated", &source), want);
+        }
+    }
+
+    #[test]
     fn attribute_names_are_quoted_only_when_needed() {
         assert_eq!(attr_name("tenant"), "tenant");
         assert_eq!(attr_name("user-agent"), "\"user-agent\"");
         assert_eq!(attr_name("1x"), "\"1x\"");
     }
 
+    fn entity(json: Value) -> Entity {
+        Entity::from_json_value(json, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn static_attribute_types_are_inferred() {
-        assert_eq!(cedar_type(&serde_json::json!("x")), "String");
-        assert_eq!(cedar_type(&serde_json::json!([1, 2])), "Set<Long>");
-        assert_eq!(
-            cedar_type(&serde_json::json!({"__extn": {"fn": "ip", "arg": "10.0.0.1"}})),
-            "ipaddr"
-        );
-        assert_eq!(
-            cedar_type(&serde_json::json!({"__entity": {"type": "Tenant", "id": "a"}})),
-            "Tenant"
-        );
-        assert_eq!(cedar_type(&serde_json::json!({"a": true})), "{ a: Bool }");
+        let e = entity(serde_json::json!({
+            "uid": {"type": "User", "id": "a"},
+            "attrs": {
+                "s": "x",
+                "n": [1, 2],
+                "ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}},
+                "d": {"__extn": {"fn": "decimal", "arg": "1.5"}},
+                "t": {"__entity": {"type": "Tenant", "id": "a"}},
+                "implicit": {"type": "Tenant", "id": "b"},
+                "r": {"a": true},
+            },
+            "parents": [],
+        }));
+        let types: BTreeMap<String, String> = e
+            .attrs()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.map_or_else(|e| e.to_string(), |v| cedar_type(&v)),
+                )
+            })
+            .collect();
+        let expected: BTreeMap<String, String> = [
+            ("s", "String"),
+            ("n", "Set<Long>"),
+            ("ip", "ipaddr"),
+            ("d", "decimal"),
+            ("t", "Tenant"),
+            ("implicit", "Tenant"),
+            ("r", "{ a: Bool }"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(types, expected);
+    }
+
+    /// Both of Cedar's entity JSON forms give the same declarations, with direct parents only.
+    #[test]
+    fn both_entity_json_forms_give_the_same_declarations() {
+        let plain = [
+            serde_json::json!({"uid": {"type": "User", "id": "a"}, "attrs": {"tenant": "x"},
+                "parents": [{"type": "Team", "id": "t"}]}),
+            serde_json::json!({"uid": {"type": "Team", "id": "t"}, "attrs": {},
+                "parents": [{"type": "Org", "id": "o"}]}),
+        ];
+        let escaped = [
+            serde_json::json!({"uid": {"__entity": {"type": "User", "id": "a"}}, "attrs": {"tenant": "x"},
+                "parents": [{"__entity": {"type": "Team", "id": "t"}}]}),
+            serde_json::json!({"uid": {"__entity": {"type": "Team", "id": "t"}}, "attrs": {},
+                "parents": [{"__entity": {"type": "Org", "id": "o"}}]}),
+        ];
+        let declared = |list: &[Value]| {
+            let entities: Vec<Entity> = list.iter().cloned().map(entity).collect();
+            let mut types = BTreeMap::new();
+            infer_static(&entities, &BTreeSet::new(), &mut types);
+            types
+                .into_iter()
+                .map(|(name, d)| {
+                    (
+                        name,
+                        d.parents,
+                        d.attributes.into_keys().collect::<Vec<_>>(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let want = vec![
+            (
+                "Team".to_string(),
+                BTreeSet::from(["Org".to_string()]),
+                vec![],
+            ),
+            (
+                "User".to_string(),
+                BTreeSet::from(["Team".to_string()]),
+                vec!["tenant".to_string()],
+            ),
+        ];
+        assert_eq!(declared(&plain), want);
+        assert_eq!(declared(&escaped), want);
     }
 }

@@ -1,6 +1,7 @@
 //! `cedargate test`: runs policy test files (see [`case`](crate::cli::case)) through the same
-//! decision path as `serve`, prints one block per failing case, a policy coverage report and a
-//! closing `N passed, N failed` line; optionally writes JUnit XML.
+//! decision path as `serve`, prints one block per failing case (with the principal and resource
+//! as evaluated, and why each relevant policy did or did not fire), a policy coverage report and
+//! a closing `N passed, N failed` line; optionally writes JUnit XML.
 //!
 //! Coverage counts, over the whole run, which policies *determined* at least one decision (Cedar's
 //! "reason" set: the permits behind an allow, the forbids behind a deny). A policy that never
@@ -15,7 +16,8 @@ use std::time::SystemTime;
 use cedar_policy::Effect;
 
 use crate::cli::case::{self, Case, TESTS_DIR};
-use crate::cli::{CliError, Diagnostic, Reporter, Severity, plural};
+use crate::cli::explain::{self, deciding_lines, describe_decision};
+use crate::cli::{CliError, Diagnostic, Reporter, Severity, evaluated, plural};
 use crate::config::Config;
 use crate::decision::Decision;
 use crate::policy::PolicySnapshot;
@@ -103,7 +105,7 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
             let report = if mismatches.is_empty() {
                 String::new()
             } else {
-                failure_block(case, &decision, &mismatches, &policies)
+                failure_block(&config, case, &decision, &mismatches, &policies)
             };
             results.push(CaseResult {
                 file: case.file.clone(),
@@ -212,8 +214,11 @@ fn describe_paths(paths: &[PathBuf], config: &Config) -> String {
     }
 }
 
-/// The block printed for a failing case: expected vs got, the deciding policies, the Cedar request.
+/// The block printed for a failing case: expected vs got, the deciding policies, the Cedar
+/// request, the principal and resource as evaluated (with the source of each parent and
+/// attribute), and why each relevant policy did or did not fire.
 fn failure_block(
+    config: &Config,
     case: &Case,
     decision: &Decision,
     mismatches: &[String],
@@ -242,6 +247,18 @@ fn failure_block(
         Some(cedar) => {
             s.push_str("  cedar request:\n");
             s.push_str(&indent(&cedar_request_text(cedar), "    "));
+            s.push_str(&indent(
+                &evaluated::evaluated_entities(config, policies, case.token(), cedar),
+                "  ",
+            ));
+            s.push_str("  why:\n");
+            s.push_str(&indent(&explain::why(policies, decision, cedar), "  "));
+            if let Some(expected) = case.expect.as_ref().and_then(|e| e.policies.as_deref()) {
+                s.push_str(&indent(
+                    &explain::expected_not_deciding(policies, decision, cedar, expected),
+                    "  ",
+                ));
+            }
         }
         None => s.push_str("  cedar request: none (decided before mapping)\n"),
     }
@@ -249,74 +266,16 @@ fn failure_block(
     s
 }
 
-/// `allow (200, reason allow)`.
-pub fn describe_decision(d: &Decision) -> String {
-    format!(
-        "{} ({}, reason {})",
-        if d.allowed { "allow" } else { "deny" },
-        d.status,
-        d.reason
-    )
-}
-
-/// One `deciding:` line per deciding policy, with its `@reason`.
-pub fn deciding_lines(d: &Decision, policies: &PolicySnapshot, prefix: &str) -> String {
-    if d.policies.is_empty() {
-        return format!("{prefix}deciding: none\n");
-    }
-    let mut s = String::new();
-    for p in &d.policies {
-        let effect = match policies.info.get(&p.id).map(|i| i.effect) {
-            Some(Effect::Forbid) => "forbid",
-            Some(Effect::Permit) => "permit",
-            None => "policy",
-        };
-        match &p.reason {
-            Some(r) => s.push_str(&format!("{prefix}deciding: {effect} {} — {r}\n", p.id)),
-            None => s.push_str(&format!("{prefix}deciding: {effect} {}\n", p.id)),
-        }
-    }
-    s
-}
-
-/// `User::"bob" {"tenant":"acme"} in [Group::"staff"]`.
-pub fn entity_line(e: &serde_json::Value) -> String {
-    let uid = |v: Option<&serde_json::Value>| {
-        v.and_then(|u| serde_json::from_value::<crate::mapping::EntityRef>(u.clone()).ok())
-            .map_or_else(|| "?".to_string(), |r| r.to_string())
-    };
-    let mut s = uid(e.get("uid"));
-    if let Some(attrs) = e
-        .get("attrs")
-        .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
-    {
-        s.push_str(&format!(" {attrs}"));
-    }
-    if let Some(serde_json::Value::Array(parents)) = e.get("parents")
-        && !parents.is_empty()
-    {
-        let parents: Vec<String> = parents.iter().map(|p| uid(Some(p))).collect();
-        s.push_str(&format!(" in [{}]", parents.join(", ")));
-    }
-    s
-}
-
-/// The Cedar request as a policy author reads it.
-pub fn cedar_request_text(cedar: &crate::mapping::CedarRequest) -> String {
+/// The Cedar request as a policy author reads it (its entities are told by [`evaluated`]).
+fn cedar_request_text(cedar: &crate::mapping::CedarRequest) -> String {
     let pretty =
         |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
     format!(
-        "principal: {}\naction:    {}\nresource:  {}\ncontext:   {}\nentities:  {}\n",
+        "principal: {}\naction:    {}\nresource:  {}\ncontext:   {}\n",
         cedar.principal,
         cedar.action,
         cedar.resource,
         indent_tail(&pretty(&cedar.context), "           "),
-        cedar
-            .entities
-            .iter()
-            .map(entity_line)
-            .collect::<Vec<_>>()
-            .join("\n           "),
     )
 }
 

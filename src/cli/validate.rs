@@ -1,7 +1,9 @@
 //! `cedargate validate`: checks the config, the Cedar schema, the policies (strict validation),
 //! the static entities and the policy test files together, and reports every problem at once with
 //! file:line:column and a snippet. Exits non-zero on any error; warnings (a route whose action the
-//! schema does not declare, a test whose context does not fit the schema) are printed only.
+//! schema does not declare, a test whose context does not fit the schema) are printed only. Once
+//! config and policies load, it also reports where each entity type's data comes from
+//! ([`sources`]).
 //!
 //! Works offline: it fetches no keys and starts nothing.
 
@@ -13,7 +15,7 @@ use std::time::SystemTime;
 use cedar_policy::{EntityTypeName, EntityUid, Schema};
 
 use crate::cli::case::{self, TESTS_DIR};
-use crate::cli::{CliError, Diagnostic, Reporter, Severity, plural};
+use crate::cli::{CliError, Diagnostic, Reporter, Severity, plural, sources};
 use crate::config::{Config, action_type};
 use crate::policy::PolicySnapshot;
 
@@ -36,9 +38,12 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<bool, CliError> {
-    let (diagnostics, summary) = check(&args.config);
+    let (diagnostics, summary, report) = check(&args.config);
     let mut reporter = Reporter::default();
     write!(err, "{}", reporter.render_all(&diagnostics)).map_err(CliError::write("stderr"))?;
+    if let Some(report) = report {
+        write!(out, "{report}").map_err(CliError::write("stdout"))?;
+    }
     let errors = diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -68,8 +73,9 @@ pub fn run(
     }
 }
 
-/// Every problem found, and a one-line summary when config and policies loaded.
-pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>) {
+/// Every problem found; and when config and policies loaded, a one-line summary and the report
+/// of where each entity type's data comes from.
+pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>, Option<String>) {
     let mut diagnostics = Vec::new();
     let config = match Config::load(config_path) {
         Ok(c) => Some(c),
@@ -93,7 +99,7 @@ pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>) {
         }
     };
     let (Some(config), Some(policies)) = (config, policies) else {
-        return (diagnostics, None);
+        return (diagnostics, None, None);
     };
     if let Some(schema) = &policies.schema {
         diagnostics.extend(routes_against_schema(&config, schema));
@@ -121,7 +127,8 @@ pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>) {
         plural(cases, "case", "cases"),
         config.policy_dir.join(TESTS_DIR).display()
     );
-    (diagnostics, Some(summary))
+    let report = sources::render(&sources::entity_sources(&config, &policies));
+    (diagnostics, Some(summary), Some(report))
 }
 
 /// The policy folder named by a config that failed validation: its `policy_dir` if the YAML

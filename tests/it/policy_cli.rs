@@ -1,6 +1,8 @@
 //! The policy author's commands, driven through the real `cedargate` binary: `validate`, `test`
 //! (format, coverage, JUnit), `check` (explanations) and `schema`, on the shipped policy set, on
-//! mutated copies of it, and on a directory of malformed inputs (`tests/fixtures/policy-cli/`).
+//! mutated copies of it, on a directory of malformed inputs (`tests/fixtures/policy-cli/`), and on
+//! a policy set whose entity data is split across the token, `entities.json` and the entity
+//! provider (`tests/fixtures/policy-cli/merged/`).
 
 #![allow(
     clippy::unwrap_used,
@@ -273,7 +275,9 @@ fn a_failing_case_shows_expected_got_policies_and_the_cedar_request() {
         "action:    Action::\"GET /orders/{id}\"",
         "resource:  Service::\"orders\"",
         "\"user-agent\": \"curl/8\"",
-        "User::\"alice\" in [Group::\"admins\"]",
+        "principal User::\"alice\", as evaluated:\n    in Group::\"admins\"  token claim `groups`\n    in Group::\"staff\"   via Group::\"admins\"\n",
+        "resource Service::\"orders\": no entity data, so no parents or attributes",
+        "why:\n    allowed: at least one permit fired and no forbid did.\n    permits that fired:\n      - permit admins-everything (policies/rbac.cedar)",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
@@ -404,7 +408,7 @@ fn check_explains_a_deny_by_a_false_condition() {
         "principal: User::\"bob\"",
         "action:    Action::\"GET /tenants/{tenant}/orders/{id}\"",
         "resource:  Tenant::\"globex\"",
-        "User::\"bob\" {\"tenant\":\"acme\"} in [Group::\"staff\"]",
+        "principal User::\"bob\", as evaluated:\n  in Group::\"staff\"  token claim `groups`\n  tenant = \"acme\"    token claim `tenant`\nresource Tenant::\"globex\", as evaluated:\n  slug = \"globex\"    entities.json\n",
         "permits whose scope matched but whose condition was false:",
         "permit staff-own-tenant-orders (policies/abac.cedar) — staff may read orders of their own tenant",
         "principal has tenant  →  true",
@@ -493,4 +497,244 @@ fn generated_schema_validates_the_shipped_policies_and_contexts() {
     let t = cedargate(&["test", "-c", s(&config), "--require-full-coverage"]);
     assert_eq!(t.code, 0, "{}", t.all());
     assert!(!t.all().contains("warning"), "{}", t.all());
+}
+
+/// The policy set whose entity data comes from the token, `entities.json` and the entity
+/// provider (its answers stated by the test files).
+const MERGED: &str = "tests/fixtures/policy-cli/merged/cedargate.yaml";
+
+#[test]
+fn validate_reports_where_each_entity_types_data_comes_from() {
+    let v = cedargate(&["validate", "-c", MERGED]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    assert!(!v.all().contains("warning"), "{}", v.all());
+    let report = v.stdout.split("\ntests/fixtures").next().unwrap();
+    assert_eq!(
+        report,
+        "entity data, by type:
+  Anonymous  request   principal of callers without a credential (Anonymous::\"anonymous\")
+  Document   request   resource of 1 route
+             provider  entity provider, asked for the principal or resource of this type on each Check
+  Team       token     parents of User (idp), ids ← claim `teams`
+             static    entities.json: 1 entity (parents)
+  User       token     principal of idp tokens: id ← claim `sub`, parents ← claim `groups` (UserGroup), claim `teams` (Team), attributes department ← claim `dept`
+             static    entities.json: 2 entities (parents; attributes blocked, department)
+             note: entities.json holds 2 entities of this principal type: a token principal with one of those uids is merged with it (parents unioned; attributes: claims over entities.json's)
+  UserGroup  token     parents of User (idp), ids ← claim `groups`
+             static    entities.json: 1 entity"
+    );
+    assert!(
+        v.stdout
+            .ends_with("cedargate.yaml: ok (1 issuer, 1 route, 3 policies, policy set ")
+            || v.stdout
+                .contains(": ok (1 issuer, 1 route, 3 policies, policy set "),
+        "{}",
+        v.stdout
+    );
+
+    // The shipped set: every type has a source; no principal type has static entries.
+    let shipped = cedargate(&["validate", "-c", "cedargate.yaml"]);
+    for needle in [
+        "  Service    token     principal of demo-idp client-only tokens (client_credentials): id ← claim `client_id`\n             request   resource of 8 routes\n",
+        "  Workload   mtls      principal of mTLS peers, id = Envoy's source.principal\n",
+        "  Tenant     request   resource of 1 route\n             static    entities.json: 2 entities (attributes slug)\n",
+    ] {
+        assert!(
+            shipped.stdout.contains(needle),
+            "missing {needle:?} in\n{}",
+            shipped.stdout
+        );
+    }
+    assert!(!shipped.stdout.contains("note:"), "{}", shipped.stdout);
+}
+
+/// Provider answers stated in a test file go through `Prepared::set_fetched`, merged as `serve`
+/// merges them: the owner comes from the provider, a team from `entities.json`, a block from
+/// `entities.json` overrides a reader's token, a case's answer replaces the file's.
+#[test]
+fn test_cases_decide_with_the_merged_principal_and_stated_provider_answers() {
+    let t = cedargate(&["test", "-c", MERGED, "--require-full-coverage"]);
+    assert_eq!(t.code, 0, "{}", t.all());
+    assert!(t.stdout.ends_with("8 passed, 0 failed\n"), "{}", t.stdout);
+    assert!(t.stdout.contains("(100%)"), "{}", t.stdout);
+}
+
+#[test]
+fn a_failing_case_shows_the_merged_principal_with_sources_and_why_policies_did_not_fire() {
+    let t = cedargate(&[
+        "test",
+        "-c",
+        MERGED,
+        "tests/fixtures/policy-cli/merged/failing.yaml",
+    ]);
+    assert_eq!(t.code, 1, "{}", t.all());
+    let out = &t.stdout;
+    for needle in [
+        // The static entry of the principal is used, and said to be.
+        "  principal User::\"alice\", as evaluated:
+    in Team::\"blue\"             entities.json
+    in UserGroup::\"readers\"     via Team::\"blue\"
+    blocked = false             entities.json
+    department = \"engineering\"  token claim `dept` (over entities.json's \"sales\")
+  resource Document::\"d2\", as evaluated:
+    owner = User::\"bob\"         entity provider
+    private = false             entity provider
+",
+        // Why the expected permit did not decide.
+        "    expected policies that did not decide:
+      - permit owner-reads (tests/fixtures/policy-cli/merged/policies/docs.cedar) — owners read their documents
+          when { … } is false
+            resource.owner == principal   [resource.owner = User::\"bob\", principal = User::\"alice\"]  →  false
+",
+        // A forbid the static data made fire.
+        "  principal User::\"mallory\", as evaluated:
+    in UserGroup::\"readers\"  token claim `groups`
+    blocked = true           entities.json
+",
+        "    forbids that fired:
+      - forbid blocked-users (tests/fixtures/policy-cli/merged/policies/docs.cedar) — blocked users read nothing
+          when { … } is true
+",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    assert_eq!(out.lines().last().unwrap(), "0 passed, 2 failed");
+}
+
+#[test]
+fn check_shows_the_principal_as_evaluated_and_why_it_was_refused() {
+    let request = "request: { service: docs, path: /api/docs/d9 }\nidentity: { issuer: idp, claims: { sub: bob, teams: [blue], dept: ops } }\nentities:\n  - { uid: { type: Document, id: d9 }, attrs: { owner: { __entity: { type: User, id: bob } }, private: true }, parents: [] }\nexpect: { decision: allow, policies: [owner-reads] }\n";
+    let c = cedargate_with_stdin(&["check", "-c", MERGED, "-"], Some(request));
+    assert_eq!(c.code, 0, "{}", c.all());
+    for needle in [
+        "route:    /api/{kind}s/{id}",
+        "\"kind\": \"doc\"",
+        "principal User::\"bob\", as evaluated:
+  in Team::\"blue\"          token claim `teams`
+  in UserGroup::\"readers\"  via Team::\"blue\"
+  department = \"ops\"       token claim `dept`
+resource Document::\"d9\", as evaluated:
+  owner = User::\"bob\"      entity provider
+  private = true           entity provider
+",
+        "expect: ok",
+    ] {
+        assert!(
+            c.stdout.contains(needle),
+            "missing {needle:?} in\n{}",
+            c.stdout
+        );
+    }
+
+    // A principal the merge refuses: what each source said, and Cedar's detail.
+    let invalid = "request: { service: docs, path: /api/docs/d1 }\nidentity: { issuer: idp, claims: { sub: alice, dept: 42 } }\nexpect: { reason: principal_invalid }\n";
+    let c = cedargate_with_stdin(&["check", "-c", MERGED, "-"], Some(invalid));
+    assert_eq!(c.code, 0, "{}", c.all());
+    for needle in [
+        "decision: deny (403, reason principal_invalid)",
+        "entities not evaluated: principal does not conform to the schema",
+        "the token's part alone: entity does not conform to the schema: in attribute `department` on `User::\"alice\"`",
+        "principal User::\"alice\", by source:\n  token: department = 42\n  entities.json: blocked = false, department = \"sales\"; in Team::\"blue\"\n",
+        "resource Document::\"d1\": no entity data",
+        "why:\n  no policy ran: principal does not conform to the schema",
+    ] {
+        assert!(
+            c.stdout.contains(needle),
+            "missing {needle:?} in\n{}",
+            c.stdout
+        );
+    }
+}
+
+/// `entities:` is checked as `serve` would meet the data: only types the provider is asked about,
+/// Cedar entity JSON, each uid once; data the schema refuses is a warning (serve denies the
+/// request `entities_unavailable`, which a case may test).
+#[test]
+fn stated_provider_answers_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "{ uid: { type: User, id: bob }, attrs: {}, parents: [] }",
+            "error: User::\"bob\" is of type User, which entity_provider.types does not list (Document): serve never asks the provider for it",
+        ),
+        (
+            "{ uid: { type: Document }, attrs: {} }",
+            "error: not a Cedar entity ({uid, attrs, parents}): ",
+        ),
+        (
+            "{ uid: { type: Document, id: d1 }, attrs: { private: true }, parents: [] }",
+            "warning: Document::\"d1\" does not conform to the schema, so a request the provider answers with it is denied entities_unavailable: ",
+        ),
+    ];
+    for (n, (entity, needle)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("case{n}.yaml"));
+        std::fs::write(
+            &file,
+            format!("version: 1\ncases:\n  - name: c\n    request: {{ service: docs, path: /api/docs/d1 }}\n    identity: {{ issuer: idp, claims: {{ sub: alice }} }}\n    entities:\n      - {entity}\n    expect: {{ decision: deny, reason: entities_unavailable }}\n"),
+        )
+        .unwrap();
+        let t = cedargate(&["test", "-c", MERGED, s(&file)]);
+        assert!(
+            t.all().contains(needle),
+            "missing {needle:?} in\n{}",
+            t.all()
+        );
+        if needle.starts_with("warning") {
+            // The data reaches the decision exactly as serve would use it.
+            assert_eq!(t.code, 0, "{}", t.all());
+            assert!(t.stdout.ends_with("1 passed, 0 failed\n"), "{}", t.stdout);
+        } else {
+            assert_eq!(t.code, 1, "{}", t.all());
+        }
+    }
+}
+
+/// `schema` reads `entities.json` in both of Cedar's forms, through Cedar's own parser, and
+/// derives the same declarations from each; a file it can't read is said so in the output.
+#[test]
+fn schema_reads_both_entities_json_forms() {
+    let (dir, config) = copy_of_shipped();
+    let entities = dir.path().join("policies/entities.json");
+    let mut outputs = Vec::new();
+    for form in ["plain", "escaped"] {
+        std::fs::copy(
+            repo().join(format!(
+                "tests/fixtures/policy-cli/entities-forms/{form}.json"
+            )),
+            &entities,
+        )
+        .unwrap();
+        let schema = cedargate(&["schema", "-c", s(&config)]);
+        assert_eq!(schema.code, 0, "{}", schema.all());
+        for needle in [
+            "// User: static entities in entities.json\n",
+            "entity User in [Group] {\n  home?: Tenant,\n  since?: decimal,\n  tenant?: String,  // claim `tenant`; adjust the type to the claim's\n};",
+            "entity Group in [Group];",
+            "entity Tenant {\n  slug: String,\n};",
+        ] {
+            assert!(
+                schema.stdout.contains(needle),
+                "{form}: missing {needle:?} in\n{}",
+                schema.stdout
+            );
+        }
+        assert!(!schema.stdout.contains("// note:"), "{}", schema.stdout);
+        outputs.push(schema.stdout);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+
+    std::fs::write(&entities, "[{\"uid\": {\"type\": \"Tenant\"}}]").unwrap();
+    let schema = cedargate(&["schema", "-c", s(&config)]);
+    assert_eq!(schema.code, 0, "{}", schema.all());
+    assert!(
+        schema.stdout.contains("// note: ")
+            && schema
+                .stdout
+                .contains("entities.json: entity #0 is not Cedar entity JSON")
+            && schema
+                .stdout
+                .contains("parents and attribute types from it are missing below."),
+        "{}",
+        schema.stdout
+    );
 }
