@@ -1,5 +1,8 @@
 //! cedargate's integration tests: one binary, real sockets on 127.0.0.1, ephemeral ports.
 //!
+//! - `conformance`: cedargate through the real Envoy against `cedar_policy::Authorizer` on the
+//!   complete entity set, for three policy sets with entity data split across token claims,
+//!   `entities.json` and the HTTP entity provider (issue 12).
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
@@ -21,6 +24,7 @@
 )]
 
 mod check;
+mod conformance;
 mod decision_logs;
 mod decision_otlp;
 mod e2e;
