@@ -157,7 +157,7 @@ impl Gate {
                 }
                 Err(e) => prepared.deny_unavailable(policies, e.to_string()),
             },
-            Err(denied) => denied,
+            Err(denied) => *denied,
         };
         let shadow = active
             .shadow
