@@ -6,7 +6,14 @@
 //!   1,000 policies (`…/unindexed`: the whole set, without the scope index, for comparison);
 //! - `check/*`: the whole `Gate::check` (identity → decision → record), decision log off;
 //! - `mint/*` and `check/es256/mint-*`: minting the upstream token (`upstream_token`) alone and
-//!   inside a Check, fresh every time vs reused within `reuse_seconds`.
+//!   inside a Check, fresh every time vs reused within `reuse_seconds`;
+//! - `check/es256/provider-warm` against `check/es256/cache-hit`: a Check whose principal's
+//!   entity comes from a warm `entity_provider` cache vs one without a provider;
+//!   `check/es256/tenant-fetch` against `check/es256/tenant-none`: a Check whose resource is a
+//!   new uid every time (a fetch per Check from an in-process provider) vs the same Checks
+//!   without a provider; `provider/fetch`, the provider client's part of that (one fetch of a
+//!   new uid); `evaluate/fetched-new`, the policy side (merging a fetched entity of a new uid);
+//!   and `provider/get`, the provider's own round trip through a plain reqwest GET.
 //!
 //! Run: `cargo bench --bench check` (results in BENCHMARKS.md).
 
@@ -118,6 +125,10 @@ fn gate(rt: &tokio::runtime::Runtime, cache: u64) -> Gate {
 }
 
 fn gate_with(rt: &tokio::runtime::Runtime, config: Config) -> Gate {
+    let provider = config
+        .entity_provider
+        .as_ref()
+        .map(|p| cedargate_server::entity_provider::EntityProvider::new(p).unwrap());
     let cache = config.token_cache.capacity;
     let config = Arc::new(config);
     let jwks = Arc::new(Jwks::new(
@@ -136,7 +147,34 @@ fn gate_with(rt: &tokio::runtime::Runtime, config: Config) -> Gate {
         .upstream_token
         .as_ref()
         .map(|u| cedargate_server::mint::upstream_keys(u, None).unwrap());
-    Gate::new(config, policies, keys, verifier, log)
+    Gate::new(config, policies, keys, verifier, log).with_entity_provider(provider)
+}
+
+/// An entity provider on loopback, served by the bench's runtime: `GET /entities?type=T&id=I`
+/// answers a `User` in `Group::"staff"` with a tenant, or a `Tenant` with its slug, as
+/// `upstream/upstream.mjs --entities` would. Returns its URL.
+fn provider(rt: &tokio::runtime::Runtime) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = |uri: axum::http::Uri| async move {
+        let query: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let (ty, id) = (&query["type"], &query["id"]);
+        let entity = if ty == "Tenant" {
+            json!({"uid": {"type": ty, "id": id}, "attrs": {"slug": "acme"}, "parents": []})
+        } else {
+            json!({"uid": {"type": ty, "id": id}, "attrs": {"tenant": "acme"},
+                   "parents": [{"type": "Group", "id": "staff"}]})
+        };
+        axum::Json(json!([entity]))
+    };
+    let app = axum::Router::new().route("/entities", axum::routing::get(answer));
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/entities")
 }
 
 /// The example schema and entities with `rbac.cedar` (5 policies) and `generated`, loaded like
@@ -291,6 +329,94 @@ fn benches(c: &mut Criterion) {
     };
     c.bench_function("check/anonymous", |b| {
         b.iter(|| rt.block_on(cached.check(black_box(anonymous.clone()))))
+    });
+
+    // The entity provider: a warm cache against no provider, then a fetch on every Check (a new
+    // tenant each time) against the same Checks without a provider, and the provider's own
+    // round trip.
+    let url = provider(&rt);
+    let section = |types: &str| {
+        format!("\nentity_provider:\n  url: {url}\n  types: [{types}]\n  timeout_ms: 1000\n")
+    };
+    let warm = gate_with(&rt, config_with(10_000, &section("User")));
+    assert!(rt.block_on(warm.check(req.clone())).decision.allowed);
+    c.bench_function("check/es256/provider-warm", |b| {
+        b.iter(|| {
+            let v = rt.block_on(warm.check(black_box(req.clone())));
+            assert!(v.decision.allowed);
+        })
+    });
+    let fetching = gate_with(&rt, config_with(10_000, &section("Tenant")));
+    let tenant = std::sync::atomic::AtomicU64::new(0);
+    let tenant_request = || {
+        let mut r = req.clone();
+        let n = tenant.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        r.path = format!("/tenants/t{n}/orders/42");
+        r
+    };
+    for (name, gate) in [
+        ("check/es256/tenant-none", &cached),
+        ("check/es256/tenant-fetch", &fetching),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let v = rt.block_on(gate.check(black_box(tenant_request())));
+                assert!(v.decision.allowed, "{:?}", v.decision);
+            })
+        });
+    }
+    // The provider's part of that: one fetch of a new uid (task, cache insert, request, answer
+    // read and checked), without the Check around it.
+    let provider_only = fetching.entity_provider.as_ref().unwrap();
+    c.bench_function("provider/fetch", |b| {
+        b.iter(|| {
+            let n = tenant.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let uid = cedargate_core::mapping::EntityRef {
+                entity_type: "Tenant".into(),
+                id: format!("t{n}"),
+            };
+            let entities = rt.block_on(provider_only.fetch(black_box(&[uid]))).unwrap();
+            assert_eq!(entities.len(), 1);
+        })
+    });
+    // The policy side of it: evaluating with a fetched entity of a new uid (merged with the
+    // static and credential entities and schema-checked, no cache hit), against `evaluate`.
+    let (tenant_cedar, _) = cedargate_core::mapping::map(
+        &config,
+        &identity,
+        &{
+            let mut r = req.clone();
+            r.path = "/tenants/acme/orders/42".into();
+            r
+        },
+        now,
+    )
+    .unwrap();
+    c.bench_function("evaluate/fetched-new", |b| {
+        b.iter(|| {
+            let n = tenant.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut cedar = tenant_cedar.clone();
+            cedar.resource.id = format!("t{n}");
+            cedar.fetched = vec![json!({"uid": {"type": "Tenant", "id": format!("t{n}")},
+                "attrs": {"slug": "acme"}, "parents": []})];
+            policies.evaluate(black_box(&cedar)).unwrap()
+        })
+    });
+    let http = cedargate_server::jwks::http_client().unwrap();
+    c.bench_function("provider/get", |b| {
+        b.iter(|| {
+            let n = tenant.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let body = rt.block_on(async {
+                http.get(format!("{url}?type=Tenant&id=t{n}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            });
+            assert!(!body.is_empty());
+        })
     });
 
     // Upstream tokens: the signature alone (aws-lc-rs key parsed once, as `mint` does, against

@@ -2,6 +2,7 @@
 // added or stripped. TEST-ONLY.
 //
 //   node upstream/upstream.mjs [--host 127.0.0.1] --port 8081 [--grpc-port 8082]
+//                              [--entities FILE [--entities-delay-ms 1000]]
 //   (env fallbacks: UPSTREAM_HOST, UPSTREAM_PORT, UPSTREAM_GRPC_PORT)
 //
 // --host ADDR binds both the HTTP and the gRPC listener (default 127.0.0.1; docker-compose.yml
@@ -19,16 +20,37 @@
 //                            binary). Sending the text message "__headers__" returns the handshake
 //                            request's headers as JSON instead. The 101 response also carries
 //                            x-echo-headers: base64url(JSON of the handshake headers).
+// Entities (--entities FILE, optional): cedargate's entity provider protocol
+// (docs/configuration.md#entity_provider). FILE is a JSON array of Cedar entities
+// ({"uid":{"type","id"},"attrs":{},"parents":[]}), read once at start.
+//   GET /entities?type=T&id=I -> 200 application/json: a JSON array holding the entity of FILE
+//                                whose uid is T::I, and nothing else; [] when FILE has none
+//                                (a missing type or id is 400)
+//   GET /entities/hits        -> 200 {"T::\"I\"": n, ...}: entity requests served so far per uid
+//                                (fault paths included), so tests can count fetches
+//   Test-only faults, by path (cedargate adds the query to a configured URL that has none, so a
+//   fault is chosen by pointing entity_provider.url at one of these):
+//   GET /entities/slow?...       -> the normal answer after --entities-delay-ms (default 1000)
+//   GET /entities/garbage?...    -> 200 text that is not JSON
+//   GET /entities/huge?...       -> 200 a valid JSON array of about 4 MiB, chunked (no length)
+//   GET /entities/undeclared?... -> 200 the normal answer plus an entity of type Undeclared
+//   GET /entities/notarray?...   -> 200 a JSON object instead of an array
+//   GET /entities/nouid?...      -> 200 an array with an element that has no uid
+//   GET /entities/500?...        -> 500
+//   GET /entities/404?...        -> 404 (the protocol's "no data")
+// Without --entities, /entities is an echo path like any other.
 // gRPC (--grpc-port, cleartext HTTP/2, optional):
 //   /grpc.health.v1.Health/Check (and any other gRPC method) -> a unary reply
 //   HealthCheckResponse{status: SERVING}; the response's initial metadata carries
 //   echo-headers: base64url(JSON of the request headers), so tests can see them over gRPC too.
 //
 // stdout: "upstream listening on HOST:N" once the HTTP port is ready (preceded by
-// "upstream grpc listening on HOST:M" when --grpc-port is given). HOST is the address actually
+// "upstream grpc listening on HOST:M" when --grpc-port is given, and by
+// "upstream entities: K from FILE" when --entities is given). HOST is the address actually
 // bound (127.0.0.1 by default, 0.0.0.0 with --host 0.0.0.0, [::1] style for IPv6).
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 
@@ -40,6 +62,8 @@ const { values: args } = parseArgs({
     host: { type: 'string', default: process.env.UPSTREAM_HOST ?? '127.0.0.1' },
     port: { type: 'string', default: process.env.UPSTREAM_PORT ?? '8081' },
     'grpc-port': { type: 'string', default: process.env.UPSTREAM_GRPC_PORT },
+    entities: { type: 'string' },
+    'entities-delay-ms': { type: 'string', default: '1000' },
   },
   strict: true,
 });
@@ -74,7 +98,92 @@ function plainHeaders(headers) {
 
 const isWsPath = (url) => (url ?? '/').split('?')[0].endsWith('/ws');
 
+// Cedar prints a uid as Type::"id" (the id as a JSON string).
+const uidKey = (type, id) => `${type}::${JSON.stringify(id)}`;
+
+function loadEntities(file) {
+  const list = JSON.parse(readFileSync(file, 'utf8'));
+  if (!Array.isArray(list)) throw new Error(`${file}: not a JSON array`);
+  const byUid = new Map();
+  for (const e of list) byUid.set(uidKey(e.uid.type, e.uid.id), e);
+  return byUid;
+}
+
+const entities = args.entities === undefined ? undefined : loadEntities(args.entities);
+const entityHits = {};
+const FAULTS = new Set(['slow', 'garbage', 'huge', 'undeclared', 'notarray', 'nouid', '500', '404']);
+
+function sendJson(res, status, value) {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+// GET /entities[/<fault>]?type=T&id=I and GET /entities/hits. Returns false for other paths.
+function serveEntities(req, res) {
+  const url = new URL(req.url ?? '/', 'http://upstream');
+  const [, first, fault, extra] = url.pathname.split('/');
+  if (first !== 'entities' || extra !== undefined) return false;
+  if (fault === 'hits') {
+    sendJson(res, 200, entityHits);
+    return true;
+  }
+  if (fault !== undefined && !FAULTS.has(fault)) return false;
+  const type = url.searchParams.get('type');
+  const id = url.searchParams.get('id');
+  if (req.method !== 'GET' || type === null || id === null) {
+    sendJson(res, 400, { error: 'GET /entities?type=T&id=I' });
+    return true;
+  }
+  // A client that stops reading (cedargate past max_body_bytes) must not crash the server.
+  res.on('error', () => {});
+  const key = uidKey(type, id);
+  entityHits[key] = (entityHits[key] ?? 0) + 1;
+  const found = entities.get(key);
+  const answer = found === undefined ? [] : [found];
+  switch (fault) {
+    case undefined:
+      sendJson(res, 200, answer);
+      break;
+    case 'slow':
+      setTimeout(() => sendJson(res, 200, answer), Number.parseInt(args['entities-delay-ms'], 10));
+      break;
+    case 'garbage':
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('<html>this is not JSON</html>');
+      break;
+    case 'huge': {
+      // No content-length: the client can only find out by reading.
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const filler = JSON.stringify({ uid: { type, id: 'filler' }, attrs: { pad: 'x'.repeat(1000) }, parents: [] });
+      res.write('[');
+      for (let i = 0; i < 4096; i += 1) res.write(i === 0 ? filler : `,${filler}`);
+      res.end(']');
+      break;
+    }
+    case 'undeclared':
+      sendJson(res, 200, [...answer, { uid: { type: 'Undeclared', id }, attrs: {}, parents: [] }]);
+      break;
+    case 'notarray':
+      sendJson(res, 200, found ?? { uid: { type, id } });
+      break;
+    case 'nouid':
+      sendJson(res, 200, [...answer, { attrs: {}, parents: [] }]);
+      break;
+    case '500':
+      sendJson(res, 500, { error: 'injected fault' });
+      break;
+    default: // '404'
+      sendJson(res, 404, { error: 'not found' });
+  }
+  return true;
+}
+
 const server = http.createServer((req, res) => {
+  if (entities !== undefined && serveEntities(req, res)) {
+    req.resume();
+    return;
+  }
   // Drain the body (Envoy may forward one), then answer with what we saw.
   req.resume();
   req.on('end', () => {
@@ -130,6 +239,8 @@ function startGrpc(port) {
     });
   });
 }
+
+if (entities !== undefined) console.log(`upstream entities: ${entities.size} from ${args.entities}`);
 
 if (args['grpc-port'] !== undefined) await startGrpc(Number.parseInt(args['grpc-port'], 10));
 

@@ -1,5 +1,8 @@
 //! cedargate's integration tests: one binary, real sockets on 127.0.0.1, ephemeral ports.
 //!
+//! - `conformance`: cedargate through the real Envoy against `cedar_policy::Authorizer` on the
+//!   complete entity set, for three policy sets with entity data split across token claims,
+//!   `entities.json` and the HTTP entity provider (issue 12).
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
@@ -7,6 +10,9 @@
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 //! - `upstream_token`: minted upstream tokens verified against cedargate's JWKS, key rotation and
 //!   a bad key file on reload (in-process), and through the real Envoy to the echo upstream.
+//! - `entity_provider`: the HTTP entity provider against the real upstream process serving
+//!   entities: decisions only its data explains, every failure (down, slow, garbage, huge,
+//!   undeclared type) denied `entities_unavailable`, one fetch per uid, records that replay.
 //! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
 //!   traffic, an unreachable collector, alert rules (promtool) and the dashboard.
 
@@ -18,9 +24,11 @@
 )]
 
 mod check;
+mod conformance;
 mod decision_logs;
 mod decision_otlp;
 mod e2e;
+mod entity_provider;
 mod faults;
 mod observability;
 mod policy_cli;

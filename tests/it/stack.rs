@@ -143,7 +143,7 @@ impl Drop for Proc {
     }
 }
 
-fn node(script: &str) -> Command {
+pub fn node(script: &str) -> Command {
     node_ready();
     let mut cmd = Command::new("node");
     cmd.arg(repo().join(script));

@@ -184,9 +184,14 @@ impl Gate {
     }
 
     pub async fn start_with(issuer: &str, edit: impl FnOnce(String) -> String) -> Gate {
+        Gate::start_config(|log_path| edit(test_config_yaml(issuer, log_path))).await
+    }
+
+    /// Starts with the config `yaml(decision-log path)` writes, in a fresh temp folder.
+    pub async fn start_config(yaml: impl FnOnce(&Path) -> String) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("decisions.jsonl");
-        let yaml = edit(test_config_yaml(issuer, &log_path));
+        let yaml = yaml(&log_path);
         let config_path = dir.path().join("cedargate.yaml");
         std::fs::write(&config_path, &yaml).unwrap();
         let config = cedargate_core::config::Config::load(&config_path).unwrap();

@@ -11,7 +11,9 @@
 //! flip. Evaluation is [`decision::evaluate`], the policy half of what `serve` runs, on the
 //! `cedar` request stored in the record. The config's own policy folder is replayed too, for the
 //! records it produced, to prove that the records reproduce (redacted claims, for instance, can
-//! make them inexact). Offline: no keys, no sockets.
+//! make them inexact). Entities the provider answered are in the record (`cedar.fetched`) and are
+//! evaluated again; a record denied because the provider failed (`entities_unavailable`, nothing
+//! fetched) is not replayable, like one decided before the policies. Offline: no keys, no sockets.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
@@ -527,13 +529,19 @@ impl<'a> Replay<'a> {
 
     fn add(&mut self, record: &DecisionRecord) {
         self.report.records += 1;
-        let Some(cedar) = &record.cedar else {
-            *self
-                .report
-                .not_replayable
-                .entry(record.reason.clone())
-                .or_default() += 1;
-            return;
+        // No Cedar request, or one whose entity data could not be had (the provider failed,
+        // nothing was fetched): the policies never saw it, and evaluating it without that data
+        // would report a decision `serve` never made.
+        let cedar = match &record.cedar {
+            Some(cedar) if !unavailable(record, cedar) => cedar,
+            _ => {
+                *self
+                    .report
+                    .not_replayable
+                    .entry(record.reason.clone())
+                    .or_default() += 1;
+                return;
+            }
         };
         self.report.replayed += 1;
         *self
@@ -742,6 +750,12 @@ fn render(report: &Report, args: &ReplayArgs, inputs: &[Input]) -> String {
         named.join(",")
     ));
     s
+}
+
+/// A record denied `entities_unavailable` because the entity provider failed: its request carries
+/// no fetched entities. (Provider entities that the schema refused are recorded, and replay.)
+fn unavailable(record: &DecisionRecord, cedar: &CedarRequest) -> bool {
+    record.reason == "entities_unavailable" && cedar.fetched.is_empty()
 }
 
 #[cfg(test)]

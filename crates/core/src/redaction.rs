@@ -4,9 +4,10 @@
 //! redaction (`decision_log.redact_claims`).
 //!
 //! A redacted claim's value is replaced, wherever it appears in the record (principal id, group
-//! ids, entity attributes, the token facts and context, path parameters, headers, errors and
-//! shadow errors, even inside a longer string such as a path), by `redacted:` and 16 hex digits
-//! of its HMAC-SHA-256 under `decision_log.redaction_key_file` (plain SHA-256 without a key). Equal values get equal
+//! ids, entity attributes, the entities fetched from the entity provider, the token facts and
+//! context, path parameters, headers, errors and shadow errors, even inside a longer string such
+//! as a path), by `redacted:` and 16 hex digits of its HMAC-SHA-256 under
+//! `decision_log.redaction_key_file` (plain SHA-256 without a key). Equal values get equal
 //! hashes, so records still correlate; without the key a hash can't be tested against guesses.
 //! Strings and numbers are redacted, also inside arrays and objects; booleans are kept.
 //!
@@ -164,6 +165,7 @@ impl Targets {
             }
             self.value(&mut c.context);
             c.entities.iter_mut().for_each(|e| self.value(e));
+            c.fetched.iter_mut().for_each(|e| self.value(e));
         }
     }
 

@@ -1,8 +1,11 @@
-//! The Check pipeline, protocol-free: attributes → identity → decision → upstream token → log.
+//! The Check pipeline, protocol-free: attributes → identity → mapping → entities → decision →
+//! upstream token → log.
 //!
 //! [`Gate::check`] is what the gRPC handler, the benchmarks and the tests call. It reads the policy
-//! set as an immutable snapshot (`ArcSwap`), so a reload never blocks or tears a Check. The only
-//! await on the path is token verification, which awaits only for an unknown-`kid` refetch.
+//! set as an immutable snapshot (`ArcSwap`), so a reload never blocks or tears a Check. Two steps
+//! may await: token verification, only for an unknown-`kid` refetch, and, with an
+//! `entity_provider`, the entities of the request's principal and resource, from its cache or
+//! fetched within its budget; when they can't be had the Check is denied `entities_unavailable`.
 //! With `upstream_token` on, an allow also gets a minted token (`mint`); when minting fails the
 //! allow becomes a deny (`mint_failed`), and a deny never mints.
 
@@ -11,20 +14,21 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::decision_log::DecisionLog;
 use cedargate_core::config::Config;
-use cedargate_core::decision::{self, Decision};
+use cedargate_core::decision::{self, Decision, Prepared};
 use cedargate_core::identity::Identity;
+use cedargate_core::policy::PolicySnapshot;
 use cedargate_core::record::{
     DecisionRecord, RECORD_VERSION, ShadowRecord, TokenFacts, UpstreamTokenFacts, rfc3339,
 };
+use cedargate_core::redaction;
+use cedargate_core::request::HttpRequest;
 
+use crate::decision_log::DecisionLog;
+use crate::entity_provider::{EntityProvider, ProviderError};
 use crate::identity;
 use crate::jwt::Verifier;
 use crate::mint::{self, KeyRing, Minted, Minter, Subject};
-use cedargate_core::policy::PolicySnapshot;
-use cedargate_core::redaction;
-use cedargate_core::request::HttpRequest;
 
 /// A decision with its id, as the gRPC edge answers it.
 #[derive(Debug, Clone)]
@@ -88,6 +92,9 @@ pub struct Gate {
     pub log: DecisionLog,
     /// Upstream-token minting and its reuse cache (idle unless `upstream_token` is on).
     pub minter: Minter,
+    /// The entity provider with its answer cache, when `entity_provider` is configured. Built at
+    /// start (a restart-only setting), so it is not part of [`Active`].
+    pub entity_provider: Option<EntityProvider>,
 }
 
 impl Gate {
@@ -109,7 +116,15 @@ impl Gate {
             verifier,
             log,
             minter: Minter::new(),
+            entity_provider: None,
         }
+    }
+
+    /// The same gate, asking `provider` for the entities of each request's principal and
+    /// resource.
+    pub fn with_entity_provider(mut self, provider: Option<EntityProvider>) -> Gate {
+        self.entity_provider = provider;
+        self
     }
 
     /// The same gate, also evaluating `shadow` (a candidate policy set) on every Check.
@@ -141,7 +156,17 @@ impl Gate {
         } else {
             identity::resolve(config, &self.verifier, &request).await
         };
-        let decision = decision::decide(config, &active.policies, &request, &identity, arrived);
+        let policies = &active.policies;
+        let decision = match decision::prepare(config, policies, &request, &identity, arrived) {
+            Ok(mut prepared) => match self.entities(&prepared).await {
+                Ok(fetched) => {
+                    prepared.set_fetched(fetched);
+                    prepared.decide(policies)
+                }
+                Err(e) => prepared.deny_unavailable(policies, e.to_string()),
+            },
+            Err(denied) => *denied,
+        };
         let shadow = active
             .shadow
             .as_deref()
@@ -178,6 +203,19 @@ impl Gate {
         });
         self.log.record(record);
         verdict
+    }
+
+    /// What the entity provider knows about the prepared request's principal and resource: none
+    /// without a provider, or when neither uid is of a type it serves.
+    async fn entities(&self, prepared: &Prepared) -> Result<Vec<serde_json::Value>, ProviderError> {
+        let Some(provider) = &self.entity_provider else {
+            return Ok(Vec::new());
+        };
+        let uids = prepared.cedar().provider_uids(provider.types());
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        provider.fetch(&uids).await
     }
 
     /// On an allow with `upstream_token` on: mints (or reuses) the token and sets the verdict's

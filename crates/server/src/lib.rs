@@ -26,6 +26,7 @@
 pub mod admin;
 pub mod decision_log;
 pub mod decision_otlp;
+pub mod entity_provider;
 pub mod gate;
 pub mod grpc;
 pub mod identity;

@@ -2,7 +2,8 @@
 //!
 //! Two kinds, rendered one after the other:
 //!
-//! - **Events** (decisions, Check latency, token-cache lookups, JWKS fetches, exported spans) are
+//! - **Events** (decisions, Check latency, token-cache lookups, JWKS fetches, entity provider
+//!   fetches and cache lookups, exported spans) are
 //!   recorded where they happen through the `metrics` facade into one process-wide
 //!   `metrics-exporter-prometheus` recorder ([`start`] installs it once). Recording is an atomic
 //!   add on a pre-registered handle, or a sharded-map lookup for labelled series: never a lock
@@ -67,6 +68,13 @@ pub const DECISION_LOG_OTLP: &str = "cedargate_decision_log_otlp_records_total";
 pub const SHADOW_DECISIONS: &str = "cedargate_shadow_decisions_total";
 /// Finished spans by `result`: exported, failed (export error) or dropped (queue full).
 pub const TRACE_SPANS: &str = "cedargate_trace_spans_total";
+/// Entity provider fetches (one per uid not in its cache) by `result`: ok, not_found (404 or
+/// `[]`), error, timeout.
+pub const ENTITY_FETCHES: &str = "cedargate_entity_provider_fetches_total";
+/// Entity provider cache lookups by `result` (hit/miss), one per uid a Check asks about.
+pub const ENTITY_CACHE_LOOKUPS: &str = "cedargate_entity_provider_cache_lookups_total";
+/// Time one entity provider fetch took, answer read and checked.
+pub const ENTITY_FETCH_DURATION: &str = "cedargate_entity_provider_fetch_duration_seconds";
 /// 1 while `/readyz` answers 200.
 pub const READY: &str = "cedargate_ready";
 /// Build information: value 1, `version` label.
@@ -79,6 +87,13 @@ pub const BUILD_INFO: &str = "cedargate_build_info";
 pub const CHECK_DURATION_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0,
+];
+
+/// Histogram bounds for [`ENTITY_FETCH_DURATION`], in seconds: a loopback or in-cluster lookup
+/// takes about a millisecond, the default budget per Check is 100 ms, and a fetch may run on for
+/// ten budgets to fill the cache (`entity_provider`'s fetch limit), so the top bucket is 2.5 s.
+pub const ENTITY_FETCH_DURATION_BUCKETS: [f64; 13] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
 /// How often the recorder folds recorded latencies into histogram buckets between scrapes, so
@@ -250,6 +265,24 @@ pub const FAMILIES: &[Family] = &[
         &["result"],
     ),
     family(
+        ENTITY_FETCHES,
+        Kind::Counter,
+        "Entity provider fetches by result: ok, not_found (404 or []), error, timeout. All 0 without entity_provider.",
+        &["result"],
+    ),
+    family(
+        ENTITY_CACHE_LOOKUPS,
+        Kind::Counter,
+        "Entity provider cache lookups by result (hit/miss), one per uid a Check asks the provider about.",
+        &["result"],
+    ),
+    family(
+        ENTITY_FETCH_DURATION,
+        Kind::Histogram,
+        "Time one entity provider fetch took, from the request to the checked answer.",
+        &[],
+    ),
+    family(
         READY,
         Kind::Gauge,
         "1 while /readyz answers 200 (every issuer has usable keys, not draining).",
@@ -275,6 +308,12 @@ struct Handles {
     cache_hit: Counter,
     /// [`TOKEN_CACHE_LOOKUPS`] `{result="miss"}`.
     cache_miss: Counter,
+    /// [`ENTITY_CACHE_LOOKUPS`] `{result="hit"}`.
+    entity_hit: Counter,
+    /// [`ENTITY_CACHE_LOOKUPS`] `{result="miss"}`.
+    entity_miss: Counter,
+    /// [`ENTITY_FETCH_DURATION`].
+    entity_fetch_duration: Histogram,
 }
 
 /// The installed recorder's handle and the pre-registered handles; unset until [`start`].
@@ -299,10 +338,17 @@ pub fn start(config: &Config) -> bool {
 }
 
 fn install() -> Option<(PrometheusHandle, Handles)> {
-    let builder = match PrometheusBuilder::new().set_buckets_for_metric(
-        Matcher::Full(CHECK_DURATION.into()),
-        &CHECK_DURATION_BUCKETS,
-    ) {
+    let builder = match PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(CHECK_DURATION.into()),
+            &CHECK_DURATION_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(ENTITY_FETCH_DURATION.into()),
+                &ENTITY_FETCH_DURATION_BUCKETS,
+            )
+        }) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "metrics.unavailable");
@@ -334,11 +380,20 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
         cancelled: metrics::counter!(CHECKS_CANCELLED),
         cache_hit: metrics::counter!(TOKEN_CACHE_LOOKUPS, "result" => "hit"),
         cache_miss: metrics::counter!(TOKEN_CACHE_LOOKUPS, "result" => "miss"),
+        entity_hit: metrics::counter!(ENTITY_CACHE_LOOKUPS, "result" => "hit"),
+        entity_miss: metrics::counter!(ENTITY_CACHE_LOOKUPS, "result" => "miss"),
+        // Registered now, so the family is on /metrics (empty) before the first fetch.
+        entity_fetch_duration: metrics::histogram!(ENTITY_FETCH_DURATION),
     };
     handles.in_flight.set(0.0);
     handles.cancelled.absolute(0);
     handles.cache_hit.absolute(0);
     handles.cache_miss.absolute(0);
+    handles.entity_hit.absolute(0);
+    handles.entity_miss.absolute(0);
+    for result in FetchResult::ALL {
+        metrics::counter!(ENTITY_FETCHES, "result" => result.label()).absolute(0);
+    }
     for result in ["exported", "failed", "dropped"] {
         metrics::counter!(TRACE_SPANS, "result" => result).absolute(0);
         metrics::counter!(DECISION_LOG_OTLP, "result" => result).absolute(0);
@@ -439,6 +494,58 @@ pub fn jwks_fetch(issuer: &str, ok: bool) {
         "result" => if ok { "ok" } else { "error" },
     )
     .increment(1);
+}
+
+/// What became of one entity provider fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchResult {
+    /// 200 with entities.
+    Ok,
+    /// 404, or 200 with `[]`: the provider knows nothing about the uid (an answer, cached).
+    NotFound,
+    /// Refused, bad status, oversized or malformed answer.
+    Error,
+    /// No complete answer within the fetch limit.
+    Timeout,
+}
+
+impl FetchResult {
+    /// Every result, for the zero-valued series.
+    const ALL: [FetchResult; 4] = [
+        FetchResult::Ok,
+        FetchResult::NotFound,
+        FetchResult::Error,
+        FetchResult::Timeout,
+    ];
+
+    /// The `result` label.
+    fn label(self) -> &'static str {
+        match self {
+            FetchResult::Ok => "ok",
+            FetchResult::NotFound => "not_found",
+            FetchResult::Error => "error",
+            FetchResult::Timeout => "timeout",
+        }
+    }
+}
+
+/// Counts and times one entity provider fetch.
+pub fn entity_fetch(result: FetchResult, took: Duration) {
+    if let Some(h) = handles() {
+        h.entity_fetch_duration.record(took.as_secs_f64());
+        metrics::counter!(ENTITY_FETCHES, "result" => result.label()).increment(1);
+    }
+}
+
+/// Counts an entity provider cache lookup.
+pub fn entity_cache_lookup(hit: bool) {
+    if let Some(h) = handles() {
+        if hit {
+            h.entity_hit.increment(1);
+        } else {
+            h.entity_miss.increment(1);
+        }
+    }
 }
 
 /// How a shadow evaluation compared with the enforced decision.
@@ -764,5 +871,10 @@ mod tests {
     fn the_latency_objective_is_a_bucket_bound() {
         assert!(CHECK_DURATION_BUCKETS.contains(&0.005));
         assert!(CHECK_DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            ENTITY_FETCH_DURATION_BUCKETS
+                .windows(2)
+                .all(|w| w[0] < w[1])
+        );
     }
 }

@@ -4,9 +4,10 @@
 //! with file:line, counted, and shown on the admin `/policy` endpoint. The service stays ready.
 //!
 //! Settings that other components were built from at start (listen addresses, issuers, the
-//! decision-log output, cache size, token size limit, policy folder, telemetry) are not
-//! swapped: a change to them is refused with "restart needed" and nothing else from that change
-//! applies, so a reload is all or nothing. This module never touches the Check path beyond one atomic store.
+//! decision-log output, cache size, token size limit, policy folder, telemetry, the entity
+//! provider with its client and cache) are not swapped: a change to them is refused with
+//! "restart needed" and nothing else from that change applies, so a reload is all or nothing.
+//! This module never touches the Check path beyond one atomic store.
 //!
 //! `upstream_token` reloads, key files included (re-read by the config's validation): a bad key
 //! file refuses the whole reload and the old keys stay. A key generated at start is carried over.
@@ -393,6 +394,9 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     }
     if old.telemetry != new.telemetry {
         return Some("telemetry");
+    }
+    if old.entity_provider != new.entity_provider {
+        return Some("entity_provider");
     }
     None
 }

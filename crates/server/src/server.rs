@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::admin::{self, Admin};
 use crate::decision_log::DecisionLog;
+use crate::entity_provider::EntityProvider;
 use crate::gate::Gate;
 use crate::grpc::CheckService;
 use crate::jwks::{self, Jwks};
@@ -54,6 +55,9 @@ pub enum ServeError {
     /// The upstream-token keys could not be loaded or generated.
     #[error("upstream_token.key_files: {0}")]
     Keys(#[from] crate::mint::MintError),
+    /// The entity provider's client could not be built.
+    #[error(transparent)]
+    EntityProvider(#[from] crate::entity_provider::BuildError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -123,8 +127,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         config.token_cache.capacity,
         config.limits.max_token_bytes,
     );
+    let entity_provider = config
+        .entity_provider
+        .as_ref()
+        .map(EntityProvider::new)
+        .transpose()?;
     let gate = Arc::new(
-        Gate::new(config.clone(), policies, upstream_keys, verifier, log).with_shadow(shadow),
+        Gate::new(config.clone(), policies, upstream_keys, verifier, log)
+            .with_shadow(shadow)
+            .with_entity_provider(entity_provider),
     );
     let reload = Arc::new(Reloader::new(gate.clone(), config.source.clone()));
     let reload_task = reload.clone().spawn();

@@ -6,7 +6,9 @@
 //! Evaluation is [`decision::evaluate`], the same call `decide` makes, on the same Cedar request,
 //! so a disagreement is exactly what switching to the candidate would change. It adds one Cedar
 //! evaluation to the Check (synchronous, no IO); decisions made before the policies (a bad
-//! credential, no route, oversized headers) are not re-evaluated: the candidate can't change them.
+//! credential, no route, oversized headers, a failed entity provider) are not re-evaluated: the
+//! candidate can't change them. Entities the provider answered are in the Cedar request
+//! (`fetched`), so the candidate decides with the same data.
 
 use std::sync::Arc;
 
@@ -40,6 +42,11 @@ pub fn evaluate(
     identity: &Result<Identity, IdentityError>,
 ) -> Option<ShadowRecord> {
     let cedar = enforced.cedar.as_ref()?;
+    // Denied because the entity provider failed: the policies never saw this request, and the
+    // candidate would be evaluated without the data it needed (a false disagreement).
+    if enforced.reason == "entities_unavailable" && cedar.fetched.is_empty() {
+        return None;
+    }
     let anonymous = matches!(identity, Ok(Identity::Anonymous));
     let shadow = decision::evaluate(candidate, cedar, anonymous);
     let agrees = shadow.allowed == enforced.allowed;
