@@ -171,7 +171,7 @@ impl Case {
 
 /// The expected outcome class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CaseOutcome {
     /// Allowed (200).
     Allow,
     /// Denied, whatever the status (401, 403 or 503).
@@ -180,21 +180,21 @@ pub enum Outcome {
     Unauthenticated,
 }
 
-impl Outcome {
-    fn parse(word: &str) -> Option<Outcome> {
+impl CaseOutcome {
+    fn parse(word: &str) -> Option<CaseOutcome> {
         match word {
-            "allow" => Some(Outcome::Allow),
-            "deny" => Some(Outcome::Deny),
-            "unauthenticated" => Some(Outcome::Unauthenticated),
+            "allow" => Some(CaseOutcome::Allow),
+            "deny" => Some(CaseOutcome::Deny),
+            "unauthenticated" => Some(CaseOutcome::Unauthenticated),
             _ => None,
         }
     }
 
     fn as_str(self) -> &'static str {
         match self {
-            Outcome::Allow => "allow",
-            Outcome::Deny => "deny",
-            Outcome::Unauthenticated => "unauthenticated",
+            CaseOutcome::Allow => "allow",
+            CaseOutcome::Deny => "deny",
+            CaseOutcome::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -203,7 +203,7 @@ impl Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expectation {
     /// allow / deny / unauthenticated.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<CaseOutcome>,
     /// Exact HTTP status.
     pub status: Option<u16>,
     /// Exact reason code (`allow`, `no_permit`, `forbid`, `token_expired`, `no_route`, …).
@@ -226,9 +226,9 @@ impl Expectation {
         let mut out = Vec::new();
         if let Some(outcome) = self.outcome {
             let ok = match outcome {
-                Outcome::Allow => d.allowed,
-                Outcome::Deny => !d.allowed,
-                Outcome::Unauthenticated => !d.allowed && d.status == 401,
+                CaseOutcome::Allow => d.allowed,
+                CaseOutcome::Deny => !d.allowed,
+                CaseOutcome::Unauthenticated => !d.allowed && d.status == 401,
             };
             if !ok {
                 out.push(format!("decision: expected {}", outcome.as_str()));
@@ -442,12 +442,12 @@ impl<T> From<&Spanned<T>> for Pos {
     }
 }
 
-struct Problems<'a> {
+struct CaseProblems<'a> {
     file: &'a Path,
     list: Vec<Diagnostic>,
 }
 
-impl Problems<'_> {
+impl CaseProblems<'_> {
     fn at(&mut self, pos: Pos, message: impl Into<String>) {
         self.list
             .push(Diagnostic::error(self.file, pos.line, pos.column, message));
@@ -482,7 +482,7 @@ pub fn read_test_file(path: &Path, cx: &Context<'_>) -> (TestFile, Vec<Diagnosti
 
 /// Parses test file text; `path` names it in diagnostics.
 pub fn parse_test_file(path: &Path, text: &str, cx: &Context<'_>) -> (TestFile, Vec<Diagnostic>) {
-    let mut problems = Problems {
+    let mut problems = CaseProblems {
         file: path,
         list: Vec::new(),
     };
@@ -584,7 +584,7 @@ pub fn parse_check_request(
     text: &str,
     cx: &Context<'_>,
 ) -> Result<Case, Vec<Diagnostic>> {
-    let mut problems = Problems {
+    let mut problems = CaseProblems {
         file: path,
         list: Vec::new(),
     };
@@ -641,7 +641,7 @@ fn build_case(
     file_entities: &[(EntityRef, Value)],
     mode: Mode,
     cx: &Context<'_>,
-    problems: &mut Problems<'_>,
+    problems: &mut CaseProblems<'_>,
 ) -> Option<Case> {
     let errors_before = problems.errors();
     let name = match (&raw.name, mode) {
@@ -743,7 +743,7 @@ fn provider_entities(
     list: &[Spanned<Value>],
     inherited: &[(EntityRef, Value)],
     cx: &Context<'_>,
-    problems: &mut Problems<'_>,
+    problems: &mut CaseProblems<'_>,
 ) -> Vec<(EntityRef, Value)> {
     let mut out = inherited.to_vec();
     let Some(provider) = &cx.config.entity_provider else {
@@ -816,7 +816,11 @@ fn provider_entities(
     out
 }
 
-fn http_request(raw: &RawRequest, pos: Pos, problems: &mut Problems<'_>) -> Option<HttpRequest> {
+fn http_request(
+    raw: &RawRequest,
+    pos: Pos,
+    problems: &mut CaseProblems<'_>,
+) -> Option<HttpRequest> {
     let Some(target) = raw.path.as_deref() else {
         problems.at(
             pos,
@@ -915,7 +919,7 @@ fn identity_spec(
     spanned: &Spanned<Value>,
     named: &BTreeMap<String, &Spanned<Value>>,
     cx: &Context<'_>,
-    problems: &mut Problems<'_>,
+    problems: &mut CaseProblems<'_>,
 ) -> Resolved {
     let pos = Pos::from(spanned);
     let fallback = Resolved::Caller(Caller::NoToken);
@@ -1290,12 +1294,12 @@ fn rejection_reasons() -> Vec<&'static str> {
 fn expectation(
     spanned: &Spanned<Value>,
     cx: &Context<'_>,
-    problems: &mut Problems<'_>,
+    problems: &mut CaseProblems<'_>,
 ) -> Option<Expectation> {
     let pos = Pos::from(spanned);
     let word_help = "allow, deny or unauthenticated";
     match &spanned.value {
-        Value::String(word) => match Outcome::parse(word) {
+        Value::String(word) => match CaseOutcome::parse(word) {
             Some(o) => Some(Expectation {
                 outcome: Some(o),
                 ..Expectation::default()
@@ -1313,7 +1317,7 @@ fn expectation(
             let mut e = Expectation::default();
             let mut ok = true;
             for (key, value) in map {
-                let string = |problems: &mut Problems<'_>| match value.as_str() {
+                let string = |problems: &mut CaseProblems<'_>| match value.as_str() {
                     Some(s) => Some(s.to_string()),
                     None => {
                         problems.at(
@@ -1324,7 +1328,7 @@ fn expectation(
                     }
                 };
                 match key.as_str() {
-                    "decision" => match value.as_str().and_then(Outcome::parse) {
+                    "decision" => match value.as_str().and_then(CaseOutcome::parse) {
                         Some(o) => e.outcome = Some(o),
                         None => {
                             problems.at(pos, format!("expect.decision must be {word_help}"));
@@ -1426,7 +1430,7 @@ fn expectation(
     }
 }
 
-fn status(value: Option<u64>, pos: Pos, problems: &mut Problems<'_>) -> Option<u16> {
+fn status(value: Option<u64>, pos: Pos, problems: &mut CaseProblems<'_>) -> Option<u16> {
     match value {
         Some(s @ (200 | 401 | 403 | 503)) => u16::try_from(s).ok(),
         _ => {
@@ -1439,7 +1443,7 @@ fn status(value: Option<u64>, pos: Pos, problems: &mut Problems<'_>) -> Option<u
     }
 }
 
-fn known_action(action: &str, pos: Pos, cx: &Context<'_>, problems: &mut Problems<'_>) -> bool {
+fn known_action(action: &str, pos: Pos, cx: &Context<'_>, problems: &mut CaseProblems<'_>) -> bool {
     let Some(schema) = &cx.policies.schema else {
         return true;
     };
@@ -1465,7 +1469,7 @@ fn known_action(action: &str, pos: Pos, cx: &Context<'_>, problems: &mut Problem
 /// claims (an error: the claims are the test author's input) and the action and context
 /// cedargate builds (warnings: they point at a config or schema gap, and `serve` would decide
 /// the same way).
-fn check_against_schema(case: &Case, pos: Pos, cx: &Context<'_>, problems: &mut Problems<'_>) {
+fn check_against_schema(case: &Case, pos: Pos, cx: &Context<'_>, problems: &mut CaseProblems<'_>) {
     let Some(schema) = &cx.policies.schema else {
         return;
     };
@@ -1575,7 +1579,7 @@ mod tests {
             policy_version: "v".into(),
         };
         let pass = Expectation {
-            outcome: Some(Outcome::Unauthenticated),
+            outcome: Some(CaseOutcome::Unauthenticated),
             status: Some(401),
             policies: Some(vec!["b".into()]),
             route: Some("/orders/{id}".into()),
@@ -1583,7 +1587,7 @@ mod tests {
         };
         assert_eq!(pass.mismatches(&decision), Vec::<String>::new());
         let fail = Expectation {
-            outcome: Some(Outcome::Allow),
+            outcome: Some(CaseOutcome::Allow),
             status: Some(403),
             reason: Some("forbid".into()),
             policies: Some(vec![]),

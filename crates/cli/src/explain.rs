@@ -133,13 +133,13 @@ struct ClauseAnalysis {
     /// `when` or `unless`.
     kind: &'static str,
     /// The clause's top-level `&&` parts with their values, in order.
-    parts: Vec<(String, Outcome)>,
+    parts: Vec<(String, PolicyOutcome)>,
     /// The whole clause's value.
-    value: Outcome,
+    value: PolicyOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
+enum PolicyOutcome {
     True,
     False,
     /// Evaluation error (Cedar then skips the policy).
@@ -148,13 +148,13 @@ enum Outcome {
     Unknown(String),
 }
 
-impl Outcome {
+impl PolicyOutcome {
     fn text(&self) -> String {
         match self {
-            Outcome::True => "true".into(),
-            Outcome::False => "false".into(),
-            Outcome::Error(e) => format!("error: {e}"),
-            Outcome::Unknown(e) => format!("? ({e})"),
+            PolicyOutcome::True => "true".into(),
+            PolicyOutcome::False => "false".into(),
+            PolicyOutcome::Error(e) => format!("error: {e}"),
+            PolicyOutcome::Unknown(e) => format!("? ({e})"),
         }
     }
 }
@@ -169,15 +169,15 @@ impl PolicyAnalysis {
     fn satisfied(&self) -> bool {
         self.scope_matches()
             && self.clauses.iter().all(|c| match c.kind {
-                "when" => c.value == Outcome::True,
-                _ => c.value == Outcome::False,
+                "when" => c.value == PolicyOutcome::True,
+                _ => c.value == PolicyOutcome::False,
             })
     }
 
     fn errored(&self) -> bool {
         self.clauses
             .iter()
-            .any(|c| matches!(c.value, Outcome::Error(_)))
+            .any(|c| matches!(c.value, PolicyOutcome::Error(_)))
     }
 
     fn header(&self) -> String {
@@ -318,8 +318,8 @@ fn clause(c: &pst::Clause, request: &Request, entities: &Entities) -> ClauseAnal
     for part in conjuncts {
         let mut text = part.to_string();
         let value = eval(&text, request, entities);
-        let stop = value != Outcome::True;
-        if value == Outcome::False {
+        let stop = value != PolicyOutcome::True;
+        if value == PolicyOutcome::False {
             text.push_str(&operands(part, request, entities));
         }
         parts.push((text, value));
@@ -368,16 +368,16 @@ fn flatten_and<'a>(e: &'a pst::Expr, out: &mut Vec<&'a pst::Expr>) {
     }
 }
 
-fn eval(text: &str, request: &Request, entities: &Entities) -> Outcome {
+fn eval(text: &str, request: &Request, entities: &Entities) -> PolicyOutcome {
     let expr = match Expression::from_str(text) {
         Ok(e) => e,
-        Err(e) => return Outcome::Unknown(e.to_string()),
+        Err(e) => return PolicyOutcome::Unknown(e.to_string()),
     };
     match cedar_policy::eval_expression(request, entities, &expr) {
-        Ok(EvalResult::Bool(true)) => Outcome::True,
-        Ok(EvalResult::Bool(false)) => Outcome::False,
-        Ok(other) => Outcome::Unknown(format!("not a boolean: {other:?}")),
-        Err(e) => Outcome::Error(e.to_string()),
+        Ok(EvalResult::Bool(true)) => PolicyOutcome::True,
+        Ok(EvalResult::Bool(false)) => PolicyOutcome::False,
+        Ok(other) => PolicyOutcome::Unknown(format!("not a boolean: {other:?}")),
+        Err(e) => PolicyOutcome::Error(e.to_string()),
     }
 }
 

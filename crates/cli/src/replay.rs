@@ -139,7 +139,7 @@ impl Change {
 
 /// One side of a comparison: what was (or would be) answered, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Outcome {
+pub struct ReplayOutcome {
     /// `allow` or `deny`.
     pub decision: String,
     /// HTTP status.
@@ -152,9 +152,9 @@ pub struct Outcome {
     pub errors: bool,
 }
 
-impl Outcome {
-    fn recorded(r: &DecisionRecord) -> Outcome {
-        Outcome {
+impl ReplayOutcome {
+    fn recorded(r: &DecisionRecord) -> ReplayOutcome {
+        ReplayOutcome {
             decision: r.decision.clone(),
             status: r.status,
             reason: r.reason.clone(),
@@ -163,8 +163,8 @@ impl Outcome {
         }
     }
 
-    fn decided(d: &Decision) -> Outcome {
-        Outcome {
+    fn decided(d: &Decision) -> ReplayOutcome {
+        ReplayOutcome {
             decision: if d.allowed { "allow" } else { "deny" }.to_string(),
             status: d.status,
             reason: d.reason.to_string(),
@@ -192,7 +192,7 @@ fn sorted(ids: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 /// Compares a recorded outcome with a replayed one.
-pub fn classify(recorded: &Outcome, replayed: &Outcome) -> Change {
+pub fn classify(recorded: &ReplayOutcome, replayed: &ReplayOutcome) -> Change {
     match (recorded.decision.as_str(), replayed.decision.as_str()) {
         ("deny", "allow") => Change::Escalation,
         ("allow", "deny") => Change::Restriction,
@@ -255,9 +255,9 @@ pub struct Group {
     /// Resource as Cedar prints it.
     pub resource: String,
     /// What was recorded.
-    pub recorded: Outcome,
+    pub recorded: ReplayOutcome,
     /// What the candidate decides.
-    pub candidate: Outcome,
+    pub candidate: ReplayOutcome,
     /// Decisions in the group.
     pub count: usize,
     /// Distinct principals in the group.
@@ -499,7 +499,7 @@ struct Replay<'a> {
     /// Examples per group.
     examples: usize,
     /// Groups by key.
-    groups: BTreeMap<(Change, String, String, Outcome, Outcome), Group>,
+    groups: BTreeMap<(Change, String, String, ReplayOutcome, ReplayOutcome), Group>,
     /// Schema problems by message.
     schema_problems: BTreeMap<String, SchemaProblem>,
     /// What is being found.
@@ -551,7 +551,7 @@ impl<'a> Replay<'a> {
             .or_default() += 1;
         // As `decide` does: a caller with no credential gets a 401 challenge on deny.
         let anonymous = cedar.context.get("authenticated") == Some(&Value::Bool(false));
-        let recorded = Outcome::recorded(record);
+        let recorded = ReplayOutcome::recorded(record);
 
         if let Some(check) = &self.schema
             && let Err(message) = check.conforms(cedar)
@@ -567,7 +567,7 @@ impl<'a> Replay<'a> {
         }
         if record.policy_version == *self.baseline.version {
             let again = decision::evaluate(self.baseline, cedar, anonymous);
-            if Outcome::decided(&again) != recorded {
+            if ReplayOutcome::decided(&again) != recorded {
                 self.report.irreproducible += 1;
                 if self.report.irreproducible_example.is_none() {
                     self.report.irreproducible_example = Some(Example::of(record));
@@ -575,7 +575,8 @@ impl<'a> Replay<'a> {
             }
         }
 
-        let replayed = Outcome::decided(&decision::evaluate(self.candidate, cedar, anonymous));
+        let replayed =
+            ReplayOutcome::decided(&decision::evaluate(self.candidate, cedar, anonymous));
         let change = classify(&recorded, &replayed);
         if change == Change::Unchanged {
             self.report.unchanged += 1;
@@ -762,8 +763,8 @@ fn unavailable(record: &DecisionRecord, cedar: &CedarRequest) -> bool {
 mod tests {
     use super::*;
 
-    fn outcome(decision: &str, reason: &str, policies: &[&str]) -> Outcome {
-        Outcome {
+    fn outcome(decision: &str, reason: &str, policies: &[&str]) -> ReplayOutcome {
+        ReplayOutcome {
             decision: decision.into(),
             status: if decision == "allow" { 200 } else { 403 },
             reason: reason.into(),

@@ -31,7 +31,7 @@ pub const ENTITIES_FILE: &str = "entities.json";
 
 /// One problem in the policy folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub struct PolicyProblem {
     /// The file.
     pub file: PathBuf,
     /// 1-based line (0 = whole file).
@@ -42,7 +42,7 @@ pub struct Problem {
     pub message: String,
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for PolicyProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
             write!(
@@ -62,7 +62,7 @@ impl fmt::Display for Problem {
 /// The policy folder could not be loaded; every problem found is listed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct PolicyLoadError(pub Vec<Problem>);
+pub struct PolicyLoadError(pub Vec<PolicyProblem>);
 
 /// Facts about one policy, for logs and explanations.
 #[derive(Debug, Clone)]
@@ -209,7 +209,7 @@ impl PolicySnapshot {
                 .filter(|p| p.is_file())
                 .collect::<Vec<_>>(),
             Err(e) => {
-                return Err(PolicyLoadError(vec![Problem {
+                return Err(PolicyLoadError(vec![PolicyProblem {
                     file: dir.to_path_buf(),
                     line: 0,
                     column: 0,
@@ -229,7 +229,7 @@ impl PolicySnapshot {
         let entities_file = dir.join(ENTITIES_FILE);
 
         let mut hasher_input = Vec::new();
-        let mut read = |path: &Path, problems: &mut Vec<Problem>| -> Option<String> {
+        let mut read = |path: &Path, problems: &mut Vec<PolicyProblem>| -> Option<String> {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
                     hasher_input
@@ -748,8 +748,8 @@ fn uid(r: &EntityRef) -> Result<EntityUid, EvaluationError> {
     ))
 }
 
-fn whole_file(path: &Path, message: String) -> Problem {
-    Problem {
+fn whole_file(path: &Path, message: String) -> PolicyProblem {
+    PolicyProblem {
         file: path.to_path_buf(),
         line: 0,
         column: 0,
@@ -758,7 +758,7 @@ fn whole_file(path: &Path, message: String) -> Problem {
 }
 
 /// Problems from a miette diagnostic, positioned by its first label (offsets are into `text`).
-fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<Problem> {
+fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<PolicyProblem> {
     let related: Vec<&dyn Diagnostic> = diag.related().map(|r| r.collect()).unwrap_or_default();
     if !related.is_empty() {
         return related
@@ -784,7 +784,7 @@ fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<Pr
     if let Some(help) = diag.help() {
         message.push_str(&format!(" (help: {help})"));
     }
-    vec![Problem {
+    vec![PolicyProblem {
         file: path.to_path_buf(),
         line,
         column,

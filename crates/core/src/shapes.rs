@@ -21,7 +21,7 @@ use cedar_policy::{ActionConstraint, Schema, SchemaFragment, ValidationMode, Val
 use serde_json::{Map, Value, json};
 
 use crate::config::{Config, ContextFact, ContextValue};
-use crate::policy::{PolicyLoadError, PolicySnapshot, Problem};
+use crate::policy::{PolicyLoadError, PolicyProblem, PolicySnapshot};
 
 /// One mismatch between the policies or the schema and what cedargate builds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ impl std::fmt::Display for ShapeProblem {
 /// load.
 pub fn load_checked(dir: &Path, config: &Config) -> Result<PolicySnapshot, PolicyLoadError> {
     let snapshot = PolicySnapshot::load(dir)?;
-    let problems: Vec<Problem> = check(config, &snapshot)
+    let problems: Vec<PolicyProblem> = check(config, &snapshot)
         .into_iter()
         .map(|p| {
             let file = p
@@ -53,7 +53,7 @@ pub fn load_checked(dir: &Path, config: &Config) -> Result<PolicySnapshot, Polic
                 .as_ref()
                 .and_then(|id| snapshot.info.get(id))
                 .map_or_else(|| config.source.clone(), |i| i.file.clone());
-            Problem {
+            PolicyProblem {
                 file,
                 line: 0,
                 column: 0,

@@ -22,10 +22,10 @@ mod urls;
 mod validate;
 
 pub use model::*;
-pub use problems::{ConfigError, Problem};
+pub use problems::{ConfigError, ConfigProblem};
 pub use urls::{is_secure_url, url_problem};
 
-use problems::Problems;
+use problems::Collected;
 use raw::RawConfig;
 
 impl Config {
@@ -47,7 +47,7 @@ impl Config {
                 .unwrap_or((0, 0));
             ConfigError::Invalid {
                 path: path.to_path_buf(),
-                problems: vec![Problem {
+                problems: vec![ConfigProblem {
                     line,
                     column,
                     message: validate::first_line(&e.to_string()),
@@ -55,7 +55,7 @@ impl Config {
             }
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let mut problems = Problems::default();
+        let mut problems = Collected::default();
         let config = validate::validate(raw, path, &base, &mut problems);
         if problems.0.is_empty() {
             Ok(config)

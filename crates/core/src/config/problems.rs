@@ -6,7 +6,7 @@ use serde_saphyr::Spanned;
 
 /// One problem in the config, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub struct ConfigProblem {
     /// 1-based line, 0 when unknown.
     pub line: u64,
     /// 1-based column, 0 when unknown.
@@ -33,11 +33,11 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// Every problem found.
-        problems: Vec<Problem>,
+        problems: Vec<ConfigProblem>,
     },
 }
 
-fn render_problems(path: &Path, problems: &[Problem]) -> String {
+fn render_problems(path: &Path, problems: &[ConfigProblem]) -> String {
     let mut out = String::new();
     for (i, p) in problems.iter().enumerate() {
         if i > 0 {
@@ -60,11 +60,11 @@ fn render_problems(path: &Path, problems: &[Problem]) -> String {
 
 /// Collects problems during validation.
 #[derive(Default)]
-pub(super) struct Problems(pub(super) Vec<Problem>);
+pub(super) struct Collected(pub(super) Vec<ConfigProblem>);
 
-impl Problems {
+impl Collected {
     pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
-        self.0.push(Problem {
+        self.0.push(ConfigProblem {
             line: spanned.referenced.line(),
             column: spanned.referenced.column(),
             message: message.into(),
@@ -72,7 +72,7 @@ impl Problems {
     }
 
     pub(super) fn nowhere(&mut self, message: impl Into<String>) {
-        self.0.push(Problem {
+        self.0.push(ConfigProblem {
             line: 0,
             column: 0,
             message: message.into(),

@@ -16,7 +16,7 @@ use serde_saphyr::Spanned;
 
 use super::defaults::*;
 use super::model::*;
-use super::problems::Problems;
+use super::problems::Collected;
 use super::raw::*;
 use super::urls::url_problem;
 use crate::routes::{PathTemplate, Route, RouteTable};
@@ -38,7 +38,7 @@ pub(super) fn validate(
     raw: RawConfig,
     path: &Path,
     base: &Path,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> Config {
     let grpc_listen = listen_addr(raw.listen.grpc.as_ref(), DEFAULT_GRPC_LISTEN, problems);
     let admin_listen = listen_addr(raw.listen.admin.as_ref(), DEFAULT_ADMIN_LISTEN, problems);
@@ -278,7 +278,7 @@ pub(super) fn validate(
 
 /// A header name cedargate may set or remove: lower-case token characters, not a pseudo-header
 /// and not `host` (Envoy routes on it and refuses to change either).
-fn mutable_header(raw: &Spanned<String>, field: &str, problems: &mut Problems) -> Option<String> {
+fn mutable_header(raw: &Spanned<String>, field: &str, problems: &mut Collected) -> Option<String> {
     let name = raw.value.to_ascii_lowercase();
     let token = !name.is_empty()
         && name
@@ -302,10 +302,10 @@ fn mutable_header(raw: &Spanned<String>, field: &str, problems: &mut Problems) -
 fn upstream_token(
     spanned: &Spanned<RawUpstreamToken>,
     base: &Path,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> Option<UpstreamTokenConfig> {
     let raw = &spanned.value;
-    let text = |s: &Spanned<String>, field: &str, problems: &mut Problems| -> Arc<str> {
+    let text = |s: &Spanned<String>, field: &str, problems: &mut Collected| -> Arc<str> {
         if s.value.trim().is_empty() || s.value.contains(char::is_whitespace) {
             problems.at(
                 s,
@@ -448,7 +448,7 @@ fn upstream_token(
 fn rotation(
     raw: &Spanned<RawRotate>,
     output: &LogOutput,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> Option<Rotation> {
     if !matches!(output, LogOutput::File(_)) {
         problems.at(raw, "decision_log.rotate is only for output `file`");
@@ -470,7 +470,7 @@ fn rotation(
 }
 
 /// `decision_log.headers`: lower-cased, credential headers refused.
-fn record_headers(raw: &[Spanned<String>], problems: &mut Problems) -> Vec<String> {
+fn record_headers(raw: &[Spanned<String>], problems: &mut Collected) -> Vec<String> {
     let mut headers = Vec::new();
     for h in raw {
         let name = h.value.to_ascii_lowercase();
@@ -492,7 +492,7 @@ fn record_headers(raw: &[Spanned<String>], problems: &mut Problems) -> Vec<Strin
 }
 
 /// `decision_log.redact_claims`: claim names.
-fn redact_claims(raw: &[Spanned<String>], problems: &mut Problems) -> Vec<String> {
+fn redact_claims(raw: &[Spanned<String>], problems: &mut Collected) -> Vec<String> {
     let mut claims = Vec::new();
     for c in raw {
         if c.value.trim().is_empty() {
@@ -509,7 +509,7 @@ fn redact_claims(raw: &[Spanned<String>], problems: &mut Problems) -> Vec<String
 fn redaction_key(
     file: &Spanned<String>,
     base: &Path,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> Option<RedactionKey> {
     let path = resolve(base, &file.value);
     match std::fs::read(&path) {
@@ -540,7 +540,7 @@ fn redaction_key(
     }
 }
 
-fn telemetry(raw: &RawTelemetry, problems: &mut Problems) -> TelemetryConfig {
+fn telemetry(raw: &RawTelemetry, problems: &mut Collected) -> TelemetryConfig {
     let level = match &raw.log.level {
         None => DEFAULT_LOG_LEVEL.to_string(),
         Some(l) => {
@@ -590,7 +590,7 @@ enum OtlpSection {
     DecisionLog,
 }
 
-fn otlp(spanned: &Spanned<RawOtlp>, section: OtlpSection, problems: &mut Problems) -> OtlpConfig {
+fn otlp(spanned: &Spanned<RawOtlp>, section: OtlpSection, problems: &mut Collected) -> OtlpConfig {
     let (prefix, default_queue, default_delay) = match section {
         OtlpSection::Telemetry => (
             "telemetry.otlp",
@@ -692,7 +692,7 @@ fn check_otlp_endpoint(endpoint: &str) -> Result<(), &'static str> {
 
 /// The realm goes inside a quoted `WWW-Authenticate` parameter: printable ASCII, no quote or
 /// backslash, so it can never break the header.
-fn realm(raw: Option<&Spanned<String>>, problems: &mut Problems) -> Arc<str> {
+fn realm(raw: Option<&Spanned<String>>, problems: &mut Collected) -> Arc<str> {
     match raw {
         None => DEFAULT_REALM.into(),
         Some(r) => {
@@ -711,7 +711,7 @@ fn realm(raw: Option<&Spanned<String>>, problems: &mut Problems) -> Arc<str> {
 fn listen_addr(
     raw: Option<&Spanned<String>>,
     default: &str,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> SocketAddr {
     let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
     match raw {
@@ -724,7 +724,7 @@ fn listen_addr(
 }
 
 /// Checks a Cedar entity type name (`Type` or `Namespace::Type`).
-fn entity_type(raw: Option<&Spanned<String>>, default: &str, problems: &mut Problems) -> Arc<str> {
+fn entity_type(raw: Option<&Spanned<String>>, default: &str, problems: &mut Collected) -> Arc<str> {
     match raw {
         None => default.into(),
         Some(s) => {
@@ -752,7 +752,7 @@ fn validate_issuer(
     index: usize,
     spanned: &Spanned<RawIssuer>,
     base: &Path,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> IssuerConfig {
     let raw = &spanned.value;
     // `iss` is compared exactly, so the configured value is kept as written.
@@ -901,7 +901,7 @@ fn positive<T: Copy + PartialOrd + From<u8>>(
     raw: Option<&Spanned<T>>,
     default: T,
     name: &str,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> T {
     match raw {
         None => default,
@@ -917,7 +917,7 @@ fn principal_mapping(
     raw: &RawPrincipal,
     default_type: &str,
     default_id_claim: &str,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> PrincipalMapping {
     let mut parents = Vec::new();
     if let Some(claim) = raw.groups_claim.as_deref() {
@@ -957,7 +957,7 @@ fn principal_mapping(
 /// take a key cedargate writes itself.
 fn context_attributes(
     raw: &BTreeMap<String, Spanned<RawContextValue>>,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> Vec<(String, ContextValue)> {
     let mut out = Vec::new();
     for (name, spanned) in raw {
@@ -1058,7 +1058,7 @@ fn is_identifier(name: &str) -> bool {
 
 fn entity_provider(
     spanned: &Spanned<RawEntityProvider>,
-    problems: &mut Problems,
+    problems: &mut Collected,
 ) -> Option<EntityProviderConfig> {
     let raw = &spanned.value;
     let url = match url::Url::parse(&raw.url.value) {
@@ -1118,7 +1118,7 @@ fn entity_provider(
         .iter()
         .map(|t| entity_type(Some(t), DEFAULT_GROUP_TYPE, problems).to_string())
         .collect();
-    let millis = |v: Option<&Spanned<u64>>, default: u64, name: &str, problems: &mut Problems| {
+    let millis = |v: Option<&Spanned<u64>>, default: u64, name: &str, problems: &mut Collected| {
         std::time::Duration::from_millis(positive(v, default, name, problems))
     };
     Some(EntityProviderConfig {
@@ -1151,7 +1151,7 @@ fn entity_provider(
     })
 }
 
-fn validate_route(spanned: &Spanned<RawRoute>, problems: &mut Problems) -> Option<Route> {
+fn validate_route(spanned: &Spanned<RawRoute>, problems: &mut Collected) -> Option<Route> {
     let raw = &spanned.value;
     let template = match PathTemplate::parse(&raw.path.value) {
         Ok(t) => t,
