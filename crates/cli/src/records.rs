@@ -196,7 +196,9 @@ pub fn entity_id(printed: &str) -> Option<String> {
     serde_json::from_str::<String>(&format!("\"{quoted}")).ok()
 }
 
-/// Glob match where `*` is the only special character.
+/// Glob match where `*` is the only special character. Hand-written rather than `globset`:
+/// filters match policy ids and entity names (not paths), where `?`, `[...]` and `**` would make
+/// `User::"a?"`-style ids surprising, and this is the whole of it (tested below).
 pub fn glob(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let Some(first) = parts.next() else {

@@ -322,6 +322,9 @@ impl Coverage {
 }
 
 /// The results as JUnit XML: one `<testsuite>` per test file, plus one for policy coverage.
+/// Written by hand rather than with a JUnit crate: the ones on the registry either pull an XML
+/// stack larger than this function or model only `<testcase>`, not the coverage suite; the
+/// escaping is the only subtle part and has its own test (`xml_escape_*`).
 fn junit_xml(
     results: &[CaseResult],
     broken: &[(PathBuf, usize, Vec<Diagnostic>)],

@@ -33,7 +33,10 @@ use crate::gate::{Active, Gate};
 use cedargate_core::config::Config;
 use cedargate_core::record::rfc3339;
 
-/// Quiet time after a file event before reloading: editors write files in several steps.
+/// Quiet time after a file event before reloading: editors write files in several steps. A
+/// `tokio::time::timeout` loop on the event channel (below) rather than `notify-debouncer-*`:
+/// events from several watchers and SIGHUP share one channel and one debounce, which the
+/// debouncer crates (one per watcher) don't offer.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Reload state for the admin endpoint.
