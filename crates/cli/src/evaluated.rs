@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 
 use cedar_policy::{Entities, Entity, EntityUid, EvalResult};
-use serde_json::Value;
 
 use crate::one_line;
 use cedargate_core::config::{Config, PrincipalMapping};
@@ -61,7 +60,7 @@ impl Sources<'_> {
             .iter()
             .filter(|p| *p.entity_type == parent.type_name().to_string())
             .filter(|p| {
-                claim_names(token.claims.get(&*p.claim))
+                cedargate_core::mapping::string_list(token.claims.get(&*p.claim))
                     .iter()
                     .any(|n| n == id)
             })
@@ -299,19 +298,6 @@ fn static_parent(statics: &Entities, uid: &EntityUid, parent: &EntityUid) -> boo
         })
 }
 
-/// The names a parent claim holds: a list of strings, or a space-separated string (as
-/// [`cedargate_core::mapping`] reads it).
-fn claim_names(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-        _ => Vec::new(),
-    }
-}
 
 fn text(value: Option<&EvalResult>) -> String {
     value.map_or_else(|| "(not a value)".to_string(), ToString::to_string)
@@ -352,15 +338,15 @@ mod tests {
     #[test]
     fn parent_claims_are_lists_or_space_separated() {
         assert_eq!(
-            claim_names(Some(&serde_json::json!(["a", 1, "b"]))),
+            cedargate_core::mapping::string_list(Some(&serde_json::json!(["a", 1, "b"]))),
             vec!["a", "b"]
         );
         assert_eq!(
-            claim_names(Some(&serde_json::json!("a  b"))),
+            cedargate_core::mapping::string_list(Some(&serde_json::json!("a  b"))),
             vec!["a", "b"]
         );
-        assert!(claim_names(Some(&serde_json::json!(5))).is_empty());
-        assert!(claim_names(None).is_empty());
+        assert!(cedargate_core::mapping::string_list(Some(&serde_json::json!(5))).is_empty());
+        assert!(cedargate_core::mapping::string_list(None).is_empty());
     }
 
     #[test]

@@ -297,7 +297,7 @@ fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
 
 /// A claim as a list of strings: a JSON array of strings, or a space-separated string (OAuth's
 /// `scope` format).
-fn string_list(value: Option<&Value>) -> Vec<String> {
+pub fn string_list(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::Array(items)) => items
             .iter()
