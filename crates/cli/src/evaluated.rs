@@ -298,7 +298,6 @@ fn static_parent(statics: &Entities, uid: &EntityUid, parent: &EntityUid) -> boo
         })
 }
 
-
 fn text(value: Option<&EvalResult>) -> String {
     value.map_or_else(|| "(not a value)".to_string(), ToString::to_string)
 }
