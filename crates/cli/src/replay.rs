@@ -753,10 +753,9 @@ fn render(report: &Report, args: &ReplayArgs, inputs: &[Input]) -> String {
     s
 }
 
-/// A record denied `entities_unavailable` because the entity provider failed: its request carries
-/// no fetched entities. (Provider entities that the schema refused are recorded, and replay.)
+/// A record denied before the policies ran because the entity provider failed.
 fn unavailable(record: &DecisionRecord, cedar: &CedarRequest) -> bool {
-    record.reason == "entities_unavailable" && cedar.fetched.is_empty()
+    decision::decided_without_entities(&record.reason, cedar)
 }
 
 #[cfg(test)]

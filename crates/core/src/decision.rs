@@ -13,9 +13,17 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError};
 use crate::mapping::{self, CedarRequest, MappingError};
-use crate::policy::PolicySnapshot;
+use crate::policy::{ENTITIES_UNAVAILABLE, PolicySnapshot};
 use crate::request::HttpRequest;
 use crate::token::TokenError;
+
+/// Whether a decision with `reason` on `cedar` was denied before the policies ran because the
+/// entity provider failed: nothing was fetched, so evaluating the request again (replay, shadow)
+/// would judge it without the data it needed. (Provider entities the schema refused are in
+/// `cedar.fetched`, and evaluate again.)
+pub fn decided_without_entities(reason: &str, cedar: &CedarRequest) -> bool {
+    reason == ENTITIES_UNAVAILABLE && cedar.fetched.is_empty()
+}
 
 /// A policy that determined a decision, with its `@reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +139,7 @@ impl Prepared {
     /// (`entities_unavailable`): never decided on partial data. The record keeps the request.
     pub fn deny_unavailable(self, policies: &PolicySnapshot, error: String) -> Decision {
         let status = if self.anonymous { 401 } else { 403 };
-        let mut d = Decision::deny(status, "entities_unavailable", &policies.version);
+        let mut d = Decision::deny(status, ENTITIES_UNAVAILABLE, &policies.version);
         d.errors.push(error);
         d.cedar = Some(self.cedar);
         d.route = self.route;

@@ -26,6 +26,10 @@ use crate::mapping::{CedarRequest, EntityRef};
 use crate::policy_index::{Authorization, PolicyIndex};
 use crate::token::{hex_prefix, sha256};
 
+/// Reason code of a Check denied because the entity data it needed could not be had (the
+/// provider failed, or its data doesn't conform to the schema).
+pub const ENTITIES_UNAVAILABLE: &str = "entities_unavailable";
+
 /// Static entities file in the policy folder.
 pub const ENTITIES_FILE: &str = "entities.json";
 
@@ -154,7 +158,7 @@ impl EvaluationError {
         match self {
             EvaluationError::Invalid { .. } => "evaluation_error",
             EvaluationError::PrincipalInvalid { .. } => "principal_invalid",
-            EvaluationError::EntitiesUnavailable { .. } => "entities_unavailable",
+            EvaluationError::EntitiesUnavailable { .. } => ENTITIES_UNAVAILABLE,
         }
     }
 }
@@ -771,16 +775,7 @@ fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<Po
         .and_then(|mut l| l.next())
         .map(|label| line_column(text, label.offset()))
         .unwrap_or((0, 0));
-    let mut message = diag.to_string();
-    // Cedar often keeps the specifics (which attribute, which type) in the error's sources.
-    let mut source = diag.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !message.contains(&text) {
-            message.push_str(&format!(": {text}"));
-        }
-        source = inner.source();
-    }
+    let mut message = with_sources(diag);
     if let Some(help) = diag.help() {
         message.push_str(&format!(" (help: {help})"));
     }

@@ -44,7 +44,7 @@ pub fn evaluate(
     let cedar = enforced.cedar.as_ref()?;
     // Denied because the entity provider failed: the policies never saw this request, and the
     // candidate would be evaluated without the data it needed (a false disagreement).
-    if enforced.reason == "entities_unavailable" && cedar.fetched.is_empty() {
+    if decision::decided_without_entities(enforced.reason, cedar) {
         return None;
     }
     let anonymous = matches!(identity, Ok(Identity::Anonymous));
