@@ -555,29 +555,18 @@ impl PolicySnapshot {
     /// [`EvaluationError::PrincipalInvalid`], provider data that doesn't is
     /// [`EvaluationError::EntitiesUnavailable`]; neither is ever evaluated.
     fn merge_entities(&self, request: &CedarRequest) -> Result<Entities, EvaluationError> {
-        type Parts = (
-            EntityUid,
-            HashMap<String, RestrictedExpression>,
-            HashSet<EntityUid>,
-        );
         let schema = self.schema.as_ref();
-        let mut merged: Vec<Parts> = Vec::new();
-        let mut overlay = |entity: Entity| {
-            let (uid, attrs, parents) = entity.into_inner();
-            let slot = match merged.iter().position(|m| m.0 == uid) {
-                Some(i) => i,
-                None => {
-                    merged.push(match self.entities.get(&uid) {
-                        Some(known) => known.clone().into_inner(),
-                        None => (uid, HashMap::new(), HashSet::new()),
-                    });
-                    merged.len() - 1
-                }
+        let mut merged: Vec<Merged> = Vec::new();
+        let mut overlay = |entity: Entity, checked: bool| {
+            let uid = entity.uid();
+            let Some(slot) = merged.iter_mut().find(|m| m.uid().as_ref() == Some(&uid)) else {
+                merged.push(match self.entities.get(&uid) {
+                    Some(known) => Merged::parts(known.clone()).with(entity),
+                    None => Merged::Whole(entity, checked),
+                });
+                return;
             };
-            if let Some(m) = merged.get_mut(slot) {
-                m.1.extend(attrs);
-                m.2.extend(parents);
-            }
+            *slot = std::mem::replace(slot, Merged::Empty).with(entity);
         };
         for value in &request.fetched {
             // The provider is the operator's own system: Cedar's full entity JSON, escapes and
@@ -591,21 +580,31 @@ impl PolicySnapshot {
                     ),
                 }
             })?;
-            overlay(entity);
+            overlay(entity, schema.is_some());
         }
         for value in &request.entities {
-            overlay(entity(value)?);
+            overlay(entity(value)?, false);
         }
         let principal_uid = self.uid(&request.principal)?;
         let mut built = Vec::with_capacity(merged.len());
-        for (uid, attrs, parents) in merged {
-            let is_principal = uid == principal_uid;
-            let entity = Entity::new(uid, attrs, parents).map_err(|e| invalid("entity")(&e))?;
+        for slot in merged {
+            let entity = match slot {
+                // A provider entity no other source describes was checked as it was parsed.
+                Merged::Whole(entity, true) => {
+                    built.push(entity);
+                    continue;
+                }
+                Merged::Whole(entity, false) => entity,
+                Merged::Parts(uid, attrs, parents) => {
+                    Entity::new(uid, attrs, parents).map_err(|e| invalid("entity")(&e))?
+                }
+                Merged::Empty => continue,
+            };
             if let Some(schema) = schema
                 && let Err(e) = Entities::empty().add_entities([entity.clone()], Some(schema))
             {
                 let message = format!("{}: {}", entity.uid(), with_sources(&e));
-                return Err(if is_principal {
+                return Err(if entity.uid() == principal_uid {
                     EvaluationError::PrincipalInvalid { message }
                 } else {
                     EvaluationError::EntitiesUnavailable { message }
@@ -650,6 +649,51 @@ fn context(value: &Value) -> Result<Context, EvaluationError> {
         .map(|(k, v)| Ok((k.clone(), restricted(v)?)))
         .collect::<Result<Vec<_>, EvaluationError>>()?;
     Context::from_pairs(pairs).map_err(|e| invalid("context")(&e))
+}
+
+/// One uid's entity while [`PolicySnapshot::merge_entities`] gathers its sources.
+enum Merged {
+    /// From one source, as parsed; `true` when that parse checked it against the schema.
+    Whole(Entity, bool),
+    /// Over a static entity, or from more than one source: attributes overlaid in order,
+    /// parents united; rebuilt and checked once all sources are in.
+    Parts(
+        EntityUid,
+        HashMap<String, RestrictedExpression>,
+        HashSet<EntityUid>,
+    ),
+    /// Only while a slot is being replaced.
+    Empty,
+}
+
+impl Merged {
+    fn parts(entity: Entity) -> Merged {
+        let (uid, attrs, parents) = entity.into_inner();
+        Merged::Parts(uid, attrs, parents)
+    }
+
+    /// `self` overlaid with `entity`: its attributes win, its parents are added.
+    fn with(self, entity: Entity) -> Merged {
+        let base = match self {
+            Merged::Whole(first, _) => Merged::parts(first),
+            other => other,
+        };
+        let Merged::Parts(uid, mut attrs, mut parents) = base else {
+            return Merged::Empty;
+        };
+        let (_, more_attrs, more_parents) = entity.into_inner();
+        attrs.extend(more_attrs);
+        parents.extend(more_parents);
+        Merged::Parts(uid, attrs, parents)
+    }
+
+    fn uid(&self) -> Option<EntityUid> {
+        match self {
+            Merged::Whole(entity, _) => Some(entity.uid()),
+            Merged::Parts(uid, ..) => Some(uid.clone()),
+            Merged::Empty => None,
+        }
+    }
 }
 
 /// A request-derived entity from the JSON that `mapping` builds:
