@@ -1577,6 +1577,7 @@ mod tests {
             route: Some("/orders/{id}".into()),
             challenge_error: None,
             policy_version: "v".into(),
+            from_cache: false,
         };
         let pass = Expectation {
             outcome: Some(CaseOutcome::Unauthenticated),

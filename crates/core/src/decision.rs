@@ -56,6 +56,8 @@ pub struct Decision {
     pub challenge_error: Option<&'static str>,
     /// Policy-set version that decided.
     pub policy_version: Arc<str>,
+    /// Cedar's answer came from the snapshot's decision cache.
+    pub from_cache: bool,
 }
 
 impl Decision {
@@ -70,6 +72,7 @@ impl Decision {
             route: None,
             challenge_error: None,
             policy_version: version.clone(),
+            from_cache: false,
         }
     }
 
@@ -203,11 +206,13 @@ pub fn prepare(
 /// `route`: the caller owns those.
 pub fn evaluate(policies: &PolicySnapshot, cedar: &CedarRequest, anonymous: bool) -> Decision {
     let version = &policies.version;
-    let evaluation = match policies.evaluate(cedar) {
+    let (evaluation, from_cache) = policies.evaluate_cached(cedar);
+    let evaluation = match evaluation {
         Ok(e) => e,
         Err(e) => {
             let mut d = Decision::deny(if anonymous { 401 } else { 403 }, e.reason(), version);
             d.errors.push(e.to_string());
+            d.from_cache = from_cache;
             return d;
         }
     };
@@ -243,5 +248,6 @@ pub fn evaluate(policies: &PolicySnapshot, cedar: &CedarRequest, anonymous: bool
         route: None,
         challenge_error: None,
         policy_version: version.clone(),
+        from_cache,
     }
 }

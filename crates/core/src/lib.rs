@@ -28,6 +28,7 @@
 pub mod cedar_value;
 pub mod config;
 pub mod decision;
+pub mod decision_cache;
 pub mod identity;
 pub mod mapping;
 pub mod policy;

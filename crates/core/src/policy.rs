@@ -22,6 +22,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 use serde_json::Value;
 
+use crate::decision_cache::{self, DecisionCache};
 use crate::mapping::{CedarRequest, EntityRef};
 use crate::policy_index::{Authorization, PolicyIndex};
 use crate::token::{hex_prefix, sha256};
@@ -100,6 +101,8 @@ pub struct PolicySnapshot {
     pub files: Vec<PathBuf>,
     /// Merged entity sets by request-derived entities (see `request_entities`).
     entity_cache: moka::sync::Cache<String, Entities>,
+    /// Cedar's answers by the request facts the policies read (see [`crate::decision_cache`]).
+    decisions: DecisionCache,
     /// `policies` split by action and `principal ==` scope: what [`evaluate`](Self::evaluate)
     /// hands to Cedar.
     index: PolicyIndex,
@@ -421,6 +424,7 @@ impl PolicySnapshot {
                 Some((name, parsed))
             })
             .collect();
+        let decisions = DecisionCache::new(&policies, decision_cache::DEFAULT_CAPACITY);
         Ok(PolicySnapshot {
             index,
             entity_types,
@@ -433,6 +437,7 @@ impl PolicySnapshot {
             loaded_at: SystemTime::now(),
             files: all_files,
             entity_cache: moka::sync::Cache::new(ENTITY_CACHE_CAPACITY),
+            decisions,
         })
     }
 
@@ -457,6 +462,35 @@ impl PolicySnapshot {
             action,
             &entities,
         )))
+    }
+
+    /// [`evaluate`](Self::evaluate), answered from the decision cache when the same request facts
+    /// (those the policies read) were evaluated before; `true` with an answer from the cache.
+    pub fn evaluate_cached(
+        &self,
+        request: &CedarRequest,
+    ) -> (Result<Evaluation, EvaluationError>, bool) {
+        let Some(key) = self.decisions.key(request) else {
+            return (self.evaluate(request), false);
+        };
+        if let Some(answer) = self.decisions.get(&key) {
+            return (answer, true);
+        }
+        let answer = self.evaluate(request);
+        self.decisions.insert(key, answer.clone());
+        (answer, false)
+    }
+
+    /// What the policies read of the context (the decision cache's key holds exactly that).
+    pub fn context_reads(&self) -> &decision_cache::ContextReads {
+        self.decisions.reads()
+    }
+
+    /// A copy of this snapshot's policies and data with a decision cache of `capacity` answers
+    /// (0: none) instead of the default one.
+    pub fn with_decision_cache(mut self, capacity: u64) -> PolicySnapshot {
+        self.decisions = DecisionCache::new(&self.policies, capacity);
+        self
     }
 
     /// Evaluates `request` against the whole policy set, without the index: the reference that

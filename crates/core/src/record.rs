@@ -125,6 +125,10 @@ pub struct DecisionRecord {
     pub latency_us: u64,
     /// Policy-set version (content hash).
     pub policy_version: String,
+    /// Cedar's answer came from the decision cache: the same request facts (those the policies
+    /// read) were evaluated before against the same policy version.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub from_cache: bool,
     /// The shadow (candidate) policy set's decision on the same request, in shadow mode.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub shadow: Option<ShadowRecord>,

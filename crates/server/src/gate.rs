@@ -330,6 +330,7 @@ fn record(
         headers: redaction::headers(&config.decision_log, request),
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         policy_version: d.policy_version.to_string(),
+        from_cache: d.from_cache,
         shadow,
         upstream_token: None,
         cedar,
