@@ -89,7 +89,8 @@ pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>, Option<Str
         .map_or_else(|| policy_dir_hint(config_path), |c| c.policy_dir.clone());
     let loaded = match &config {
         Some(config) => cedargate_core::shapes::load_checked(&policy_dir, config),
-        None => PolicySnapshot::load(&policy_dir),
+        None => cedargate_core::policy_folder::check(&policy_dir)
+            .and_then(|()| PolicySnapshot::load(&policy_dir)),
     };
     let policies = match loaded {
         Ok(p) => Some(p),

@@ -182,8 +182,8 @@ pub(super) struct RawContextValue {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
-    pub(super) max_token_bytes: Option<usize>,
-    pub(super) max_header_bytes: Option<usize>,
+    pub(super) max_token_bytes: Option<Spanned<usize>>,
+    pub(super) max_header_bytes: Option<Spanned<usize>>,
     pub(super) max_concurrent_checks: Option<Spanned<usize>>,
 }
 

@@ -21,10 +21,6 @@ use super::raw::*;
 use super::urls::url_problem;
 use crate::routes::{PathTemplate, Route, RouteTable};
 
-pub(super) fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).to_string()
-}
-
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -162,14 +158,18 @@ pub(super) fn validate(
     );
 
     let limits = Limits {
-        max_token_bytes: raw
-            .limits
-            .max_token_bytes
-            .unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
-        max_header_bytes: raw
-            .limits
-            .max_header_bytes
-            .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_token_bytes: positive(
+            raw.limits.max_token_bytes.as_ref(),
+            DEFAULT_MAX_TOKEN_BYTES,
+            "limits.max_token_bytes",
+            problems,
+        ),
+        max_header_bytes: positive(
+            raw.limits.max_header_bytes.as_ref(),
+            DEFAULT_MAX_HEADER_BYTES,
+            "limits.max_header_bytes",
+            problems,
+        ),
         max_concurrent_checks: positive(
             raw.limits.max_concurrent_checks.as_ref(),
             DEFAULT_MAX_CONCURRENT_CHECKS,
@@ -177,9 +177,6 @@ pub(super) fn validate(
             problems,
         ),
     };
-    if limits.max_token_bytes == 0 || limits.max_header_bytes == 0 {
-        problems.nowhere("limits must be greater than zero");
-    }
 
     let output = match (
         raw.decision_log.output.as_deref(),
