@@ -132,6 +132,7 @@ fn serve(path: &std::path::Path, log_format: Option<config::LogFormat>) -> anyho
         let _runtime = runtime.enter();
         telemetry::init(&config.telemetry, log_format).context("starting telemetry")?
     };
+    cedargate_server::reload::log_config_warnings(&config);
     let served = runtime.block_on(async {
         let running = cedargate_server::server::start(config).await?;
         wait_for_signal().await?;

@@ -1,6 +1,7 @@
 //! `cedargate validate`: checks the config, the Cedar schema, the policies (strict validation),
 //! the static entities and the policy test files together, and reports every problem at once with
-//! file:line:column and a snippet. Exits non-zero on any error; warnings (a route whose action the
+//! file:line:column and a snippet. Exits non-zero on any error (a route that can never match is
+//! one, from the config's route lint); warnings (routes that overlap, a route whose action the
 //! schema does not declare, a test whose context does not fit the schema) are printed only. Once
 //! config and policies load, it also reports where each entity type's data comes from
 //! ([`sources`]).
@@ -78,7 +79,17 @@ pub fn run(
 pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>, Option<String>) {
     let mut diagnostics = Vec::new();
     let config = match Config::load(config_path) {
-        Ok(c) => Some(c),
+        Ok(c) => {
+            diagnostics.extend(c.warnings.iter().map(|w| {
+                Diagnostic::warning(
+                    &c.source,
+                    usize::try_from(w.line).unwrap_or(0),
+                    usize::try_from(w.column).unwrap_or(0),
+                    &w.message,
+                )
+            }));
+            Some(c)
+        }
         Err(e) => {
             diagnostics.extend(crate::config_diagnostics(&e));
             None

@@ -55,6 +55,9 @@ pub struct Config {
     pub shadow: Option<ShadowConfig>,
     /// Tokens minted for the upstream on allow (`upstream_token`); `None` (the default): off.
     pub upstream_token: Option<UpstreamTokenConfig>,
+    /// Legal but likely unintended (routes that overlap), with positions: `validate` prints
+    /// them, `serve` logs them; they never stop a load.
+    pub warnings: Vec<super::ConfigProblem>,
 }
 
 /// `upstream_token`: the short-lived JWT cedargate mints for the upstream on every allow.

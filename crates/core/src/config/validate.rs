@@ -19,7 +19,7 @@ use super::model::*;
 use super::problems::Collected;
 use super::raw::*;
 use super::urls::url_problem;
-use crate::routes::{PathTemplate, Route, RouteTable};
+use crate::routes::{LintSeverity, PathTemplate, Route, RouteTable};
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
@@ -87,11 +87,16 @@ pub(super) fn validate(
     let resource_type = entity_type(raw.resource_type.as_ref(), DEFAULT_RESOURCE_TYPE, problems);
 
     let mut routes = Vec::new();
+    let mut route_spans = Vec::new();
     for spanned in &raw.routes {
         if let Some(route) = validate_route(spanned, problems) {
             routes.push(route);
+            route_spans.push(spanned);
         }
     }
+    let routes = RouteTable::new(routes);
+    let mut warnings = Collected::default();
+    lint_routes(&routes, &route_spans, problems, &mut warnings);
 
     let unmatched = match raw.unmatched_route.as_ref() {
         None => Unmatched::Deny,
@@ -219,7 +224,7 @@ pub(super) fn validate(
         anonymous_type,
         anonymous_id,
         entity_provider,
-        routes: Arc::new(RouteTable::new(routes)),
+        routes: Arc::new(routes),
         unmatched,
         resource_type,
         context: ContextConfig {
@@ -270,6 +275,33 @@ pub(super) fn validate(
             .upstream_token
             .as_ref()
             .and_then(|u| upstream_token(u, base, problems)),
+        warnings: warnings.0,
+    }
+}
+
+/// The route-table lint ([`RouteTable::lint`]) at the routes' positions: a route that can never
+/// match is a problem, an overlap a warning.
+fn lint_routes(
+    routes: &RouteTable,
+    spans: &[&Spanned<RawRoute>],
+    problems: &mut Collected,
+    warnings: &mut Collected,
+) {
+    let label = |i: usize| {
+        let name = routes.iter().nth(i).map_or("", |r| &*r.name);
+        match spans.get(i) {
+            Some(span) => format!("`{name}` (line {})", span.referenced.line()),
+            None => format!("`{name}`"),
+        }
+    };
+    for finding in routes.lint(label) {
+        let Some(span) = spans.get(finding.route) else {
+            continue;
+        };
+        match finding.severity {
+            LintSeverity::Error => problems.at(*span, finding.message),
+            LintSeverity::Warning => warnings.at(*span, finding.message),
+        }
     }
 }
 
