@@ -1072,7 +1072,7 @@ fn token(
     }
     claims
         .entry("exp")
-        .or_insert_with(|| Value::from(now_secs + DEFAULT_TOKEN_LIFETIME.as_secs()));
+        .or_insert_with(|| Value::from(now_secs + default_lifetime(issuer)));
     claims.entry("iat").or_insert_with(|| Value::from(now_secs));
 
     let rejected = |reason: &str| {
@@ -1233,6 +1233,16 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Seconds between a stated token's default `iat` and `exp`: [`DEFAULT_TOKEN_LIFETIME`], or
+/// the issuer's `max_token_lifetime_seconds` when shorter, so a case that states no times gets a
+/// token `serve` would accept.
+fn default_lifetime(issuer: &IssuerConfig) -> u64 {
+    let default = DEFAULT_TOKEN_LIFETIME.as_secs();
+    issuer
+        .max_token_lifetime
+        .map_or(default, |max| default.min(max.as_secs()))
+}
+
 /// Every way a presented credential can be rejected, by reason code.
 fn rejections() -> Vec<IdentityError> {
     // The match below makes a new `TokenError` variant a compile error until it is listed here,
@@ -1254,6 +1264,9 @@ fn rejections() -> Vec<IdentityError> {
         TokenError::MissingClaim,
         TokenError::InvalidClaim,
         TokenError::MissingPrincipalClaim,
+        TokenError::WrongType,
+        TokenError::LifetimeTooLong,
+        TokenError::IssuedInFuture,
     ];
     for e in &all {
         match e {
@@ -1272,7 +1285,10 @@ fn rejections() -> Vec<IdentityError> {
             | TokenError::WrongIssuer
             | TokenError::MissingClaim
             | TokenError::InvalidClaim
-            | TokenError::MissingPrincipalClaim => {}
+            | TokenError::MissingPrincipalClaim
+            | TokenError::WrongType
+            | TokenError::LifetimeTooLong
+            | TokenError::IssuedInFuture => {}
         }
     }
     let mut out: Vec<IdentityError> = all.into_iter().map(IdentityError::Token).collect();

@@ -825,6 +825,29 @@ fn validate_issuer(
         }
         Some(l) => l.value,
     };
+    let require_typ = raw.require_typ.as_ref().and_then(|t| {
+        let valid = !t.value.is_empty()
+            && t.value.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+            && t.value.matches('/').count() <= 1
+            && !t.value.starts_with('/')
+            && !t.value.ends_with('/');
+        if valid {
+            Some(media_type(&t.value).into())
+        } else {
+            problems.at(
+                t,
+                format!(
+                    "require_typ `{}` is not a media type: write it like `at+jwt` (RFC 9068 access tokens) or `application/at+jwt`",
+                    t.value
+                ),
+            );
+            None
+        }
+    });
+    let max_token_lifetime = raw
+        .max_token_lifetime_seconds
+        .as_ref()
+        .map(|m| Duration::from_secs(positive(Some(m), 1, "max_token_lifetime_seconds", problems)));
     let keys = match (&raw.jwks_uri, &raw.jwks_file) {
         (Some(_), Some(_)) => {
             problems.at(spanned, "set jwks_uri or jwks_file, not both");
@@ -897,6 +920,9 @@ fn validate_issuer(
         audiences: raw.audiences.clone(),
         algorithms,
         leeway: Duration::from_secs(leeway),
+        require_typ,
+        max_token_lifetime,
+        reject_future_iat: raw.reject_future_iat,
         keys,
         refresh: Duration::from_secs(refresh),
         min_refresh: Duration::from_secs(min_refresh),
