@@ -3,6 +3,8 @@
 //! - `conformance`: cedargate through the real Envoy against `cedar_policy::Authorizer` on the
 //!   complete entity set, for three policy sets with entity data split across token claims,
 //!   `entities.json` and the HTTP entity provider (issue 12).
+//! - `bad_input`: broken configs and policy folders fed to the real binary (`validate`,
+//!   `serve`): exit code and a message naming file, line or field, and what to do (issue 15).
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
@@ -23,6 +25,7 @@
     clippy::indexing_slicing
 )]
 
+mod bad_input;
 mod check;
 mod conformance;
 mod decision_logs;

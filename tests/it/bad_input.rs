@@ -1,0 +1,359 @@
+//! Bad configs and policy folders fed to the real `cedargate` binary (`validate` and `serve`),
+//! each checked for the exit code and for a message that says where (file, line:column or the
+//! field) and what to do — and says it once, without library advice or `os error N` (issue 15).
+//! `serve` listens on ephemeral ports in every config here, so a regression that starts it
+//! anyway can't collide with anything; it is killed after a deadline and the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A config that is valid apart from what each test adds: ephemeral ports, no decision log.
+const BASE: &str = "listen: { grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\n\
+                    decision_log: { output: off }\n\
+                    policy_dir: policies\n";
+
+/// What one run of the binary produced.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A folder with `c.yaml` (the given text) and a valid `policies/` beside it.
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new(config: &str) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), config).unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        std::fs::write(
+            dir.path().join("policies/all.cedar"),
+            "@id(\"all\")\npermit(principal, action, resource);\n",
+        )
+        .unwrap();
+        Case { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> String {
+        self.path("c.yaml").display().to_string()
+    }
+
+    fn validate(&self) -> Run {
+        run(&["validate", "-c", &self.config()], self.dir.path())
+    }
+
+    /// `serve`, which must refuse and exit by itself.
+    fn serve(&self) -> Run {
+        run(&["serve", "-c", &self.config()], self.dir.path())
+    }
+}
+
+/// Runs the binary; fails the test if it is still running after a deadline (a `serve` that
+/// started instead of refusing).
+fn run(args: &[&str], dir: &Path) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cedargate");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "cedargate {args:?} did not exit (it should refuse the input):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "{args:?}:\n{}",
+        run.stderr
+    );
+    run
+}
+
+/// Checks what every refusal shares: exit 1, the message on stderr naming what `wants` name,
+/// and none of the noise issue 15 found.
+fn refused(run: &Run, wants: &[&str]) {
+    assert_eq!(
+        run.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    for want in wants {
+        assert!(
+            run.stderr.contains(want),
+            "stderr lacks {want:?}:\n{}",
+            run.stderr
+        );
+    }
+    for noise in [
+        "os error",
+        "DuplicateKeyPolicy",
+        "error: line ",
+        "invalid u64",
+    ] {
+        assert!(
+            !run.stderr.contains(noise),
+            "stderr has {noise:?}:\n{}",
+            run.stderr
+        );
+    }
+}
+
+/// `serve` prints one `error:` line per problem, each problem once, never a second prefix.
+fn said_once(run: &Run, message: &str) {
+    assert_eq!(
+        run.stderr.matches(message).count(),
+        1,
+        "{message:?} should appear once:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains(": error:"),
+        "doubled prefix:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_empty_config_is_refused_instead_of_serving_deny_all() {
+    for text in ["", "  \n\n\t\n", "# to do\n"] {
+        let case = Case::new(text);
+        let c = case.config();
+        let serve = case.serve();
+        refused(&serve, &[&format!("error: {c}: the config is empty")]);
+        assert!(
+            !serve.stderr.contains("cedargate.listening"),
+            "{}",
+            serve.stderr
+        );
+        let validate = case.validate();
+        refused(
+            &validate,
+            &["the config is empty", "docs/configuration.md", &c],
+        );
+    }
+}
+
+#[test]
+fn a_duplicate_key_names_the_key_and_where_and_says_keys_are_unique() {
+    let case = Case::new(&format!("{BASE}realm: a\nrealm: b\n"));
+    let c = case.config();
+    let serve = case.serve();
+    let message = "`realm` appears twice; each key may appear only once: keep one";
+    refused(&serve, &[&format!("error: {c}:5:1: {message}")]);
+    said_once(&serve, message);
+    refused(&case.validate(), &[message, &format!("{c}:5:1")]);
+}
+
+#[test]
+fn a_wrong_number_names_the_field_and_the_expected_type() {
+    let case = Case::new(&format!(
+        "{BASE}issuers:\n  - issuer: https://idp.example.com\n    audiences: [api]\n    leeway_seconds: thirty\n"
+    ));
+    let c = case.config();
+    let message = "`issuers[0].leeway_seconds` must be a whole number, 0 or more (like `30`), without quotes or units";
+    let serve = case.serve();
+    refused(&serve, &[&format!("error: {c}:7:21: {message}")]);
+    said_once(&serve, message);
+    refused(&case.validate(), &[message, &format!("{c}:7:21")]);
+
+    let case = Case::new(&format!("{BASE}limits:\n  max_token_bytes: -1\n"));
+    refused(
+        &case.serve(),
+        &[&format!(
+            "{}:5:20: `limits.max_token_bytes` must be a whole number",
+            case.config()
+        )],
+    );
+}
+
+#[test]
+fn zero_limits_name_each_field_at_its_position() {
+    let case = Case::new(&format!(
+        "{BASE}limits:\n  max_token_bytes: 0\n  max_header_bytes: 0\n"
+    ));
+    let c = case.config();
+    for run in [case.serve(), case.validate()] {
+        refused(
+            &run,
+            &[
+                "limits.max_token_bytes must be at least 1",
+                "limits.max_header_bytes must be at least 1",
+            ],
+        );
+        assert!(!run.stderr.contains("greater than zero"), "{}", run.stderr);
+    }
+    let serve = case.serve();
+    refused(
+        &serve,
+        &[
+            &format!("{c}:5:20: limits.max_token_bytes must be at least 1"),
+            &format!("{c}:6:21: limits.max_header_bytes must be at least 1"),
+        ],
+    );
+}
+
+#[test]
+fn a_bad_policy_dir_is_named_in_plain_words_with_its_path() {
+    // Missing.
+    let case = Case::new(&BASE.replace("policy_dir: policies", "policy_dir: nowhere"));
+    let missing = case.path("nowhere").display().to_string();
+    let message = "the policy folder does not exist: create it, or set `policy_dir`";
+    let serve = case.serve();
+    refused(&serve, &[&format!("{missing}: {message}")]);
+    said_once(&serve, message);
+    refused(&case.validate(), &[message, &missing]);
+
+    // A file.
+    let case = Case::new(&BASE.replace("policy_dir: policies", "policy_dir: c.yaml"));
+    let file = case.config();
+    for run in [case.serve(), case.validate()] {
+        refused(&run, &[&file, "this is a file, not a folder"]);
+    }
+    // Under a file (ENOTDIR).
+    let case = Case::new(&BASE.replace("policy_dir: policies", "policy_dir: c.yaml/policies"));
+    for run in [case.serve(), case.validate()] {
+        refused(&run, &["part of this path is a file, not a folder"]);
+    }
+
+    // A symbolic link to itself (ELOOP).
+    let case = Case::new(&BASE.replace("policy_dir: policies", "policy_dir: loop"));
+    std::os::unix::fs::symlink(case.path("loop"), case.path("loop")).unwrap();
+    let looping = case.path("loop").display().to_string();
+    for run in [case.serve(), case.validate()] {
+        refused(&run, &[&looping, "symbolic link", "loops back on itself"]);
+    }
+}
+
+#[test]
+fn a_link_inside_the_policy_folder_that_cant_be_followed_is_reported() {
+    let case = Case::new(BASE);
+    let link = case.path("policies/more.cedar");
+    std::os::unix::fs::symlink(&link, &link).unwrap();
+    let name = link.display().to_string();
+    for run in [case.serve(), case.validate()] {
+        refused(
+            &run,
+            &[
+                &name,
+                "loops back on itself, so it is not loaded: fix the link or remove it",
+            ],
+        );
+    }
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(case.path("policies/gone.cedar"), &link).unwrap();
+    refused(&case.validate(), &[&name, "which does not exist"]);
+}
+
+#[test]
+fn serve_prints_each_policy_error_once() {
+    let case = Case::new(BASE);
+    std::fs::write(
+        case.path("policies/broken.cedar"),
+        "permit(principal, action, resource)\n",
+    )
+    .unwrap();
+    let serve = case.serve();
+    let broken = case.path("policies/broken.cedar").display().to_string();
+    refused(&serve, &[&format!("{broken}:")]);
+    said_once(&serve, &format!("{broken}:"));
+}
+
+const ROUTES: &str = "routes:
+  - { service: orders, methods: [GET], path: \"/orders/{id}\" }
+  - { service: orders, methods: [GET], path: /orders/status }
+";
+
+#[test]
+fn a_route_that_can_never_match_is_an_error_at_its_line() {
+    let case = Case::new(&format!("{BASE}{ROUTES}"));
+    let c = case.config();
+    let message = "route `/orders/status` can never match: route `/orders/{id}` (line 5) comes first and matches every request it would; move it above, or remove it";
+    let serve = case.serve();
+    refused(&serve, &[&format!("error: {c}:6:5: {message}")]);
+    said_once(&serve, message);
+    refused(&case.validate(), &[message, &format!("{c}:6:5")]);
+
+    // The other order is the usual exception: no error, no warning.
+    let swapped = "routes:
+  - { service: orders, methods: [GET], path: /orders/status }
+  - { service: orders, methods: [GET], path: \"/orders/{id}\" }
+";
+    let case = Case::new(&format!("{BASE}{swapped}"));
+    let run = case.validate();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("ok (0 issuers, 2 routes"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("warning"), "{}", run.stdout);
+}
+
+#[test]
+fn a_duplicate_route_and_a_repeated_parameter_are_errors() {
+    let case = Case::new(&format!(
+        "{BASE}routes:\n  - {{ methods: [POST], path: /payments }}\n  - {{ methods: [POST], path: /payments }}\n  - {{ methods: [GET], path: \"/payments/{{id}}/{{id}}\" }}\n"
+    ));
+    let c = case.config();
+    for run in [case.serve(), case.validate()] {
+        refused(
+            &run,
+            &[
+                "route `/payments` repeats route `/payments` (line 5): same service, host, methods and path; remove one",
+                "parameter `id` appears twice; give each parameter its own name",
+            ],
+        );
+    }
+    let serve = case.serve();
+    refused(
+        &serve,
+        &[
+            &format!("{c}:6:5: route `/payments` repeats"),
+            &format!("{c}:7:"),
+        ],
+    );
+}
+
+#[test]
+fn overlapping_routes_are_warnings_that_validate_prints_and_serve_logs() {
+    let case = Case::new(&format!(
+        "{BASE}routes:\n  - {{ methods: [GET], path: \"/a/{{x}}/c\" }}\n  - {{ methods: [GET], path: \"/a/b/{{y}}\" }}\n"
+    ));
+    let run = case.validate();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("warning: route `/a/b/{y}` overlaps route `/a/{x}/c` (line 5) on GET"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("1 warning"), "{}", run.stdout);
+}
