@@ -9,6 +9,8 @@
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
 //! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
+//! - `edge_e2e`: header names with `_` refused by the shipped Envoy configs; the token options
+//!   on real at+jwt tokens; a cached token refused once its key leaves the JWKS.
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 //! - `upstream_token`: minted upstream tokens verified against cedargate's JWKS, key rotation and
 //!   a bad key file on reload (in-process), and through the real Envoy to the echo upstream.
@@ -31,6 +33,7 @@ mod conformance;
 mod decision_logs;
 mod decision_otlp;
 mod e2e;
+mod edge_e2e;
 mod entity_provider;
 mod faults;
 mod observability;
