@@ -23,7 +23,12 @@ use cedargate_core::policy::PolicySnapshot;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CheckArgs {
     /// Config file.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
     /// A request file: one test case (request, identity, time; expect optional). `-` reads
     /// stdin. Without it, the request comes from the flags below.

@@ -40,7 +40,12 @@ const DEFAULT_EXAMPLES: usize = 1;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
     /// Config file: its policy folder is the baseline, its decision log the default input.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
     /// The candidate policy folder (`*.cedar`, `*.cedarschema`, `entities.json`).
     #[arg(long, value_name = "DIR")]

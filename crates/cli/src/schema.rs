@@ -25,7 +25,12 @@ use cedargate_core::policy::ENTITIES_FILE;
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchemaArgs {
     /// Config file.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
 }
 

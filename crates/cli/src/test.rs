@@ -26,7 +26,12 @@ use cedargate_core::policy::PolicySnapshot;
 #[derive(Debug, Clone, clap::Args)]
 pub struct TestArgs {
     /// Config file.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
     /// Test files, or folders searched for `*.yaml`/`*.yml` (default: `<policy_dir>/tests/`).
     pub paths: Vec<PathBuf>,

@@ -28,8 +28,26 @@ const FALLBACK_POLICY_DIR: &str = "policies";
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
     /// Config file.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
+    /// `text` (problems with snippets on stderr, the summary on stdout) or `json` (one JSON
+    /// document on stdout: `ok`, `errors`, `warnings`, `diagnostics`, `summary`).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Output format of `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// For programs: one document on stdout; the exit code is the same.
+    Json,
 }
 
 /// Validates everything; `Ok(true)` when there is no error. Problems go to `err`, the summary to
@@ -40,6 +58,9 @@ pub fn run(
     err: &mut dyn Write,
 ) -> Result<bool, CliError> {
     let (diagnostics, summary, report) = check(&args.config);
+    if args.format == Format::Json {
+        return json(&args.config, &diagnostics, summary, out);
+    }
     let mut reporter = Reporter::default();
     write!(err, "{}", reporter.render_all(&diagnostics)).map_err(CliError::write("stderr"))?;
     if let Some(report) = report {
@@ -72,6 +93,46 @@ pub fn run(
             Ok(false)
         }
     }
+}
+
+/// `--format json`: the whole result as one document on stdout, so nothing needs parsing from
+/// text. `ok` is what the exit code says.
+fn json(
+    config: &Path,
+    diagnostics: &[Diagnostic],
+    summary: Option<String>,
+    out: &mut dyn Write,
+) -> Result<bool, CliError> {
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let ok = errors == 0 && summary.is_some();
+    let items: Vec<serde_json::Value> = diagnostics
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "severity": match d.severity {
+                    Severity::Error => "error",
+                    Severity::Warning => "warning",
+                },
+                "file": d.file.display().to_string(),
+                "line": d.line,
+                "column": d.column,
+                "message": d.message,
+            })
+        })
+        .collect();
+    let document = serde_json::json!({
+        "config": config.display().to_string(),
+        "ok": ok,
+        "errors": errors,
+        "warnings": diagnostics.len() - errors,
+        "diagnostics": items,
+        "summary": summary,
+    });
+    writeln!(out, "{document}").map_err(CliError::write("stdout"))?;
+    Ok(ok)
 }
 
 /// Every problem found; and when config and policies loaded, a one-line summary and the report
