@@ -5,6 +5,8 @@
 //!   `entities.json` and the HTTP entity provider (issue 12).
 //! - `bad_input`: broken configs and policy folders fed to the real binary (`validate`,
 //!   `serve`): exit code and a message naming file, line or field, and what to do (issue 15).
+//! - `cli_conventions`: `--version`, `CEDARGATE_CONFIG`, `--color`/`NO_COLOR`, `validate
+//!   --format json`, through the real binary.
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
@@ -29,6 +31,7 @@
 
 mod bad_input;
 mod check;
+mod cli_conventions;
 mod conformance;
 mod decision_logs;
 mod decision_otlp;

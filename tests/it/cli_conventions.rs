@@ -1,0 +1,204 @@
+//! Command-line conventions of the real binary (issue 15): `--version` names the build commit and
+//! the Cedar it decides with; `CEDARGATE_CONFIG` stands in for `-c`; colour only when asked for
+//! or on a terminal, never with `NO_COLOR`; `validate --format json` is one document on stdout.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::repo;
+
+fn cedargate(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cedargate"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("CEDARGATE_CONFIG")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn version_names_the_commit_and_the_cedar_versions() {
+    let out = cedargate(&["--version"], &[], &repo());
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let commit = String::from_utf8(commit.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("cedargate {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    // The test binary and cedargate are built from the same checkout.
+    assert!(
+        text.contains(&format!("commit {}", commit.trim())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Cedar SDK {}, language {}",
+            cedar_policy::get_sdk_version(),
+            cedar_policy::get_lang_version()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn cedargate_config_stands_in_for_dash_c_and_dash_c_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = repo().join("cedargate.yaml");
+    let shipped = shipped.to_str().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "realm: a\nrealm: b\n").unwrap();
+    let broken = broken.to_str().unwrap();
+
+    // From an empty folder, without -c, the default `cedargate.yaml` does not exist there.
+    let out = cedargate(&["validate"], &[], dir.path());
+    assert!(!out.status.success());
+    let out = cedargate(&["validate"], &[("CEDARGATE_CONFIG", shipped)], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{shipped}: ok")));
+    let out = cedargate(
+        &["validate", "-c", broken],
+        &[("CEDARGATE_CONFIG", shipped)],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`realm` appears twice"));
+}
+
+#[test]
+fn validate_format_json_is_one_document_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "realm: a\nrealm: b\n").unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/all.cedar"),
+        "permit(principal, action, resource);\n",
+    )
+    .unwrap();
+    let shipped = repo().join("cedargate.yaml");
+    for (config, ok) in [(shipped.as_path(), true), (broken.as_path(), false)] {
+        let out = cedargate(
+            &[
+                "validate",
+                "--format",
+                "json",
+                "-c",
+                config.to_str().unwrap(),
+            ],
+            &[],
+            &repo(),
+        );
+        assert_eq!(out.status.success(), ok);
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["ok"], ok, "{doc}");
+        if ok {
+            assert_eq!(doc["errors"], 0);
+            assert!(
+                doc["summary"].as_str().unwrap().contains("policies"),
+                "{doc}"
+            );
+        } else {
+            assert_eq!(doc["errors"], 1);
+            assert_eq!(doc["diagnostics"][0]["line"], 2);
+            assert_eq!(doc["diagnostics"][0]["column"], 1);
+            assert_eq!(doc["diagnostics"][0]["severity"], "error");
+            assert!(
+                doc["diagnostics"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("`realm` appears twice")
+            );
+        }
+    }
+}
+
+/// `serve`'s first log lines (until it listens) with `args` and `env`; then stops it.
+fn serve_logs(extra: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/all.cedar"),
+        "permit(principal, action, resource);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "listen: { grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\ndecision_log: { output: off }\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cedargate"));
+    cmd.args(extra)
+        .args(["serve", "-c", "c.yaml"])
+        .current_dir(dir.path())
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("cedargate.listening") {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("serve did not start:\n{seen}");
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    seen
+}
+
+#[test]
+fn colour_only_when_asked_for_or_on_a_terminal_and_never_with_no_color() {
+    const ESC: char = '\u{1b}';
+    // stderr is a pipe here: `auto` means no colour.
+    assert!(!serve_logs(&[], &[]).contains(ESC));
+    assert!(serve_logs(&["--color", "always"], &[]).contains(ESC));
+    assert!(!serve_logs(&["--color", "never"], &[]).contains(ESC));
+    assert!(!serve_logs(&[], &[("NO_COLOR", "1")]).contains(ESC));
+}
