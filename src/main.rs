@@ -133,8 +133,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => {
             cli::validate::run(&args, &mut out, &mut err).map_err(Into::into)
         }
-        Command::Test(args) => cli::test::run(&args, &mut out).map_err(Into::into),
-        Command::Check(args) => cli::check::run(&args, &mut out).map_err(Into::into),
+        Command::Test(args) => cli::test::run(&args, &mut out, &mut err).map_err(Into::into),
+        Command::Check(args) => cli::check::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Schema(args) => cli::schema::run(&args, &mut out).map_err(Into::into),
         Command::Logs(args) => cli::logs::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Replay(args) => match cli::replay::run(&args, &mut out, &mut err) {

@@ -1,6 +1,7 @@
 //! Command-line conventions of the real binary (issue 15): `--version` names the build commit and
 //! the Cedar it decides with; `CEDARGATE_CONFIG` stands in for `-c`; colour only when asked for
-//! or on a terminal, never with `NO_COLOR`; `validate --format json` is one document on stdout.
+//! or on a terminal, never with `NO_COLOR`; `validate` and `check --format json` are one
+//! document on stdout.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -201,4 +202,58 @@ fn colour_only_when_asked_for_or_on_a_terminal_and_never_with_no_color() {
     assert!(serve_logs(&["--color", "always"], &[]).contains(ESC));
     assert!(!serve_logs(&["--color", "never"], &[]).contains(ESC));
     assert!(!serve_logs(&[], &[("NO_COLOR", "1")]).contains(ESC));
+}
+
+#[test]
+fn check_format_json_is_one_document_on_stdout() {
+    let out = cedargate(
+        &[
+            "check",
+            "--format",
+            "json",
+            "-c",
+            "cedargate.yaml",
+            "--service",
+            "orders",
+            "--path",
+            "/orders/1",
+            "--issuer",
+            "demo-idp",
+            "--claim",
+            "sub=alice",
+            "--claim",
+            "groups=[\"staff\"]",
+        ],
+        &[],
+        &repo(),
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["decision"], "allow", "{doc}");
+    assert_eq!(doc["status"], 200);
+    assert_eq!(doc["reason"], "allow");
+    assert_eq!(doc["cedar"]["principal"]["id"], "alice", "{doc}");
+    assert!(!doc["policies"].as_array().unwrap().is_empty(), "{doc}");
+    assert_eq!(doc["expect"], Value::Null);
+
+    let out = cedargate(
+        &[
+            "check",
+            "--format",
+            "json",
+            "-c",
+            "cedargate.yaml",
+            "--path",
+            "/orders/1",
+        ],
+        &[],
+        &repo(),
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["decision"], "deny", "{doc}");
+    assert_eq!(doc["status"], 401, "anonymous: {doc}");
 }

@@ -1,7 +1,8 @@
 //! `cedargate test`: runs policy test files (see [`case`](crate::case)) through the same
 //! decision path as `serve`, prints one block per failing case (with the principal and resource
 //! as evaluated, and why each relevant policy did or did not fire), a policy coverage report and
-//! a closing `N passed, N failed` line; optionally writes JUnit XML.
+//! a closing `N passed, N failed` line (followed, last, by a `--require-full-coverage` failure);
+//! problems in the inputs go to stderr. Optionally writes JUnit XML.
 //!
 //! Coverage counts, over the whole run, which policies *determined* at least one decision (Cedar's
 //! "reason" set: the permits behind an allow, the forbids behind a deny). A policy that never
@@ -61,18 +62,18 @@ struct CaseResult {
 }
 
 /// Runs the tests; `Ok(true)` when every case passed (and coverage was full, if required).
-pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
+pub fn run(args: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, CliError> {
     let w = CliError::write;
     let mut reporter = Reporter::default();
     let (config, policies) = match crate::load(&args.config) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
-            write!(out, "{}", reporter.render_all(&diagnostics)).map_err(w("the report"))?;
+            write!(err, "{}", reporter.render_all(&diagnostics)).map_err(w("stderr"))?;
             writeln!(
-                out,
+                err,
                 "no tests ran: fix the config and policy problems above first (`cedargate validate` lists them)"
             )
-            .map_err(w("the report"))?;
+            .map_err(w("stderr"))?;
             return Ok(false);
         }
     };
@@ -122,7 +123,8 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
         }
     }
 
-    write!(out, "{}", reporter.render_all(&diagnostics)).map_err(w("the report"))?;
+    // Problems in the test files are errors (stderr); case results are the report (stdout).
+    write!(err, "{}", reporter.render_all(&diagnostics)).map_err(w("stderr"))?;
     for r in &results {
         if r.mismatches.is_empty() {
             if args.verbose {
@@ -140,13 +142,6 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
         write!(out, "{}", coverage.report(args.verbose)).map_err(w("the report"))?;
     }
     let coverage_failed = args.require_full_coverage && !coverage.uncovered.is_empty();
-    if coverage_failed {
-        writeln!(
-            out,
-            "coverage: FAILED (--require-full-coverage): every policy must determine at least one decision"
-        )
-        .map_err(w("the report"))?;
-    }
 
     let passed = results.iter().filter(|r| r.mismatches.is_empty()).count();
     let broken_cases: usize = broken.iter().map(|(_, n, _)| n).sum();
@@ -166,6 +161,14 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
         return Ok(false);
     }
     writeln!(out, "{passed} passed, {failed} failed").map_err(w("the report"))?;
+    // Last, so a CI log's final line says why a run whose cases all passed still failed.
+    if coverage_failed {
+        writeln!(
+            out,
+            "coverage: FAILED (--require-full-coverage): every policy must determine at least one decision"
+        )
+        .map_err(w("the report"))?;
+    }
     Ok(failed == 0 && !coverage_failed)
 }
 

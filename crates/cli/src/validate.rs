@@ -41,10 +41,11 @@ pub struct ValidateArgs {
     pub format: Format,
 }
 
-/// Output format of `validate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Output format of `validate` and `check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// For people.
+    #[default]
     Text,
     /// For programs: one document on stdout; the exit code is the same.
     Json,
