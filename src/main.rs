@@ -1,5 +1,6 @@
 //! The `cedargate` binary: one `match` over subcommands. `anyhow` lives only here.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -109,10 +110,25 @@ enum Command {
     /// Re-evaluate recorded decisions against a candidate policy set and report what would
     /// change; exit 1 on what --fail-on names (default: any deny -> allow), 2 if it can't run.
     Replay(cli::replay::ReplayArgs),
+    /// Print a shell completion script to stdout (e.g. `cedargate completions bash >
+    /// /etc/bash_completion.d/cedargate`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (e.g. `cedargate man > cedargate.1`).
+    Man,
+}
+
+/// The command line as clap describes it, with the long version; for help, completions and the
+/// man page alike.
+fn command() -> clap::Command {
+    Cli::command().version(VERSION.as_str())
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().version(VERSION.as_str()).get_matches();
+    let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -137,6 +153,18 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Schema(args) => cli::schema::run(&args, &mut out).map_err(Into::into),
         Command::Logs(args) => cli::logs::run(&args, &mut out, &mut err).map_err(Into::into),
+        Command::Completions { shell } => {
+            // Into memory first: `generate` panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "cedargate", &mut script);
+            out.write_all(&script)
+                .map(|()| true)
+                .context("writing the completion script")
+        }
+        Command::Man => clap_mangen::Man::new(command())
+            .render(&mut out)
+            .map(|()| true)
+            .context("writing the man page"),
         Command::Replay(args) => match cli::replay::run(&args, &mut out, &mut err) {
             Ok(status) => return ExitCode::from(status.code()),
             Err(e) => Err(e.into()),

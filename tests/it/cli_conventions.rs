@@ -1,7 +1,7 @@
 //! Command-line conventions of the real binary (issue 15): `--version` names the build commit and
 //! the Cedar it decides with; `CEDARGATE_CONFIG` stands in for `-c`; colour only when asked for
 //! or on a terminal, never with `NO_COLOR`; `validate` and `check --format json` are one
-//! document on stdout.
+//! document on stdout; shell completions and the man page name every subcommand.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -256,4 +256,31 @@ fn check_format_json_is_one_document_on_stdout() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["decision"], "deny", "{doc}");
     assert_eq!(doc["status"], 401, "anonymous: {doc}");
+}
+
+#[test]
+fn completions_and_the_man_page_cover_every_subcommand() {
+    let subcommands = [
+        "serve", "validate", "test", "check", "schema", "logs", "replay",
+    ];
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = cedargate(&["completions", shell], &[], &repo());
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for sub in subcommands {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+        assert!(script.contains("format"), "{shell}");
+    }
+    let out = cedargate(&["man"], &[], &repo());
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH cedargate 1"), "{page}");
+    assert!(page.contains("Cedar SDK"), "the version line: {page}");
+    for sub in subcommands {
+        assert!(
+            page.contains(&format!("cedargate\\-{sub}")),
+            "man page lacks {sub}"
+        );
+    }
 }
