@@ -88,6 +88,31 @@ fn message_in(e: &Error, field: &str) -> String {
         };
         return format!("{key} appears twice{place}; each key may appear only once: keep one");
     }
+    if let Error::SerdeUnknownField {
+        field: name,
+        expected,
+        ..
+    } = e
+    {
+        // The path ends with the unknown field itself: name the mapping it sits in.
+        let parent = field.strip_suffix(name.as_str()).unwrap_or(field);
+        let parent = parent.strip_suffix('.').unwrap_or(parent);
+        let place = if parent.is_empty() {
+            String::new()
+        } else {
+            format!(" in `{parent}`")
+        };
+        return format!(
+            "unknown field `{name}`{place}: expected one of {} (docs/configuration.md lists them)",
+            expected.join(", ")
+        );
+    }
+    if let Error::SerdeMissingField { field: name, .. } = e {
+        return match field {
+            "" => format!("missing field `{name}`"),
+            field => format!("missing field `{name}` in `{field}`"),
+        };
+    }
     match field {
         "" => problem_message(e),
         field => format!("`{field}` {}", problem_message(e)),
@@ -100,6 +125,14 @@ fn problem_message(e: &Error) -> String {
     match e {
         Error::DuplicateMappingKey { .. } => message_in(e, ""),
         Error::InvalidScalar { ty, .. } => format!("must be {}", expected(ty)),
+        Error::Unexpected { expected, .. } => match *expected {
+            "sequence start" => "must be a list (`[a, b]`, or one `- item` per line)".to_string(),
+            "mapping start" => "must be a mapping (`key: value` lines)".to_string(),
+            "string scalar" | "scalar" => {
+                "must be a single value, not a list or mapping".to_string()
+            }
+            other => format!("expected {other}"),
+        },
         Error::SerdeInvalidType {
             unexpected,
             expected,
@@ -169,6 +202,26 @@ mod tests {
             (
                 "realm: a\nrealm: b\n",
                 "2:1 `realm` appears twice; each key may appear only once: keep one",
+            ),
+            (
+                "issuers:\n  - issuer: https://a\n    audience: [x]\n",
+                "3:5 unknown field `audience` in `issuers[0]`: expected one of name, issuer, audiences, algorithms, leeway_seconds, require_typ, max_token_lifetime_seconds, reject_future_iat, jwks_uri, jwks_file, refresh_seconds, min_refresh_seconds, max_staleness_seconds, kid_refetch_min_interval_seconds, kid_refetch_wait_ms, fetch_timeout_ms, allow_insecure_http, principal, service_principal (docs/configuration.md lists them)",
+            ),
+            (
+                "issuers:\n  - audiences: [x]\n",
+                "2:5 missing field `issuer` in `issuers[0]`",
+            ),
+            (
+                "routes:\n  - path: /x\n    methods: GET\n",
+                "3:14 `routes[0].methods` must be a list (`[a, b]`, or one `- item` per line)",
+            ),
+            (
+                "listen: [1]\n",
+                "1:9 `listen` must be a mapping (`key: value` lines)",
+            ),
+            (
+                "realm: [a]\n",
+                "1:8 `realm` must be a single value, not a list or mapping",
             ),
             (
                 "issuers:\n  - issuer: https://a\n    audiences: [x]\n    audiences: [y]\n",
