@@ -1,6 +1,6 @@
 //! Command-line conventions of the real binary (issue 15): `--version` names the build commit and
 //! the Cedar it decides with; `CEDARGATE_CONFIG` stands in for `-c`; colour only when asked for
-//! or on a terminal, never with `NO_COLOR`; `validate` and `check --format json` are one
+//! or on a terminal, never with `NO_COLOR`; `validate`, `test` and `check --format json` are one
 //! document on stdout; shell completions and the man page name every subcommand.
 
 use std::io::{BufRead as _, BufReader};
@@ -283,4 +283,72 @@ fn completions_and_the_man_page_cover_every_subcommand() {
             "man page lacks {sub}"
         );
     }
+}
+
+#[test]
+fn test_format_json_is_one_document_on_stdout() {
+    let out = cedargate(
+        &[
+            "test",
+            "--format",
+            "json",
+            "--require-full-coverage",
+            "-c",
+            "cedargate.yaml",
+        ],
+        &[],
+        &repo(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["failed"], 0);
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(doc["passed"].as_u64().unwrap() as usize, cases.len());
+    assert!(cases.len() > 10, "{doc}");
+    assert!(
+        cases
+            .iter()
+            .all(|c| c["ok"] == true && c["line"].as_u64().unwrap() > 0)
+    );
+    assert_eq!(doc["coverage"]["uncovered"], serde_json::json!([]));
+
+    // A failing case: its mismatch in the document, exit 1.
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &case,
+        "version: 1\ncases:\n  - name: anonymous reads an order\n    request: { service: orders, path: /orders/1 }\n    expect: { decision: allow }\n",
+    )
+    .unwrap();
+    let out = cedargate(
+        &[
+            "test",
+            "--format",
+            "json",
+            "-c",
+            "cedargate.yaml",
+            case.to_str().unwrap(),
+        ],
+        &[],
+        &repo(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["failed"], 1, "{doc}");
+    assert_eq!(doc["cases"][0]["name"], "anonymous reads an order");
+    assert!(
+        !doc["cases"][0]["mismatches"].as_array().unwrap().is_empty(),
+        "{doc}"
+    );
 }

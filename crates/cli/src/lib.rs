@@ -118,6 +118,17 @@ impl Diagnostic {
         }
     }
 
+    /// As one JSON object, for `--format json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "severity": level_name(self.severity),
+            "file": self.file.display().to_string(),
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+        })
+    }
+
     /// The one-line form: `file:line:col: error: message`.
     pub fn one_line(&self) -> String {
         format!(

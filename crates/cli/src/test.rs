@@ -45,6 +45,10 @@ pub struct TestArgs {
     /// Print passing cases and per-policy decision counts too.
     #[arg(short, long)]
     pub verbose: bool,
+    /// `text` (failure blocks, coverage, the tally) or `json` (one JSON document on stdout:
+    /// `ok`, `passed`, `failed`, every case, the problems found, coverage).
+    #[arg(long, value_enum, default_value_t = crate::validate::Format::Text)]
+    pub format: crate::validate::Format,
 }
 
 /// The result of one case.
@@ -65,8 +69,21 @@ struct CaseResult {
 pub fn run(args: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, CliError> {
     let w = CliError::write;
     let mut reporter = Reporter::default();
+    let json = args.format == crate::validate::Format::Json;
     let (config, policies) = match crate::load(&args.config) {
         Ok(loaded) => loaded,
+        Err(diagnostics) if json => {
+            let document = serde_json::json!({
+                "ok": false,
+                "passed": 0,
+                "failed": 0,
+                "cases": [],
+                "diagnostics": diagnostics.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
+                "coverage": null,
+            });
+            writeln!(out, "{document}").map_err(w("stdout"))?;
+            return Ok(false);
+        }
         Err(diagnostics) => {
             write!(err, "{}", reporter.render_all(&diagnostics)).map_err(w("stderr"))?;
             writeln!(
@@ -121,6 +138,40 @@ pub fn run(args: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<
                 report,
             });
         }
+    }
+
+    if json {
+        let coverage = Coverage::new(&policies, &determined);
+        let coverage_failed = args.require_full_coverage && !coverage.uncovered.is_empty();
+        let passed = results.iter().filter(|r| r.mismatches.is_empty()).count();
+        let broken_cases: usize = broken.iter().map(|(_, n, _)| n).sum();
+        let failed = results.len() - passed + broken_cases;
+        if let Some(junit) = &args.junit {
+            let xml = junit_xml(&results, &broken, &coverage, args.require_full_coverage);
+            std::fs::write(junit, xml).map_err(CliError::write(junit.display().to_string()))?;
+        }
+        let ok = failed == 0 && !results.is_empty() && !coverage_failed;
+        let document = serde_json::json!({
+            "ok": ok,
+            "passed": passed,
+            "failed": failed,
+            "cases": results.iter().map(|r| serde_json::json!({
+                "file": r.file.display().to_string(),
+                "line": r.line,
+                "name": r.name,
+                "ok": r.mismatches.is_empty(),
+                "mismatches": r.mismatches,
+            })).collect::<Vec<_>>(),
+            "diagnostics": diagnostics.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
+            "coverage": {
+                "policies": coverage.policies.len(),
+                "uncovered": coverage.uncovered,
+                "required": args.require_full_coverage,
+                "failed": coverage_failed,
+            },
+        });
+        writeln!(out, "{document}").map_err(w("stdout"))?;
+        return Ok(ok);
     }
 
     // Problems in the test files are errors (stderr); case results are the report (stdout).

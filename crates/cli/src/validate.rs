@@ -109,21 +109,7 @@ fn json(
         .filter(|d| d.severity == Severity::Error)
         .count();
     let ok = errors == 0 && summary.is_some();
-    let items: Vec<serde_json::Value> = diagnostics
-        .iter()
-        .map(|d| {
-            serde_json::json!({
-                "severity": match d.severity {
-                    Severity::Error => "error",
-                    Severity::Warning => "warning",
-                },
-                "file": d.file.display().to_string(),
-                "line": d.line,
-                "column": d.column,
-                "message": d.message,
-            })
-        })
-        .collect();
+    let items: Vec<serde_json::Value> = diagnostics.iter().map(Diagnostic::to_json).collect();
     let document = serde_json::json!({
         "config": config.display().to_string(),
         "ok": ok,
