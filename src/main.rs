@@ -151,7 +151,7 @@ fn main() -> ExitCode {
         }
         Command::Test(args) => cli::test::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Check(args) => cli::check::run(&args, &mut out, &mut err).map_err(Into::into),
-        Command::Schema(args) => cli::schema::run(&args, &mut out).map_err(Into::into),
+        Command::Schema(args) => cli::schema::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Logs(args) => cli::logs::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Completions { shell } => {
             // Into memory first: `generate` panics when its writer fails (a closed pipe).

@@ -352,3 +352,30 @@ fn test_format_json_is_one_document_on_stdout() {
         "{doc}"
     );
 }
+
+#[test]
+fn a_broken_config_is_reported_on_stderr_with_nothing_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "realm: a\nrealm: b\n").unwrap();
+    let broken = broken.to_str().unwrap();
+    for args in [
+        vec!["test", "-c", broken],
+        vec!["check", "-c", broken, "--path", "/orders/1"],
+        vec!["schema", "-c", broken],
+        vec!["replay", "-c", broken, "--policies", "policies"],
+    ] {
+        let out = cedargate(&args, &[], &repo());
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} wrote to stdout:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("`realm` appears twice"),
+            "{args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
