@@ -357,3 +357,76 @@ fn overlapping_routes_are_warnings_that_validate_prints_and_serve_logs() {
     );
     assert!(run.stdout.contains("1 warning"), "{}", run.stdout);
 }
+
+/// The policy test runner judges stated tokens by the issuer's token options exactly as `serve`
+/// does, and says why a token would be refused.
+#[test]
+fn a_stated_token_the_issuers_options_refuse_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(crate::support::repo().join("cedargate.yaml")).unwrap();
+    let config = shipped
+        .replacen(
+            "    leeway_seconds: 30\n",
+            "    leeway_seconds: 30\n    max_token_lifetime_seconds: 600\n    reject_future_iat: true\n",
+            1,
+        )
+        .replace(
+            "policy_dir: policies",
+            &format!(
+                "policy_dir: {}",
+                crate::support::repo().join("policies").display()
+            ),
+        );
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, config).unwrap();
+    let c = path.to_str().unwrap();
+    let at = 1_893_456_000_u64; // 2030-01-01T00:00:00Z
+    let check = |claims: &[String]| {
+        let mut args = vec![
+            "check".to_string(),
+            "-c".to_string(),
+            c.to_string(),
+            "--time".to_string(),
+            "2030-01-01T00:00:00Z".to_string(),
+            "--service".to_string(),
+            "orders".to_string(),
+            "--path".to_string(),
+            "/orders/1".to_string(),
+            "--issuer".to_string(),
+            "demo-idp".to_string(),
+            "--claim".to_string(),
+            "sub=alice".to_string(),
+        ];
+        for claim in claims {
+            args.push("--claim".to_string());
+            args.push(claim.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, dir.path())
+    };
+    // No times stated: the runner's default lifetime fits the issuer's bound.
+    let ok = check(&[]);
+    assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
+
+    let long = check(&[format!("iat={at}"), format!("exp={}", at + 3600)]);
+    assert_eq!(long.code, 1, "{}{}", long.stdout, long.stderr);
+    assert!(
+        long.stderr.contains(&format!(
+            "claims `exp` {} minus `iat` {at} is longer than the issuer's max_token_lifetime_seconds 600",
+            at + 3600
+        )) && long.stderr.contains("invalid: token_lifetime_too_long"),
+        "{}",
+        long.stderr
+    );
+
+    let future = check(&[format!("iat={}", at + 3600), format!("exp={}", at + 3700)]);
+    assert_eq!(future.code, 1, "{}{}", future.stdout, future.stderr);
+    assert!(
+        future.stderr.contains(&format!(
+            "claim `iat` {} is after the case's time {at}",
+            at + 3600
+        )) && future.stderr.contains("invalid: token_issued_in_future"),
+        "{}",
+        future.stderr
+    );
+}

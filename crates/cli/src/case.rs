@@ -1109,7 +1109,7 @@ fn token(
                     issuer.audiences.join(", ")
                 ),
             },
-            TokenError::InvalidClaim => ["exp", "nbf", "iss"]
+            TokenError::InvalidClaim => ["exp", "nbf", "iss", "iat"]
                 .into_iter()
                 .find_map(|name| {
                     let v = claims.get(name)?;
@@ -1135,12 +1135,26 @@ fn token(
                 ),
                 None => e.to_string(),
             },
+            TokenError::LifetimeTooLong => format!(
+                "claims `exp` {} minus `iat` {} is longer than the issuer's max_token_lifetime_seconds {}",
+                claims.get("exp").unwrap_or(&Value::Null),
+                claims.get("iat").unwrap_or(&Value::Null),
+                issuer.max_token_lifetime.map_or(0, |m| m.as_secs())
+            ),
+            TokenError::IssuedInFuture => format!(
+                "claim `iat` {} is after the case's time {now_secs} (beyond the issuer's {} s leeway; the issuer sets reject_future_iat)",
+                claims.get("iat").unwrap_or(&Value::Null),
+                issuer.leeway.as_secs()
+            ),
             other => other.to_string(),
         };
         errors.push(format!("{detail}; {}", rejected(e.reason())));
     }
+    // With an option that judges `iat`, `check_claims` has reported a bad one already.
+    let iat_judged = issuer.reject_future_iat || issuer.max_token_lifetime.is_some();
     if let Some(v) = claims.get("iat")
         && !v.is_u64()
+        && !iat_judged
     {
         errors.push(format!(
             "claim `iat` must be a whole number of seconds since 1970, not {}",
