@@ -430,3 +430,51 @@ fn a_stated_token_the_issuers_options_refuse_is_explained() {
         future.stderr
     );
 }
+
+/// A link loop among the policy tests: reported, not walked round and round (it once made 246
+/// copies of the test files, every case run 41 times, and `validate` said ok).
+#[test]
+fn a_link_loop_among_the_policy_tests_is_reported_not_followed() {
+    let case = Case::new(BASE);
+    let tests = case.path("policies/tests");
+    std::fs::create_dir(&tests).unwrap();
+    std::fs::write(
+        tests.join("all.yaml"),
+        "version: 1\ncases:\n  - name: anyone\n    request: { path: /x }\n    expect: { decision: deny }\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(".", tests.join("again")).unwrap();
+    std::os::unix::fs::symlink(tests.join("gone.yaml"), tests.join("more.yaml")).unwrap();
+    let again = tests.join("again").display().to_string();
+    let more = tests.join("more.yaml").display().to_string();
+    let validate = case.validate();
+    refused(
+        &validate,
+        &[
+            &again,
+            "a symbolic link back to",
+            "it is not followed; remove the link",
+            &more,
+            "can't be followed",
+        ],
+    );
+    assert!(
+        validate.stdout.contains("1 test file") || validate.stdout.contains("2 errors"),
+        "{}",
+        validate.stdout
+    );
+    let test = run(&["test", "-c", &case.config()], case.dir.path());
+    assert_eq!(test.code, 1, "{}{}", test.stdout, test.stderr);
+    assert!(
+        test.stderr.contains("a symbolic link back to"),
+        "{}",
+        test.stderr
+    );
+    // The one real case ran once; the run still fails, saying why last.
+    assert!(
+        test.stdout
+            .contains("1 passed, 0 failed\ntest files: FAILED"),
+        "{}",
+        test.stdout
+    );
+}

@@ -95,6 +95,8 @@ pub fn run(args: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<
         }
     };
     let (files, mut diagnostics) = crate::test_files::discover(&args.paths, &config);
+    // A test file that can't be found or followed is cases not run: the run fails.
+    let discovery_failed = diagnostics.iter().any(|d| d.severity == Severity::Error);
     let cx = case::Context {
         config: &config,
         policies: &policies,
@@ -150,7 +152,7 @@ pub fn run(args: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<
             let xml = junit_xml(&results, &broken, &coverage, args.require_full_coverage);
             std::fs::write(junit, xml).map_err(CliError::write(junit.display().to_string()))?;
         }
-        let ok = failed == 0 && !results.is_empty() && !coverage_failed;
+        let ok = failed == 0 && !results.is_empty() && !coverage_failed && !discovery_failed;
         let document = serde_json::json!({
             "ok": ok,
             "passed": passed,
@@ -213,6 +215,13 @@ pub fn run(args: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<
     }
     writeln!(out, "{passed} passed, {failed} failed").map_err(w("the report"))?;
     // Last, so a CI log's final line says why a run whose cases all passed still failed.
+    if discovery_failed {
+        writeln!(
+            out,
+            "test files: FAILED: some could not be found, read or followed (see the errors), so their cases did not run"
+        )
+        .map_err(w("the report"))?;
+    }
     if coverage_failed {
         writeln!(
             out,
@@ -220,7 +229,7 @@ pub fn run(args: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<
         )
         .map_err(w("the report"))?;
     }
-    Ok(failed == 0 && !coverage_failed)
+    Ok(failed == 0 && !coverage_failed && !discovery_failed)
 }
 
 fn describe_paths(paths: &[PathBuf], config: &Config) -> String {
