@@ -478,3 +478,21 @@ fn a_link_loop_among_the_policy_tests_is_reported_not_followed() {
         test.stdout
     );
 }
+
+#[test]
+fn a_missing_or_folder_config_is_named_in_plain_words() {
+    let case = Case::new(BASE);
+    let missing = case.path("nope.yaml").display().to_string();
+    for sub in ["serve", "validate"] {
+        let run = run(&[sub, "-c", &missing], case.dir.path());
+        refused(&run, &[&missing, "cannot read the config: no such file"]);
+    }
+    let folder = case.path("policies").display().to_string();
+    let serve = run(&["serve", "-c", &folder], case.dir.path());
+    refused(
+        &serve,
+        &[&format!(
+            "error: {folder}: cannot read the config: this is a folder"
+        )],
+    );
+}

@@ -150,12 +150,15 @@ fn level_name(severity: Severity) -> &'static str {
 /// Diagnostics for a config that did not load.
 pub fn config_diagnostics(error: &ConfigError) -> Vec<Diagnostic> {
     match error {
-        ConfigError::Read { path, source } => {
+        ConfigError::Read { path, error } => {
             vec![Diagnostic::error(
                 path,
                 0,
                 0,
-                format!("cannot read: {source}"),
+                format!(
+                    "cannot read the config: {}",
+                    cedargate_core::config::io_words(error)
+                ),
             )]
         }
         ConfigError::Invalid { path, problems } => problems

@@ -24,7 +24,7 @@ mod validate;
 mod yaml;
 
 pub use model::*;
-pub use problems::{ConfigError, ConfigProblem};
+pub use problems::{ConfigError, ConfigProblem, io_words};
 pub use urls::{is_secure_url, url_problem};
 
 use problems::Collected;
@@ -32,9 +32,9 @@ use problems::Collected;
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Config::parse(&text, path)
     }
