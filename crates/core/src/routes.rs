@@ -369,7 +369,8 @@ impl PathTemplate {
     }
 
     /// True when some path matches both (an over-approximation only where a `{rest*}` meets
-    /// segments that match nothing, e.g. an empty literal).
+    /// segments that match nothing, e.g. an empty literal). Checked against the matcher in
+    /// `cover_and_overlap_agree_with_the_matcher_on_every_small_path`.
     pub fn overlaps(&self, other: &PathTemplate) -> bool {
         let mut pairs = self.segments.iter().zip(&other.segments);
         for (a, b) in pairs.by_ref() {
@@ -380,7 +381,16 @@ impl PathTemplate {
                 return false;
             }
         }
-        self.segments.len() == other.segments.len()
+        let (short, long) = if self.segments.len() <= other.segments.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        // Same length; or one more segment that is empty, the trailing slash the shorter
+        // template also accepts (`/a` and `/a/` both match `/a/`).
+        long.segments.len() == short.segments.len()
+            || (long.segments.len() == short.segments.len() + 1
+                && matches!(long.segments.last(), Some(Segment::Literal(l)) if l.is_empty()))
     }
 }
 
@@ -774,6 +784,71 @@ mod tests {
         }
     }
 
+    /// `covers` and `overlaps` checked against the matcher itself on every path built from a
+    /// small alphabet of segments: a claimed cover is never contradicted by a path, and two
+    /// templates some path matches both of always overlap.
+    #[test]
+    fn cover_and_overlap_agree_with_the_matcher_on_every_small_path() {
+        let templates = [
+            "/",
+            "/a",
+            "/a/",
+            "/{x}",
+            "/{x}/",
+            "/a/{x}",
+            "/a/v{x}",
+            "/a/{x}.json",
+            "/a/v{x}.json",
+            "/a/status",
+            "/a/{x}/b",
+            "/a/b/{y}",
+            "/{r*}",
+            "/a/{r*}",
+            "/a/{x}/{r*}",
+            "/{x}/{y}",
+            "/v{x}/{r*}",
+            "/a//b",
+            "/{x}s",
+        ];
+        let segments = [
+            "", "a", "b", "v", "v1", "1", "status", "x.json", "v1.json", "as", "s",
+        ];
+        let mut paths = vec!["/".to_string()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for prefix in &frontier {
+                for seg in segments {
+                    let p = format!("{prefix}/{seg}");
+                    paths.push(p.clone());
+                    next.push(p);
+                }
+            }
+            frontier = next;
+        }
+        for a in templates {
+            for b in templates {
+                let (ta, tb) = (template(a), template(b));
+                let both = paths
+                    .iter()
+                    .find(|p| ta.matches(p).is_some() && tb.matches(p).is_some());
+                if let Some(p) = both {
+                    assert!(ta.overlaps(&tb), "{a} and {b} both match {p}");
+                }
+                if ta.covers(&tb) {
+                    for p in &paths {
+                        if tb.matches(p).is_some() {
+                            assert!(
+                                ta.matches(p).is_some(),
+                                "{a} claims to cover {b}, misses {p}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn lint(routes: Vec<Route>) -> Vec<(usize, LintSeverity, String)> {
         RouteTable::new(routes)
             .lint(|i| format!("#{i}"))
@@ -846,6 +921,33 @@ mod tests {
             let got = lint(routes);
             assert!(got.iter().all(|l| l.1 == LintSeverity::Warning), "{got:#?}");
         }
+    }
+
+    #[test]
+    fn a_host_scoped_route_shadows_only_requests_to_its_host() {
+        let on_host = |host: Option<&str>, path: &str| Route {
+            host: host.map(str::to_string),
+            ..route(None, &["GET"], path)
+        };
+        // The earlier route takes only a.example: the later, any-host route stays reachable.
+        let got = lint(vec![
+            on_host(Some("a.example"), "/x/{id}"),
+            on_host(None, "/x/y"),
+        ]);
+        assert!(got.iter().all(|l| l.1 == LintSeverity::Warning), "{got:#?}");
+        // The other way round, every request of the later route is the earlier one's.
+        let got = lint(vec![
+            on_host(None, "/x/{id}"),
+            on_host(Some("a.example"), "/x/y"),
+        ]);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!((got[0].0, got[0].1), (1, LintSeverity::Error));
+        // Different hosts never meet: nothing to say.
+        let got = lint(vec![
+            on_host(Some("a.example"), "/x/{id}"),
+            on_host(Some("b.example"), "/x/y"),
+        ]);
+        assert!(got.is_empty(), "{got:#?}");
     }
 
     #[test]
