@@ -356,6 +356,16 @@ fn overlapping_routes_are_warnings_that_validate_prints_and_serve_logs() {
         run.stderr
     );
     assert!(run.stdout.contains("1 warning"), "{}", run.stdout);
+
+    // `serve` starts (a warning never stops a load) and logs it with its position.
+    let config = std::fs::read_to_string(case.path("c.yaml")).unwrap();
+    let logs = crate::cli_conventions::serve_logs_with(&config, &["--color", "never"], &[]);
+    assert!(
+        logs.contains("config.warning")
+            && logs.contains("line=6")
+            && logs.contains("overlaps route `/a/{x}/c` (line 5) on GET"),
+        "{logs}"
+    );
 }
 
 /// The policy test runner judges stated tokens by the issuer's token options exactly as `serve`

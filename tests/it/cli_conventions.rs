@@ -136,8 +136,18 @@ fn validate_format_json_is_one_document_on_stdout() {
     }
 }
 
-/// `serve`'s first log lines (until it listens) with `args` and `env`; then stops it.
+/// `serve`'s first log lines (until it listens) with `extra` arguments and `env`; then stops it.
 fn serve_logs(extra: &[&str], env: &[(&str, &str)]) -> String {
+    serve_logs_with(
+        "listen: { grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\ndecision_log: { output: off }\n",
+        extra,
+        env,
+    )
+}
+
+/// `serve`'s log lines until it listens, with `config` (ephemeral ports, please) beside a
+/// permit-all policy folder; then stops it.
+pub(crate) fn serve_logs_with(config: &str, extra: &[&str], env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(
@@ -145,11 +155,7 @@ fn serve_logs(extra: &[&str], env: &[(&str, &str)]) -> String {
         "permit(principal, action, resource);\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("c.yaml"),
-        "listen: { grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\ndecision_log: { output: off }\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("c.yaml"), config).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cedargate"));
     cmd.args(extra)
         .args(["serve", "-c", "c.yaml"])
