@@ -506,3 +506,28 @@ fn a_missing_or_folder_config_is_named_in_plain_words() {
         )],
     );
 }
+
+#[test]
+fn a_missing_candidate_folder_for_replay_is_named_in_plain_words() {
+    let case = Case::new(BASE);
+    std::fs::write(case.path("log.jsonl"), "").unwrap();
+    let missing = case.path("candidate").display().to_string();
+    let run = run(
+        &[
+            "replay",
+            "-c",
+            &case.config(),
+            "--policies",
+            &missing,
+            &case.path("log.jsonl").display().to_string(),
+        ],
+        case.dir.path(),
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("the policy folder does not exist") && run.stderr.contains(&missing),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("os error"), "{}", run.stderr);
+}
