@@ -22,8 +22,11 @@ WORKDIR /src
 
 # Only what the build reads. Cargo.toml declares the `it` test and the `check` bench, and cargo
 # refuses a manifest whose declared targets are missing, so their sources come along.
-# (If build.rs or proto/ are added, copy them here too.)
-COPY Cargo.toml Cargo.lock ./
+# (If proto/ is added, copy it here too.) build.rs names the commit in `--version`: there is no
+# .git here, so pass it: docker build --build-arg CEDARGATE_COMMIT=$(git rev-parse --short=12 HEAD)
+ARG CEDARGATE_COMMIT=unknown
+ENV CEDARGATE_COMMIT=${CEDARGATE_COMMIT}
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY crates ./crates
 COPY benches ./benches

@@ -1,10 +1,11 @@
 //! The `cedargate` binary: one `match` over subcommands. `anyhow` lives only here.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// mimalloc instead of glibc's allocator: the Check path allocates small objects on several
 /// threads, and the serve-mode profile showed glibc's arena locking and consolidation at ~15 %.
@@ -18,7 +19,6 @@ use cedargate_server::telemetry;
 #[derive(Parser)]
 #[command(
     name = "cedargate",
-    version,
     about = "Envoy ext_authz with OIDC/JWT identity and Cedar policies"
 )]
 struct Cli {
@@ -26,8 +26,46 @@ struct Cli {
     /// Default: `telemetry.log.format` from the config for `serve`, else text.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// Colour in operational logs: `auto` colours only a terminal, and never when `NO_COLOR`
+    /// is set (https://no-color.org).
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    color: Color,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--version`: cedargate's version, the commit it was built from, and the Cedar it decides
+/// with (the SDK crate and the policy language it implements).
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (commit {}; Cedar SDK {}, language {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("CEDARGATE_COMMIT"),
+        cedar_policy::get_sdk_version(),
+        cedar_policy::get_lang_version()
+    )
+});
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether logs on stderr get ANSI colours.
+    fn ansi(self) -> bool {
+        use std::io::IsTerminal as _;
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stderr().is_terminal()
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -50,7 +88,12 @@ enum Command {
     /// Serve Envoy's Check API and the admin port.
     Serve {
         /// Config file.
-        #[arg(short, long, default_value = "cedargate.yaml")]
+        #[arg(
+            short,
+            long,
+            env = "CEDARGATE_CONFIG",
+            default_value = "cedargate.yaml"
+        )]
         config: PathBuf,
     },
     /// Check config, schema, policies, entities and policy tests without serving; exit 1 on any
@@ -67,29 +110,61 @@ enum Command {
     /// Re-evaluate recorded decisions against a candidate policy set and report what would
     /// change; exit 1 on what --fail-on names (default: any deny -> allow), 2 if it can't run.
     Replay(cli::replay::ReplayArgs),
+    /// Print a shell completion script to stdout (e.g. `cedargate completions bash >
+    /// /etc/bash_completion.d/cedargate`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (e.g. `cedargate man > cedargate.1`).
+    Man,
+}
+
+/// The command line as clap describes it, with the long version; for help, completions and the
+/// man page alike.
+fn command() -> clap::Command {
+    Cli::command().version(VERSION.as_str())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let log_format = cli.log_format.map(config::LogFormat::from);
+    let ansi = cli.color.ansi();
     if !matches!(cli.command, Command::Serve { .. }) {
         // `serve` starts its logs from the config; the offline commands log little.
         let format = log_format.unwrap_or(config::LogFormat::Text);
-        if let Err(e) = telemetry::init_logs("info", format) {
+        if let Err(e) = telemetry::init_logs("info", format, ansi) {
             eprintln!("warning: {e}");
         }
     }
     // `Ok(false)`: a policy-authoring command found problems and has printed them.
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let result: anyhow::Result<bool> = match cli.command {
-        Command::Serve { config } => serve(&config, log_format).map(|()| true),
+        Command::Serve { config } => serve(&config, log_format, ansi).map(|()| true),
         Command::Validate(args) => {
             cli::validate::run(&args, &mut out, &mut err).map_err(Into::into)
         }
-        Command::Test(args) => cli::test::run(&args, &mut out).map_err(Into::into),
-        Command::Check(args) => cli::check::run(&args, &mut out).map_err(Into::into),
-        Command::Schema(args) => cli::schema::run(&args, &mut out).map_err(Into::into),
+        Command::Test(args) => cli::test::run(&args, &mut out, &mut err).map_err(Into::into),
+        Command::Check(args) => cli::check::run(&args, &mut out, &mut err).map_err(Into::into),
+        Command::Schema(args) => cli::schema::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Logs(args) => cli::logs::run(&args, &mut out, &mut err).map_err(Into::into),
+        Command::Completions { shell } => {
+            // Into memory first: `generate` panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "cedargate", &mut script);
+            out.write_all(&script)
+                .map(|()| true)
+                .context("writing the completion script")
+        }
+        Command::Man => clap_mangen::Man::new(command())
+            .render(&mut out)
+            .map(|()| true)
+            .context("writing the man page"),
         Command::Replay(args) => match cli::replay::run(&args, &mut out, &mut err) {
             Ok(status) => return ExitCode::from(status.code()),
             Err(e) => Err(e.into()),
@@ -99,13 +174,33 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn serve(path: &std::path::Path, log_format: Option<config::LogFormat>) -> anyhow::Result<()> {
+/// The error and its causes, each said once: many messages already quote their source (a
+/// policy error lists its problems), and `{:#}` would print them a second time.
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&said);
+        }
+    }
+    text
+}
+
+fn serve(
+    path: &std::path::Path,
+    log_format: Option<config::LogFormat>,
+    ansi: bool,
+) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,8 +209,9 @@ fn serve(path: &std::path::Path, log_format: Option<config::LogFormat>) -> anyho
     // The OTLP exporter's gRPC channel is created on (and runs on) this runtime.
     let telemetry = {
         let _runtime = runtime.enter();
-        telemetry::init(&config.telemetry, log_format).context("starting telemetry")?
+        telemetry::init(&config.telemetry, log_format, ansi).context("starting telemetry")?
     };
+    cedargate_server::reload::log_config_warnings(&config);
     let served = runtime.block_on(async {
         let running = cedargate_server::server::start(config).await?;
         wait_for_signal().await?;

@@ -3,10 +3,16 @@
 //! - `conformance`: cedargate through the real Envoy against `cedar_policy::Authorizer` on the
 //!   complete entity set, for three policy sets with entity data split across token claims,
 //!   `entities.json` and the HTTP entity provider (issue 12).
+//! - `bad_input`: broken configs and policy folders fed to the real binary (`validate`,
+//!   `serve`): exit code and a message naming file, line or field, and what to do (issue 15).
+//! - `cli_conventions`: `--version`, `CEDARGATE_CONFIG`, `--color`/`NO_COLOR`, `validate
+//!   --format json`, through the real binary.
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
 //! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
+//! - `edge_e2e`: header names with `_` refused by the shipped Envoy configs; the token options
+//!   on real at+jwt tokens; a cached token refused once its key leaves the JWKS.
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 //! - `upstream_token`: minted upstream tokens verified against cedargate's JWKS, key rotation and
 //!   a bad key file on reload (in-process), and through the real Envoy to the echo upstream.
@@ -23,11 +29,14 @@
     clippy::indexing_slicing
 )]
 
+mod bad_input;
 mod check;
+mod cli_conventions;
 mod conformance;
 mod decision_logs;
 mod decision_otlp;
 mod e2e;
+mod edge_e2e;
 mod entity_provider;
 mod faults;
 mod observability;

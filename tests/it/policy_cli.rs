@@ -243,8 +243,15 @@ fn uncovered_policies_are_named_and_fail_only_when_required() {
 
     let strict = cedargate(&["test", "-c", s(&config), "--require-full-coverage"]);
     assert_eq!(strict.code, 1, "{}", strict.all());
+    // The failure is the last line, after the case tally.
+    let lines: Vec<&str> = strict.stdout.lines().collect();
     assert!(
-        strict.stdout.contains("coverage: FAILED"),
+        lines[lines.len() - 1].starts_with("coverage: FAILED (--require-full-coverage)"),
+        "{}",
+        strict.stdout
+    );
+    assert!(
+        lines[lines.len() - 2].ends_with(" passed, 0 failed"),
         "{}",
         strict.stdout
     );
@@ -378,7 +385,7 @@ fn broken_policy_sets_are_reported_with_file_line_and_column() {
         assert!(v.stdout.contains("1 error"), "{name}: {}", v.stdout);
         let t = cedargate(&["test", "-c", s(&config)]);
         assert_eq!(t.code, 1, "{name}:\n{}", t.all());
-        assert!(t.stdout.contains("no tests ran"), "{name}: {}", t.stdout);
+        assert!(t.stderr.contains("no tests ran"), "{name}: {}", t.stderr);
     }
 }
 
@@ -469,7 +476,9 @@ fn check_reads_request_files_and_explains_decisions_made_before_policies() {
 
     let both = cedargate(&["check", "-c", "cedargate.yaml", s(&file), "--path", "/x"]);
     assert_eq!(both.code, 1);
-    assert!(both.stdout.contains("not both"), "{}", both.stdout);
+    // A problem with the input is an error: stderr, and nothing on stdout.
+    assert!(both.stderr.contains("not both"), "{}", both.stderr);
+    assert!(both.stdout.is_empty(), "{}", both.stdout);
 }
 
 /// The generated schema is a working starting point: with it in place of the shipped one, the

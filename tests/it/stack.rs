@@ -385,7 +385,8 @@ impl Stack {
         Stack::start_with(|yaml| yaml)
     }
 
-    /// Starts with the cedargate config (already pointed at this stack) edited by `edit`.
+    /// Starts with the cedargate config (already pointed at this stack) edited by `edit`; in its
+    /// result, `${FOREIGN_ISSUER}` becomes the foreign IdP's issuer URL.
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let idp = Idp::start(dir.path(), "idp", 3600);
@@ -422,7 +423,9 @@ impl Stack {
                 ),
             );
         let config_path = dir.path().join("cedargate.yaml");
-        std::fs::write(&config_path, edit(config)).unwrap();
+        // `${FOREIGN_ISSUER}` lets an edit trust the foreign IdP, whose URL it can't know.
+        let config = edit(config).replace("${FOREIGN_ISSUER}", &foreign_idp.issuer);
+        std::fs::write(&config_path, config).unwrap();
         let mut cg = Command::new(env!("CARGO_BIN_EXE_cedargate"));
         cg.args(["serve", "-c"])
             .arg(&config_path)

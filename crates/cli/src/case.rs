@@ -1072,7 +1072,7 @@ fn token(
     }
     claims
         .entry("exp")
-        .or_insert_with(|| Value::from(now_secs + DEFAULT_TOKEN_LIFETIME.as_secs()));
+        .or_insert_with(|| Value::from(now_secs + default_lifetime(issuer)));
     claims.entry("iat").or_insert_with(|| Value::from(now_secs));
 
     let rejected = |reason: &str| {
@@ -1109,7 +1109,7 @@ fn token(
                     issuer.audiences.join(", ")
                 ),
             },
-            TokenError::InvalidClaim => ["exp", "nbf", "iss"]
+            TokenError::InvalidClaim => ["exp", "nbf", "iss", "iat"]
                 .into_iter()
                 .find_map(|name| {
                     let v = claims.get(name)?;
@@ -1135,12 +1135,26 @@ fn token(
                 ),
                 None => e.to_string(),
             },
+            TokenError::LifetimeTooLong => format!(
+                "claims `exp` {} minus `iat` {} is longer than the issuer's max_token_lifetime_seconds {}",
+                claims.get("exp").unwrap_or(&Value::Null),
+                claims.get("iat").unwrap_or(&Value::Null),
+                issuer.max_token_lifetime.map_or(0, |m| m.as_secs())
+            ),
+            TokenError::IssuedInFuture => format!(
+                "claim `iat` {} is after the case's time {now_secs} (beyond the issuer's {} s leeway; the issuer sets reject_future_iat)",
+                claims.get("iat").unwrap_or(&Value::Null),
+                issuer.leeway.as_secs()
+            ),
             other => other.to_string(),
         };
         errors.push(format!("{detail}; {}", rejected(e.reason())));
     }
+    // With an option that judges `iat`, `check_claims` has reported a bad one already.
+    let iat_judged = issuer.reject_future_iat || issuer.max_token_lifetime.is_some();
     if let Some(v) = claims.get("iat")
         && !v.is_u64()
+        && !iat_judged
     {
         errors.push(format!(
             "claim `iat` must be a whole number of seconds since 1970, not {}",
@@ -1233,6 +1247,16 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Seconds between a stated token's default `iat` and `exp`: [`DEFAULT_TOKEN_LIFETIME`], or
+/// the issuer's `max_token_lifetime_seconds` when shorter, so a case that states no times gets a
+/// token `serve` would accept.
+fn default_lifetime(issuer: &IssuerConfig) -> u64 {
+    let default = DEFAULT_TOKEN_LIFETIME.as_secs();
+    issuer
+        .max_token_lifetime
+        .map_or(default, |max| default.min(max.as_secs()))
+}
+
 /// Every way a presented credential can be rejected, by reason code.
 fn rejections() -> Vec<IdentityError> {
     // The match below makes a new `TokenError` variant a compile error until it is listed here,
@@ -1254,6 +1278,9 @@ fn rejections() -> Vec<IdentityError> {
         TokenError::MissingClaim,
         TokenError::InvalidClaim,
         TokenError::MissingPrincipalClaim,
+        TokenError::WrongType,
+        TokenError::LifetimeTooLong,
+        TokenError::IssuedInFuture,
     ];
     for e in &all {
         match e {
@@ -1272,7 +1299,10 @@ fn rejections() -> Vec<IdentityError> {
             | TokenError::WrongIssuer
             | TokenError::MissingClaim
             | TokenError::InvalidClaim
-            | TokenError::MissingPrincipalClaim => {}
+            | TokenError::MissingPrincipalClaim
+            | TokenError::WrongType
+            | TokenError::LifetimeTooLong
+            | TokenError::IssuedInFuture => {}
         }
     }
     let mut out: Vec<IdentityError> = all.into_iter().map(IdentityError::Token).collect();

@@ -23,7 +23,12 @@ use cedargate_core::policy::PolicySnapshot;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CheckArgs {
     /// Config file.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
     /// A request file: one test case (request, identity, time; expect optional). `-` reads
     /// stdin. Without it, the request comes from the flags below.
@@ -65,24 +70,29 @@ pub struct CheckArgs {
     /// Decision time (RFC 3339).
     #[arg(long)]
     pub time: Option<String>,
+    /// `text` (the explanation) or `json` (one JSON document: the decision, its reason, the
+    /// deciding policies, errors, the Cedar request and, with `expect`, whether it held).
+    #[arg(long, value_enum, default_value_t = crate::validate::Format::Text)]
+    pub format: crate::validate::Format,
 }
 
 /// Decides and explains one request; `Ok(false)` when the input had problems or a stated
-/// `expect` did not hold.
-pub fn run(args: &CheckArgs, out: &mut dyn Write) -> Result<bool, CliError> {
-    let w = CliError::write("the report");
+/// `expect` did not hold. The explanation (or JSON document) goes to `out`, problems with the
+/// input to `err`.
+pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, CliError> {
+    let w = CliError::write("stderr");
     let mut reporter = Reporter::default();
     let (config, policies) = match crate::load(&args.config) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
-            write!(out, "{}", reporter.render_all(&diagnostics)).map_err(w)?;
+            write!(err, "{}", reporter.render_all(&diagnostics)).map_err(w)?;
             return Ok(false);
         }
     };
     let (source, text) = match input(args) {
         Ok(input) => input,
         Err(message) => {
-            writeln!(out, "error: {message}").map_err(w)?;
+            writeln!(err, "error: {message}").map_err(w)?;
             return Ok(false);
         }
     };
@@ -94,18 +104,37 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> Result<bool, CliError> {
     let case = match case::parse_check_request(&source, &text, &cx) {
         Ok(case) => case,
         Err(diagnostics) => {
-            write!(out, "{}", reporter.render_all(&diagnostics)).map_err(w)?;
+            write!(err, "{}", reporter.render_all(&diagnostics)).map_err(w)?;
             return Ok(false);
         }
     };
     let decision = case.decide(&config, &policies);
-    let report = explain(&config, &policies, &case, &decision);
-    write!(out, "{report}").map_err(CliError::write("the report"))?;
     let mismatches = case
         .expect
         .as_ref()
         .map(|e| e.mismatches(&decision))
         .unwrap_or_default();
+    if args.format == crate::validate::Format::Json {
+        let document = json!({
+            "decision": if decision.allowed { "allow" } else { "deny" },
+            "status": decision.status,
+            "reason": decision.reason,
+            "route": decision.route,
+            "policies": decision.policies,
+            "errors": decision.errors,
+            "policy_version": &*decision.policy_version,
+            "cedar": decision.cedar,
+            "expect": case.expect.as_ref().map(|e| json!({
+                "expected": e.describe(),
+                "ok": mismatches.is_empty(),
+                "mismatches": mismatches,
+            })),
+        });
+        writeln!(out, "{document}").map_err(CliError::write("stdout"))?;
+        return Ok(mismatches.is_empty());
+    }
+    let report = explain(&config, &policies, &case, &decision);
+    write!(out, "{report}").map_err(CliError::write("the report"))?;
     if let Some(expect) = &case.expect {
         if mismatches.is_empty() {
             writeln!(out, "\nexpect: ok ({})", expect.describe())

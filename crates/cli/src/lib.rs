@@ -118,6 +118,17 @@ impl Diagnostic {
         }
     }
 
+    /// As one JSON object, for `--format json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "severity": level_name(self.severity),
+            "file": self.file.display().to_string(),
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+        })
+    }
+
     /// The one-line form: `file:line:col: error: message`.
     pub fn one_line(&self) -> String {
         format!(
@@ -139,12 +150,15 @@ fn level_name(severity: Severity) -> &'static str {
 /// Diagnostics for a config that did not load.
 pub fn config_diagnostics(error: &ConfigError) -> Vec<Diagnostic> {
     match error {
-        ConfigError::Read { path, source } => {
+        ConfigError::Read { path, error } => {
             vec![Diagnostic::error(
                 path,
                 0,
                 0,
-                format!("cannot read: {source}"),
+                format!(
+                    "cannot read the config: {}",
+                    cedargate_core::config::io_words(error)
+                ),
             )]
         }
         ConfigError::Invalid { path, problems } => problems

@@ -4,7 +4,8 @@
 //! 2 when the replay could not run (config, baseline or candidate policies do not load, a log
 //! can't be read).
 //!
-//! The candidate folder is loaded with [`PolicySnapshot::load`], which validates its policies
+//! The candidate folder is checked as a folder ([`cedargate_core::policy_folder::check`]) and
+//! loaded with [`PolicySnapshot::load`], which validates its policies
 //! against its schema (strict), and every replayed request is checked against that schema before
 //! it is evaluated, so a record the candidate was not written for (an action it no longer
 //! declares, a context attribute of another type) is reported as such rather than as a mere
@@ -40,7 +41,12 @@ const DEFAULT_EXAMPLES: usize = 1;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
     /// Config file: its policy folder is the baseline, its decision log the default input.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
     /// The candidate policy folder (`*.cedar`, `*.cedarschema`, `entities.json`).
     #[arg(long, value_name = "DIR")]
@@ -405,7 +411,9 @@ pub fn run(
             return Ok(ReplayStatus::CannotReplay);
         }
     };
-    let candidate = match PolicySnapshot::load(&args.policies) {
+    let candidate = match cedargate_core::policy_folder::check(&args.policies)
+        .and_then(|()| PolicySnapshot::load(&args.policies))
+    {
         Ok(p) => p,
         Err(e) => {
             let diagnostics = crate::policy_diagnostics(&e);

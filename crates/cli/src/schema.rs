@@ -25,18 +25,24 @@ use cedargate_core::policy::ENTITIES_FILE;
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchemaArgs {
     /// Config file.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
 }
 
 /// Prints the schema; `Ok(false)` when the config does not load.
-pub fn run(args: &SchemaArgs, out: &mut dyn Write) -> Result<bool, CliError> {
+pub fn run(args: &SchemaArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, CliError> {
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
+            // A broken config is an error (stderr): stdout holds only a schema, if anything.
             let diagnostics = crate::config_diagnostics(&e);
-            write!(out, "{}", Reporter::default().render_all(&diagnostics))
-                .map_err(CliError::write("the schema"))?;
+            write!(err, "{}", Reporter::default().render_all(&diagnostics))
+                .map_err(CliError::write("stderr"))?;
             return Ok(false);
         }
     };

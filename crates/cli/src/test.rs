@@ -1,7 +1,8 @@
 //! `cedargate test`: runs policy test files (see [`case`](crate::case)) through the same
 //! decision path as `serve`, prints one block per failing case (with the principal and resource
 //! as evaluated, and why each relevant policy did or did not fire), a policy coverage report and
-//! a closing `N passed, N failed` line; optionally writes JUnit XML.
+//! a closing `N passed, N failed` line (followed, last, by a `--require-full-coverage` failure);
+//! problems in the inputs go to stderr. Optionally writes JUnit XML.
 //!
 //! Coverage counts, over the whole run, which policies *determined* at least one decision (Cedar's
 //! "reason" set: the permits behind an allow, the forbids behind a deny). A policy that never
@@ -26,7 +27,12 @@ use cedargate_core::policy::PolicySnapshot;
 #[derive(Debug, Clone, clap::Args)]
 pub struct TestArgs {
     /// Config file.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
     /// Test files, or folders searched for `*.yaml`/`*.yml` (default: `<policy_dir>/tests/`).
     pub paths: Vec<PathBuf>,
@@ -39,6 +45,10 @@ pub struct TestArgs {
     /// Print passing cases and per-policy decision counts too.
     #[arg(short, long)]
     pub verbose: bool,
+    /// `text` (failure blocks, coverage, the tally) or `json` (one JSON document on stdout:
+    /// `ok`, `passed`, `failed`, every case, the problems found, coverage).
+    #[arg(long, value_enum, default_value_t = crate::validate::Format::Text)]
+    pub format: crate::validate::Format,
 }
 
 /// The result of one case.
@@ -56,22 +66,37 @@ struct CaseResult {
 }
 
 /// Runs the tests; `Ok(true)` when every case passed (and coverage was full, if required).
-pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
+pub fn run(args: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, CliError> {
     let w = CliError::write;
     let mut reporter = Reporter::default();
+    let json = args.format == crate::validate::Format::Json;
     let (config, policies) = match crate::load(&args.config) {
         Ok(loaded) => loaded,
+        Err(diagnostics) if json => {
+            let document = serde_json::json!({
+                "ok": false,
+                "passed": 0,
+                "failed": 0,
+                "cases": [],
+                "diagnostics": diagnostics.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
+                "coverage": null,
+            });
+            writeln!(out, "{document}").map_err(w("stdout"))?;
+            return Ok(false);
+        }
         Err(diagnostics) => {
-            write!(out, "{}", reporter.render_all(&diagnostics)).map_err(w("the report"))?;
+            write!(err, "{}", reporter.render_all(&diagnostics)).map_err(w("stderr"))?;
             writeln!(
-                out,
+                err,
                 "no tests ran: fix the config and policy problems above first (`cedargate validate` lists them)"
             )
-            .map_err(w("the report"))?;
+            .map_err(w("stderr"))?;
             return Ok(false);
         }
     };
     let (files, mut diagnostics) = crate::test_files::discover(&args.paths, &config);
+    // A test file that can't be found or followed is cases not run: the run fails.
+    let discovery_failed = diagnostics.iter().any(|d| d.severity == Severity::Error);
     let cx = case::Context {
         config: &config,
         policies: &policies,
@@ -117,7 +142,42 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
         }
     }
 
-    write!(out, "{}", reporter.render_all(&diagnostics)).map_err(w("the report"))?;
+    if json {
+        let coverage = Coverage::new(&policies, &determined);
+        let coverage_failed = args.require_full_coverage && !coverage.uncovered.is_empty();
+        let passed = results.iter().filter(|r| r.mismatches.is_empty()).count();
+        let broken_cases: usize = broken.iter().map(|(_, n, _)| n).sum();
+        let failed = results.len() - passed + broken_cases;
+        if let Some(junit) = &args.junit {
+            let xml = junit_xml(&results, &broken, &coverage, args.require_full_coverage);
+            std::fs::write(junit, xml).map_err(CliError::write(junit.display().to_string()))?;
+        }
+        let ok = failed == 0 && !results.is_empty() && !coverage_failed && !discovery_failed;
+        let document = serde_json::json!({
+            "ok": ok,
+            "passed": passed,
+            "failed": failed,
+            "cases": results.iter().map(|r| serde_json::json!({
+                "file": r.file.display().to_string(),
+                "line": r.line,
+                "name": r.name,
+                "ok": r.mismatches.is_empty(),
+                "mismatches": r.mismatches,
+            })).collect::<Vec<_>>(),
+            "diagnostics": diagnostics.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
+            "coverage": {
+                "policies": coverage.policies.len(),
+                "uncovered": coverage.uncovered,
+                "required": args.require_full_coverage,
+                "failed": coverage_failed,
+            },
+        });
+        writeln!(out, "{document}").map_err(w("stdout"))?;
+        return Ok(ok);
+    }
+
+    // Problems in the test files are errors (stderr); case results are the report (stdout).
+    write!(err, "{}", reporter.render_all(&diagnostics)).map_err(w("stderr"))?;
     for r in &results {
         if r.mismatches.is_empty() {
             if args.verbose {
@@ -135,13 +195,6 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
         write!(out, "{}", coverage.report(args.verbose)).map_err(w("the report"))?;
     }
     let coverage_failed = args.require_full_coverage && !coverage.uncovered.is_empty();
-    if coverage_failed {
-        writeln!(
-            out,
-            "coverage: FAILED (--require-full-coverage): every policy must determine at least one decision"
-        )
-        .map_err(w("the report"))?;
-    }
 
     let passed = results.iter().filter(|r| r.mismatches.is_empty()).count();
     let broken_cases: usize = broken.iter().map(|(_, n, _)| n).sum();
@@ -161,7 +214,22 @@ pub fn run(args: &TestArgs, out: &mut dyn Write) -> Result<bool, CliError> {
         return Ok(false);
     }
     writeln!(out, "{passed} passed, {failed} failed").map_err(w("the report"))?;
-    Ok(failed == 0 && !coverage_failed)
+    // Last, so a CI log's final line says why a run whose cases all passed still failed.
+    if discovery_failed {
+        writeln!(
+            out,
+            "test files: FAILED: some could not be found, read or followed (see the errors), so their cases did not run"
+        )
+        .map_err(w("the report"))?;
+    }
+    if coverage_failed {
+        writeln!(
+            out,
+            "coverage: FAILED (--require-full-coverage): every policy must determine at least one decision"
+        )
+        .map_err(w("the report"))?;
+    }
+    Ok(failed == 0 && !coverage_failed && !discovery_failed)
 }
 
 fn describe_paths(paths: &[PathBuf], config: &Config) -> String {

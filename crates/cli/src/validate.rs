@@ -1,6 +1,7 @@
 //! `cedargate validate`: checks the config, the Cedar schema, the policies (strict validation),
 //! the static entities and the policy test files together, and reports every problem at once with
-//! file:line:column and a snippet. Exits non-zero on any error; warnings (a route whose action the
+//! file:line:column and a snippet. Exits non-zero on any error (a route that can never match is
+//! one, from the config's route lint); warnings (routes that overlap, a route whose action the
 //! schema does not declare, a test whose context does not fit the schema) are printed only. Once
 //! config and policies load, it also reports where each entity type's data comes from
 //! ([`sources`]).
@@ -27,8 +28,27 @@ const FALLBACK_POLICY_DIR: &str = "policies";
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
     /// Config file.
-    #[arg(short, long, default_value = "cedargate.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
     pub config: PathBuf,
+    /// `text` (problems with snippets on stderr, the summary on stdout) or `json` (one JSON
+    /// document on stdout: `ok`, `errors`, `warnings`, `diagnostics`, `summary`).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Output format of `validate` and `check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people.
+    #[default]
+    Text,
+    /// For programs: one document on stdout; the exit code is the same.
+    Json,
 }
 
 /// Validates everything; `Ok(true)` when there is no error. Problems go to `err`, the summary to
@@ -39,6 +59,9 @@ pub fn run(
     err: &mut dyn Write,
 ) -> Result<bool, CliError> {
     let (diagnostics, summary, report) = check(&args.config);
+    if args.format == Format::Json {
+        return json(&args.config, &diagnostics, summary, out);
+    }
     let mut reporter = Reporter::default();
     write!(err, "{}", reporter.render_all(&diagnostics)).map_err(CliError::write("stderr"))?;
     if let Some(report) = report {
@@ -73,12 +96,48 @@ pub fn run(
     }
 }
 
+/// `--format json`: the whole result as one document on stdout, so nothing needs parsing from
+/// text. `ok` is what the exit code says.
+fn json(
+    config: &Path,
+    diagnostics: &[Diagnostic],
+    summary: Option<String>,
+    out: &mut dyn Write,
+) -> Result<bool, CliError> {
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let ok = errors == 0 && summary.is_some();
+    let items: Vec<serde_json::Value> = diagnostics.iter().map(Diagnostic::to_json).collect();
+    let document = serde_json::json!({
+        "config": config.display().to_string(),
+        "ok": ok,
+        "errors": errors,
+        "warnings": diagnostics.len() - errors,
+        "diagnostics": items,
+        "summary": summary,
+    });
+    writeln!(out, "{document}").map_err(CliError::write("stdout"))?;
+    Ok(ok)
+}
+
 /// Every problem found; and when config and policies loaded, a one-line summary and the report
 /// of where each entity type's data comes from.
 pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>, Option<String>) {
     let mut diagnostics = Vec::new();
     let config = match Config::load(config_path) {
-        Ok(c) => Some(c),
+        Ok(c) => {
+            diagnostics.extend(c.warnings.iter().map(|w| {
+                Diagnostic::warning(
+                    &c.source,
+                    usize::try_from(w.line).unwrap_or(0),
+                    usize::try_from(w.column).unwrap_or(0),
+                    &w.message,
+                )
+            }));
+            Some(c)
+        }
         Err(e) => {
             diagnostics.extend(crate::config_diagnostics(&e));
             None
@@ -89,7 +148,8 @@ pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>, Option<Str
         .map_or_else(|| policy_dir_hint(config_path), |c| c.policy_dir.clone());
     let loaded = match &config {
         Some(config) => cedargate_core::shapes::load_checked(&policy_dir, config),
-        None => PolicySnapshot::load(&policy_dir),
+        None => cedargate_core::policy_folder::check(&policy_dir)
+            .and_then(|()| PolicySnapshot::load(&policy_dir)),
     };
     let policies = match loaded {
         Ok(p) => Some(p),

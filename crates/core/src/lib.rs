@@ -14,7 +14,8 @@
 //! - [`token`] — verified-token types and the one set of token claim rules; [`identity`] — who is
 //!   calling (types, bearer and mTLS extraction).
 //! - [`mapping`] — request + identity → Cedar `(principal, action, resource, context)`.
-//! - [`policy`] — the policy set (load, merge of entity data, evaluation) through
+//! - [`policy_folder`] — that the policy folder is a folder whose entries can all be followed;
+//!   [`policy`] — the policy set (load, merge of entity data, evaluation) through
 //!   [`policy_index`]; [`shapes`] — the load-time check that policies fit what mapping builds.
 //! - [`decision`] — every failure becomes a deny here, with one reason code.
 //! - [`record`] — the decision record; [`redaction`] — what of a request a record may carry.
@@ -32,6 +33,7 @@ pub mod decision_cache;
 pub mod identity;
 pub mod mapping;
 pub mod policy;
+pub mod policy_folder;
 pub mod policy_index;
 pub mod record;
 pub mod redaction;

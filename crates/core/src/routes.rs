@@ -268,6 +268,285 @@ impl RouteTable {
     }
 }
 
+/// How bad a [`RouteLint`] finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LintSeverity {
+    /// The table has a route that can never match (or a duplicate): refused at load.
+    Error,
+    /// Routes overlap: legal, first match wins, but likely not what was meant.
+    Warning,
+}
+
+/// One finding of [`RouteTable::lint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLint {
+    /// Index of the route the finding is about (the later one of a pair).
+    pub route: usize,
+    /// Error or warning.
+    pub severity: LintSeverity,
+    /// What is wrong and what to do, naming the other route(s) through the caller's label.
+    pub message: String,
+}
+
+impl Segment {
+    /// True when this segment matches the one path segment `text`, exactly as
+    /// [`PathTemplate::matches`] judges it.
+    fn matches_text(&self, text: &str) -> bool {
+        match self {
+            Segment::Literal(lit) => lit == text,
+            Segment::Param { prefix, suffix, .. } => text
+                .strip_prefix(prefix.as_str())
+                .and_then(|t| t.strip_suffix(suffix.as_str()))
+                .is_some_and(|v| !v.is_empty()),
+            Segment::Rest(_) => !text.is_empty(),
+        }
+    }
+
+    /// True when every text `inner` matches, `self` matches too (neither is `Rest`).
+    fn covers(&self, inner: &Segment) -> bool {
+        match (self, inner) {
+            (_, Segment::Literal(text)) => self.matches_text(text),
+            (
+                Segment::Param { prefix, suffix, .. },
+                Segment::Param {
+                    prefix: inner_prefix,
+                    suffix: inner_suffix,
+                    ..
+                },
+            ) => {
+                inner_prefix.starts_with(prefix.as_str()) && inner_suffix.ends_with(suffix.as_str())
+            }
+            _ => false,
+        }
+    }
+
+    /// True when some text matches both (neither is `Rest`).
+    fn meets(&self, other: &Segment) -> bool {
+        match (self, other) {
+            (Segment::Literal(text), s) | (s, Segment::Literal(text)) => s.matches_text(text),
+            (
+                Segment::Param { prefix, suffix, .. },
+                Segment::Param {
+                    prefix: other_prefix,
+                    suffix: other_suffix,
+                    ..
+                },
+            ) => {
+                // A long enough middle fits both once the prefixes (and the suffixes) agree.
+                (prefix.starts_with(other_prefix.as_str())
+                    || other_prefix.starts_with(prefix.as_str()))
+                    && (suffix.ends_with(other_suffix.as_str())
+                        || other_suffix.ends_with(suffix.as_str()))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl PathTemplate {
+    /// True when every path `inner` matches, `self` matches too: provably, segment by segment
+    /// under [`PathTemplate::matches`]' rules (a `{rest*}` takes one or more segments whose
+    /// joined text is not empty; a trailing slash is the same path). `false` when in doubt.
+    pub fn covers(&self, inner: &PathTemplate) -> bool {
+        for (i, outer) in self.segments.iter().enumerate() {
+            if matches!(outer, Segment::Rest(_)) {
+                let rest = inner.segments.get(i..).unwrap_or(&[]);
+                return match rest {
+                    // Nothing left: `inner` matches paths this rest can't (it needs a segment).
+                    [] => false,
+                    // `/files/` (a last empty literal) matches `/files/`, whose rest is empty.
+                    [Segment::Literal(text)] => !text.is_empty(),
+                    _ => true,
+                };
+            }
+            match inner.segments.get(i) {
+                Some(Segment::Rest(_)) | None => return false,
+                Some(segment) if !outer.covers(segment) => return false,
+                Some(_) => {}
+            }
+        }
+        inner.segments.len() == self.segments.len()
+    }
+
+    /// True when some path matches both (an over-approximation only where a `{rest*}` meets
+    /// segments that match nothing, e.g. an empty literal). Checked against the matcher in
+    /// `cover_and_overlap_agree_with_the_matcher_on_every_small_path`.
+    pub fn overlaps(&self, other: &PathTemplate) -> bool {
+        let mut pairs = self.segments.iter().zip(&other.segments);
+        for (a, b) in pairs.by_ref() {
+            if matches!(a, Segment::Rest(_)) || matches!(b, Segment::Rest(_)) {
+                return true;
+            }
+            if !a.meets(b) {
+                return false;
+            }
+        }
+        let (short, long) = if self.segments.len() <= other.segments.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        // Same length; or one more segment that is empty, the trailing slash the shorter
+        // template also accepts (`/a` and `/a/` both match `/a/`).
+        long.segments.len() == short.segments.len()
+            || (long.segments.len() == short.segments.len() + 1
+                && matches!(long.segments.last(), Some(Segment::Literal(l)) if l.is_empty()))
+    }
+}
+
+/// Methods a route takes: `None` for any.
+fn method_set(route: &Route) -> Option<&[String]> {
+    (!route.methods.is_empty()).then_some(route.methods.as_slice())
+}
+
+/// True when `outer`'s service and host accept every request `inner`'s accept.
+fn filters_cover(outer: &Route, inner: &Route) -> bool {
+    let covers = |o: &Option<String>, i: &Option<String>| o.is_none() || o == i;
+    covers(&outer.service, &inner.service) && covers(&outer.host, &inner.host)
+}
+
+/// True when some request passes both routes' service and host filters.
+fn filters_meet(a: &Route, b: &Route) -> bool {
+    let meet = |x: &Option<String>, y: &Option<String>| x.is_none() || y.is_none() || x == y;
+    meet(&a.service, &b.service) && meet(&a.host, &b.host)
+}
+
+/// True when `route` takes requests with `method` (`None`: methods outside every list).
+fn takes(route: &Route, method: Option<&str>) -> bool {
+    match (method_set(route), method) {
+        (None, _) => true,
+        (Some(list), Some(m)) => list.iter().any(|l| l == m),
+        (Some(_), None) => false,
+    }
+}
+
+impl RouteTable {
+    /// Findings about the table as a whole: routes that can never match because earlier ones
+    /// take every request they would (errors; a duplicate is the plainest case), and routes
+    /// that share requests with an earlier one without containing it (warnings). An earlier
+    /// route that is strictly narrower than a later one (`/orders/status` before
+    /// `/orders/{id}`) is the usual way to carve out an exception and is not reported.
+    /// `label` names another route in messages (the caller knows its line).
+    pub fn lint(&self, label: impl Fn(usize) -> String) -> Vec<RouteLint> {
+        let mut out = Vec::new();
+        for (j, later) in self.routes.iter().enumerate() {
+            let earlier = self.routes.get(..j).unwrap_or(&[]);
+            let finding = |severity, message| RouteLint {
+                route: j,
+                severity,
+                message,
+            };
+            if let Some(i) = earlier.iter().position(|e| {
+                e.service == later.service
+                    && e.host == later.host
+                    && same_methods(e, later)
+                    && e.template == later.template
+            }) {
+                out.push(finding(
+                    LintSeverity::Error,
+                    format!(
+                        "route `{}` repeats route {}: same service, host, methods and path; remove one",
+                        later.name,
+                        label(i)
+                    ),
+                ));
+                continue;
+            }
+            // The earlier route that takes each of this route's methods, if any.
+            let methods: Vec<Option<&str>> = match method_set(later) {
+                None => vec![None],
+                Some(list) => list.iter().map(|m| Some(m.as_str())).collect(),
+            };
+            let taken: Vec<Option<usize>> = methods
+                .iter()
+                .map(|m| {
+                    earlier.iter().position(|e| {
+                        filters_cover(e, later)
+                            && takes(e, *m)
+                            && e.template.covers(&later.template)
+                    })
+                })
+                .collect();
+            if let Some(by) = taken.iter().copied().collect::<Option<Vec<usize>>>() {
+                let mut by = by;
+                by.dedup();
+                let names: Vec<String> =
+                    by.iter().map(|&i| format!("route {}", label(i))).collect();
+                out.push(finding(
+                    LintSeverity::Error,
+                    format!(
+                        "route `{}` can never match: {} {} first and {} every request it would; move it above, or remove it",
+                        later.name,
+                        names.join(" and "),
+                        if names.len() == 1 { "comes" } else { "come" },
+                        if names.len() == 1 { "matches" } else { "match" },
+                    ),
+                ));
+                continue;
+            }
+            for (m, by) in methods.iter().zip(&taken) {
+                if let (Some(m), Some(i)) = (m, by) {
+                    out.push(finding(
+                        LintSeverity::Warning,
+                        format!(
+                            "route `{}`: its {m} requests never reach it: route {} comes first and matches all of them",
+                            later.name,
+                            label(*i)
+                        ),
+                    ));
+                }
+            }
+            for (i, e) in earlier.iter().enumerate() {
+                if taken.contains(&Some(i)) {
+                    continue;
+                }
+                let Some(shared) = shared_methods(e, later) else {
+                    continue;
+                };
+                let narrower = filters_cover(later, e)
+                    && later.template.covers(&e.template)
+                    && method_set(e).is_some_and(|list| list.iter().all(|m| takes(later, Some(m))));
+                if filters_meet(e, later) && e.template.overlaps(&later.template) && !narrower {
+                    out.push(finding(
+                        LintSeverity::Warning,
+                        format!(
+                            "route `{}` overlaps route {} on {shared}: a request matching both goes to the earlier one; make the paths disjoint, or put the narrower route first",
+                            later.name,
+                            label(i)
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// True when both routes take exactly the same methods.
+fn same_methods(a: &Route, b: &Route) -> bool {
+    match (method_set(a), method_set(b)) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x.iter().all(|m| y.contains(m)) && y.iter().all(|m| x.contains(m)),
+        _ => false,
+    }
+}
+
+/// The methods both routes take, in words; `None` when they share none.
+fn shared_methods(a: &Route, b: &Route) -> Option<String> {
+    match (method_set(a), method_set(b)) {
+        (None, None) => Some("every method".to_string()),
+        (Some(list), None) | (None, Some(list)) => Some(list.join(", ")),
+        (Some(x), Some(y)) => {
+            let both: Vec<&str> = x
+                .iter()
+                .filter(|m| y.contains(m))
+                .map(String::as_str)
+                .collect();
+            (!both.is_empty()).then(|| both.join(", "))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +706,269 @@ mod tests {
             Some("c")
         );
         assert_eq!(name(None, "GET", "/orders/1").as_deref(), Some("c"));
+    }
+
+    fn route(service: Option<&str>, methods: &[&str], path: &str) -> Route {
+        Route {
+            name: format!("{} {path}", methods.join(",")).trim().into(),
+            service: service.map(str::to_string),
+            host: None,
+            methods: methods.iter().map(|m| (*m).to_string()).collect(),
+            template: template(path),
+            action: None,
+            resource: None,
+        }
+    }
+
+    #[test]
+    fn template_cover_is_exact_on_the_cases_that_decide_it() {
+        // (outer, inner, outer covers inner)
+        for (outer, inner, want) in [
+            ("/orders/{id}", "/orders/status", true),
+            ("/orders/status", "/orders/{id}", false),
+            ("/orders/{id}", "/orders/{other}", true),
+            ("/orders/{id}", "/orders/{id}/items", false),
+            ("/orders/{id}/items", "/orders/{id}", false),
+            ("/{any*}", "/orders/{id}", true),
+            ("/{any*}", "/", false),
+            ("/orders/{p*}", "/orders", false),
+            ("/orders/{p*}", "/orders/", false),
+            ("/orders/{p*}", "/orders/{a}/{b}", true),
+            ("/orders/{p*}", "/orders/{q*}", true),
+            ("/orders/{id}", "/orders/{q*}", false),
+            ("/a/{x}", "/a/v{x}", true),
+            ("/a/v{x}", "/a/{x}", false),
+            ("/a/{x}.json", "/a/v{x}.json", true),
+            ("/a/{x}.json", "/a/{x}", false),
+            ("/a/{x}", "/a/", false),
+            ("/", "/", true),
+        ] {
+            assert_eq!(
+                template(outer).covers(&template(inner)),
+                want,
+                "{outer} ⊇ {inner}"
+            );
+            // Whatever `covers` claims, the matcher agrees on sample paths.
+            if want {
+                for path in [
+                    "/orders/status",
+                    "/orders/7",
+                    "/orders/7/items",
+                    "/a/v1",
+                    "/a/v1.json",
+                    "/",
+                    "/orders/a/b",
+                ] {
+                    if template(inner).matches(path).is_some() {
+                        assert!(
+                            template(outer).matches(path).is_some(),
+                            "{outer} misses {path} of {inner}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overlap_is_judged_segment_by_segment() {
+        for (a, b, want) in [
+            ("/a/{x}/c", "/a/b/{y}", true),
+            ("/files/{n}.json", "/files/v{n}", true),
+            ("/files/{n}.json", "/files/{n}.xml", false),
+            ("/a/b", "/a/c", false),
+            ("/a/{x}", "/a/{x}/{y}", false),
+            ("/a/{r*}", "/a/b/c", true),
+        ] {
+            assert_eq!(template(a).overlaps(&template(b)), want, "{a} ∩ {b}");
+        }
+    }
+
+    /// `covers` and `overlaps` checked against the matcher itself on every path built from a
+    /// small alphabet of segments: a claimed cover is never contradicted by a path, and two
+    /// templates some path matches both of always overlap.
+    #[test]
+    fn cover_and_overlap_agree_with_the_matcher_on_every_small_path() {
+        let templates = [
+            "/",
+            "/a",
+            "/a/",
+            "/{x}",
+            "/{x}/",
+            "/a/{x}",
+            "/a/v{x}",
+            "/a/{x}.json",
+            "/a/v{x}.json",
+            "/a/status",
+            "/a/{x}/b",
+            "/a/b/{y}",
+            "/{r*}",
+            "/a/{r*}",
+            "/a/{x}/{r*}",
+            "/{x}/{y}",
+            "/v{x}/{r*}",
+            "/a//b",
+            "/{x}s",
+        ];
+        let segments = [
+            "", "a", "b", "v", "v1", "1", "status", "x.json", "v1.json", "as", "s",
+        ];
+        let mut paths = vec!["/".to_string()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for prefix in &frontier {
+                for seg in segments {
+                    let p = format!("{prefix}/{seg}");
+                    paths.push(p.clone());
+                    next.push(p);
+                }
+            }
+            frontier = next;
+        }
+        for a in templates {
+            for b in templates {
+                let (ta, tb) = (template(a), template(b));
+                let both = paths
+                    .iter()
+                    .find(|p| ta.matches(p).is_some() && tb.matches(p).is_some());
+                if let Some(p) = both {
+                    assert!(ta.overlaps(&tb), "{a} and {b} both match {p}");
+                }
+                if ta.covers(&tb) {
+                    for p in &paths {
+                        if tb.matches(p).is_some() {
+                            assert!(
+                                ta.matches(p).is_some(),
+                                "{a} claims to cover {b}, misses {p}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn lint(routes: Vec<Route>) -> Vec<(usize, LintSeverity, String)> {
+        RouteTable::new(routes)
+            .lint(|i| format!("#{i}"))
+            .into_iter()
+            .map(|l| (l.route, l.severity, l.message))
+            .collect()
+    }
+
+    #[test]
+    fn unreachable_and_duplicate_routes_are_errors() {
+        use LintSeverity::*;
+        let got = lint(vec![
+            route(Some("orders"), &["GET"], "/orders/{id}"),
+            route(Some("orders"), &["GET"], "/orders/status"),
+            route(Some("orders"), &["GET"], "/orders/{id}"),
+            route(None, &["GET", "POST"], "/pay"),
+            route(None, &["POST"], "/pay"),
+        ]);
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert_eq!(got[0].0, 1);
+        assert_eq!(got[0].1, Error);
+        assert_eq!(
+            got[0].2,
+            "route `GET /orders/status` can never match: route #0 comes first and matches every request it would; move it above, or remove it"
+        );
+        assert_eq!((got[1].0, got[1].1), (2, Error));
+        assert!(
+            got[1]
+                .2
+                .starts_with("route `GET /orders/{id}` repeats route #0"),
+            "{}",
+            got[1].2
+        );
+        assert_eq!((got[2].0, got[2].1), (4, Error));
+        // Each method taken by a different earlier route: still unreachable, both named.
+        let got = lint(vec![
+            route(None, &["GET"], "/x/{id}"),
+            route(None, &["POST"], "/x/{id}"),
+            route(None, &["GET", "POST"], "/x/y"),
+        ]);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].2.contains("route #0 and route #1 come first"),
+            "{}",
+            got[0].2
+        );
+    }
+
+    #[test]
+    fn a_route_reachable_by_some_request_is_never_an_error() {
+        for routes in [
+            // Specific before generic: the usual exception, nothing reported.
+            vec![
+                route(Some("orders"), &["GET"], "/orders/status"),
+                route(Some("orders"), &["GET", "DELETE"], "/orders/{id}"),
+            ],
+            // Another service, another method, any method after a listed one.
+            vec![
+                route(Some("a"), &["GET"], "/x/{id}"),
+                route(Some("b"), &["GET"], "/x/y"),
+            ],
+            vec![
+                route(None, &["GET"], "/x/{id}"),
+                route(None, &["POST"], "/x/y"),
+            ],
+            vec![route(None, &["GET"], "/x/{id}"), route(None, &[], "/x/y")],
+            // A service-scoped route does not shadow an unscoped one.
+            vec![route(Some("a"), &[], "/{r*}"), route(None, &[], "/x")],
+        ] {
+            let got = lint(routes);
+            assert!(got.iter().all(|l| l.1 == LintSeverity::Warning), "{got:#?}");
+        }
+    }
+
+    #[test]
+    fn a_host_scoped_route_shadows_only_requests_to_its_host() {
+        let on_host = |host: Option<&str>, path: &str| Route {
+            host: host.map(str::to_string),
+            ..route(None, &["GET"], path)
+        };
+        // The earlier route takes only a.example: the later, any-host route stays reachable.
+        let got = lint(vec![
+            on_host(Some("a.example"), "/x/{id}"),
+            on_host(None, "/x/y"),
+        ]);
+        assert!(got.iter().all(|l| l.1 == LintSeverity::Warning), "{got:#?}");
+        // The other way round, every request of the later route is the earlier one's.
+        let got = lint(vec![
+            on_host(None, "/x/{id}"),
+            on_host(Some("a.example"), "/x/y"),
+        ]);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!((got[0].0, got[0].1), (1, LintSeverity::Error));
+        // Different hosts never meet: nothing to say.
+        let got = lint(vec![
+            on_host(Some("a.example"), "/x/{id}"),
+            on_host(Some("b.example"), "/x/y"),
+        ]);
+        assert!(got.is_empty(), "{got:#?}");
+    }
+
+    #[test]
+    fn partial_overlaps_are_warnings() {
+        let got = lint(vec![
+            route(None, &["GET"], "/a/{x}/c"),
+            route(None, &["GET"], "/a/b/{y}"),
+            route(None, &["GET"], "/p/{id}"),
+            route(None, &["GET", "PUT"], "/p/q"),
+        ]);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!((got[0].0, got[0].1), (1, LintSeverity::Warning));
+        assert!(
+            got[0].2.contains("overlaps route #0 on GET"),
+            "{}",
+            got[0].2
+        );
+        assert_eq!((got[1].0, got[1].1), (3, LintSeverity::Warning));
+        assert_eq!(
+            got[1].2,
+            "route `GET,PUT /p/q`: its GET requests never reach it: route #2 comes first and matches all of them"
+        );
     }
 }

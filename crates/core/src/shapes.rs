@@ -38,12 +38,13 @@ impl std::fmt::Display for ShapeProblem {
     }
 }
 
-/// Loads and validates the policy folder for `config`: everything [`PolicySnapshot::load`]
-/// checks, plus that the policies can run on the requests `config` builds
-/// ([`check`]): a context attribute no route provides, a claim-mapped attribute or
-/// parent type the schema doesn't declare. What `serve`, reload and every offline command
-/// load.
+/// Loads and validates the policy folder for `config`: the folder itself
+/// ([`crate::policy_folder::check`]), everything [`PolicySnapshot::load`] checks, plus that the
+/// policies can run on the requests `config` builds ([`check`]): a context attribute no route
+/// provides, a claim-mapped attribute or parent type the schema doesn't declare. What `serve`,
+/// reload and every offline command load.
 pub fn load_checked(dir: &Path, config: &Config) -> Result<PolicySnapshot, PolicyLoadError> {
+    crate::policy_folder::check(dir)?;
     let snapshot = PolicySnapshot::load(dir)?;
     let problems: Vec<PolicyProblem> = check(config, &snapshot)
         .into_iter()

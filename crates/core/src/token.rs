@@ -64,6 +64,15 @@ pub enum TokenError {
     /// The principal id claim is missing or not a string.
     #[error("token lacks the principal id claim")]
     MissingPrincipalClaim,
+    /// The header `typ` is not the issuer's `require_typ` (or is missing).
+    #[error("token type is not the required one")]
+    WrongType,
+    /// `exp - iat` is longer than the issuer's `max_token_lifetime_seconds`.
+    #[error("token lifetime is longer than allowed")]
+    LifetimeTooLong,
+    /// `iat` is in the future (beyond leeway) and the issuer has `reject_future_iat`.
+    #[error("token was issued in the future")]
+    IssuedInFuture,
 }
 
 impl TokenError {
@@ -86,6 +95,9 @@ impl TokenError {
             TokenError::MissingClaim => "token_missing_claim",
             TokenError::InvalidClaim => "token_invalid_claim",
             TokenError::MissingPrincipalClaim => "token_missing_principal_claim",
+            TokenError::WrongType => "token_wrong_typ",
+            TokenError::LifetimeTooLong => "token_lifetime_too_long",
+            TokenError::IssuedInFuture => "token_issued_in_future",
         }
     }
 }
@@ -151,23 +163,48 @@ pub fn validation(alg: Algorithm) -> Validation {
     v
 }
 
+/// The header rule: with `require_typ`, the JOSE header's `typ` (given as found: `None` when
+/// absent, `Some(non-string)` is refused too) names the same media type, compared as RFC 8725
+/// §3.11 and RFC 9068 §4 say: case-insensitively, `at+jwt` the same as `application/at+jwt`
+/// (`token_wrong_typ`). Without `require_typ`, `typ` is not looked at.
+pub fn check_typ(issuer: &IssuerConfig, typ: Option<&Value>) -> Result<(), TokenError> {
+    let Some(required) = &issuer.require_typ else {
+        return Ok(());
+    };
+    match typ.and_then(Value::as_str) {
+        Some(typ) if crate::config::media_type(typ) == **required => Ok(()),
+        _ => Err(TokenError::WrongType),
+    }
+}
+
 /// The token claim rules, judged at `now` (seconds since the epoch), in the order `jsonwebtoken`
 /// judges them, so the reason codes are the ones it would give:
-/// - `exp` and `nbf`, when present, are non-negative integers and `iss` a string
-///   (`token_invalid_claim`);
-/// - `exp`, `iss` and `aud` (a string or a list of strings) are present (`token_missing_claim`);
+/// - `exp` and `nbf`, when present, are non-negative integers and `iss` a string; so is `iat`
+///   when an option below judges it (`token_invalid_claim`);
+/// - `exp`, `iss` and `aud` (a string or a list of strings) are present, and `iat` with
+///   `max_token_lifetime_seconds` (`token_missing_claim`);
 /// - `exp` is not more than the issuer's leeway in the past (`token_expired`);
 /// - `nbf` is not more than the leeway in the future (`token_not_yet_valid`);
 /// - `iss` is the issuer's, exactly (`token_wrong_issuer`);
-/// - one `aud` value is one of the issuer's audiences (`token_wrong_audience`).
+/// - one `aud` value is one of the issuer's audiences (`token_wrong_audience`);
+/// - with `reject_future_iat`, `iat` is not more than the leeway in the future
+///   (`token_issued_in_future`);
+/// - with `max_token_lifetime_seconds`, `exp - iat` is not longer (`token_lifetime_too_long`).
 pub fn check_claims(
     issuer: &IssuerConfig,
     claims: &Map<String, Value>,
     now: u64,
 ) -> Result<(), TokenError> {
     let number = |name: &str| claims.get(name).map(Value::as_u64);
-    if matches!(number("exp"), Some(None)) || matches!(number("nbf"), Some(None)) {
+    let iat_judged = issuer.reject_future_iat || issuer.max_token_lifetime.is_some();
+    if matches!(number("exp"), Some(None))
+        || matches!(number("nbf"), Some(None))
+        || (iat_judged && matches!(number("iat"), Some(None)))
+    {
         return Err(TokenError::InvalidClaim);
+    }
+    if issuer.max_token_lifetime.is_some() && claims.get("iat").is_none() {
+        return Err(TokenError::MissingClaim);
     }
     if claims.get("iss").is_some_and(|v| !v.is_string()) {
         return Err(TokenError::InvalidClaim);
@@ -201,6 +238,18 @@ pub fn check_claims(
         .any(|a| issuer.audiences.iter().any(|ok| ok == a))
     {
         return Err(TokenError::WrongAudience);
+    }
+    let iat = number("iat").flatten();
+    if issuer.reject_future_iat
+        && let Some(iat) = iat
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(TokenError::IssuedInFuture);
+    }
+    if let (Some(max), Some(iat)) = (issuer.max_token_lifetime, iat)
+        && exp.saturating_sub(iat) > max.as_secs()
+    {
+        return Err(TokenError::LifetimeTooLong);
     }
     Ok(())
 }
@@ -290,5 +339,131 @@ mod tests {
             check_claims(&issuer(), &missing, now),
             Err(TokenError::MissingClaim)
         );
+    }
+
+    fn issuer_with(extra: &str) -> Arc<IssuerConfig> {
+        let config = crate::config::Config::parse(
+            &format!(
+                "issuers:\n  - issuer: https://idp.test\n    audiences: [api]\n    jwks_uri: https://idp.test/jwks\n    leeway_seconds: 30\n{extra}"
+            ),
+            Path::new("c.yaml"),
+        )
+        .unwrap();
+        config.issuers[0].clone()
+    }
+
+    /// Off by default: `iat` and `typ` are not judged at all.
+    #[test]
+    fn token_options_are_off_by_default() {
+        let issuer = issuer();
+        let now = 1_000_000;
+        let claims = json!({"iss": "https://idp.test", "aud": "api", "exp": now + 86_400 * 365, "iat": now + 9_999})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(check_claims(&issuer, &claims, now), Ok(()));
+        assert_eq!(check_typ(&issuer, None), Ok(()));
+        assert_eq!(check_typ(&issuer, Some(&json!("JWT"))), Ok(()));
+    }
+
+    #[test]
+    fn lifetime_and_future_iat_are_judged_when_set() {
+        let now = 1_000_000;
+        let issuer =
+            issuer_with("    max_token_lifetime_seconds: 3600\n    reject_future_iat: true\n");
+        let base = json!({"iss": "https://idp.test", "aud": "api", "iat": now, "exp": now + 3600});
+        let cases: Vec<(serde_json::Value, Result<(), TokenError>)> = vec![
+            (json!({}), Ok(())),
+            (json!({"exp": now + 3601}), Err(TokenError::LifetimeTooLong)),
+            // An `iat` in the future within the leeway is clock skew, not an attack.
+            (json!({"iat": now + 30, "exp": now + 3630}), Ok(())),
+            (
+                json!({"iat": now + 31, "exp": now + 3631}),
+                Err(TokenError::IssuedInFuture),
+            ),
+            (json!({"iat": "now"}), Err(TokenError::InvalidClaim)),
+            (json!({"iat": -5}), Err(TokenError::InvalidClaim)),
+            // `exp` before `iat`: a lifetime of zero, never too long.
+            (json!({"iat": now, "exp": now - 10}), Ok(())),
+        ];
+        for (overlay, expected) in cases {
+            let mut claims = base.as_object().unwrap().clone();
+            for (k, v) in overlay.as_object().unwrap() {
+                claims.insert(k.clone(), v.clone());
+            }
+            assert_eq!(check_claims(&issuer, &claims, now), expected, "{overlay}");
+        }
+        let mut no_iat = base.as_object().unwrap().clone();
+        no_iat.remove("iat");
+        assert_eq!(
+            check_claims(&issuer, &no_iat, now),
+            Err(TokenError::MissingClaim)
+        );
+        // Only the future bound: a token without `iat` is fine, and any lifetime.
+        let future_only = issuer_with("    reject_future_iat: true\n");
+        assert_eq!(check_claims(&future_only, &no_iat, now), Ok(()));
+        let mut long = base.as_object().unwrap().clone();
+        long.insert("exp".into(), json!(now + 86_400 * 30));
+        assert_eq!(check_claims(&future_only, &long, now), Ok(()));
+    }
+
+    #[test]
+    fn typ_is_compared_as_a_media_type() {
+        let issuer = issuer_with("    require_typ: at+jwt\n");
+        for (typ, ok) in [
+            (Some(json!("at+jwt")), true),
+            (Some(json!("AT+JWT")), true),
+            (Some(json!("application/at+jwt")), true),
+            (Some(json!("Application/At+JWT")), true),
+            (Some(json!("JWT")), false),
+            (Some(json!("jwt")), false),
+            (Some(json!("at+jwt; q=1")), false),
+            (Some(json!("text/at+jwt")), false),
+            (Some(json!("application/jwt")), false),
+            (Some(json!(7)), false),
+            (None, false),
+        ] {
+            let want = if ok {
+                Ok(())
+            } else {
+                Err(TokenError::WrongType)
+            };
+            assert_eq!(check_typ(&issuer, typ.as_ref()), want, "{typ:?}");
+        }
+        // Configured with the prefix and in capitals: the same rule.
+        let prefixed = issuer_with("    require_typ: Application/AT+JWT\n");
+        assert_eq!(check_typ(&prefixed, Some(&json!("at+jwt"))), Ok(()));
+    }
+
+    #[test]
+    fn token_option_config_errors_are_positioned() {
+        for (extra, want) in [
+            (
+                "    require_typ: \"at jwt\"\n",
+                "6:18 require_typ `at jwt` is not a media type",
+            ),
+            (
+                "    require_typ: /jwt\n",
+                "6:18 require_typ `/jwt` is not a media type",
+            ),
+            (
+                "    max_token_lifetime_seconds: 0\n",
+                "6:33 max_token_lifetime_seconds must be at least 1",
+            ),
+        ] {
+            let yaml = format!(
+                "issuers:\n  - issuer: https://idp.test\n    audiences: [api]\n    jwks_uri: https://idp.test/jwks\n    leeway_seconds: 30\n{extra}"
+            );
+            match crate::config::Config::parse(&yaml, Path::new("c.yaml")) {
+                Err(crate::config::ConfigError::Invalid { problems, .. }) => {
+                    let got = format!(
+                        "{}:{} {}",
+                        problems[0].line, problems[0].column, problems[0].message
+                    );
+                    assert!(got.starts_with(want), "{got}");
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Bearer JWT verification: size bound → header/`iss` peek → algorithm allow-list → key by `kid`
 //! (one rate-limited refetch when unknown) → signature and claims (`jsonwebtoken`) → cache.
 //!
-//! Only `alg`, `kid` and `crit` are read from the header: `jku`, `x5u`, `x5c` and embedded `jwk`
+//! Only `alg`, `kid`, `crit` and `typ` (with `require_typ`) are read from the header: `jku`, `x5u`, `x5c` and embedded `jwk`
 //! are never looked at, so a token cannot choose its own key. Verified tokens are cached by the
 //! SHA-256 of the token, bounded in size, and never served past `exp` or across a key-set change.
 //! This module never logs a token; errors carry reason codes, not input.
@@ -17,7 +17,8 @@ use serde_json::{Map, Value};
 
 use crate::jwks::{IssuerKeys, Jwks, KeySet, Unusable};
 use cedargate_core::token::{
-    TokenError, VerifiedToken, check_claims, hex_prefix, map_error, now_secs, sha256, validation,
+    TokenError, VerifiedToken, check_claims, check_typ, hex_prefix, map_error, now_secs, sha256,
+    validation,
 };
 
 /// Longest a verified token stays cached even when its `exp` is further away: bounds how long a
@@ -29,6 +30,8 @@ struct PeekHeader {
     alg: String,
     kid: Option<String>,
     crit: Option<Value>,
+    /// Judged only when the issuer sets `require_typ`.
+    typ: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +167,7 @@ impl Verifier {
         let (claims, version) = verify_with(&set, header.kid.as_deref(), alg, token, &validation)?;
         // Only a token whose signature verified has its claims judged: the same order as
         // before, one rule shared with the policy test runner.
+        check_typ(issuer, header.typ.as_ref())?;
         check_claims(issuer, &claims, now_secs())?;
         let exp = claims
             .get("exp")

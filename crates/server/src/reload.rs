@@ -189,6 +189,7 @@ impl Reloader {
 
     fn load(&self) -> Result<Active, ReloadError> {
         let config = Config::load(&self.config_path)?;
+        log_config_warnings(&config);
         let current = self.gate.config();
         if let Some(what) = restart_only_change(&current, &config) {
             return Err(ReloadError::RestartNeeded(what));
@@ -402,4 +403,18 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
         return Some("entity_provider");
     }
     None
+}
+
+/// Logs the config's warnings (routes that overlap): legal, so they never stop a load, but an
+/// operator should see them where the load is reported.
+pub fn log_config_warnings(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!(
+            file = %config.source.display(),
+            line = w.line,
+            column = w.column,
+            message = %w.message,
+            "config.warning"
+        );
+    }
 }

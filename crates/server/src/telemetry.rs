@@ -98,20 +98,23 @@ fn log_filter(level: &str) -> EnvFilter {
 }
 
 /// Installs the log subscriber alone (the offline commands, which export nothing).
-pub fn init_logs(level: &str, format: LogFormat) -> Result<(), TelemetryError> {
-    install(level, format, None)
+pub fn init_logs(level: &str, format: LogFormat, ansi: bool) -> Result<(), TelemetryError> {
+    install(level, format, ansi, None)
 }
 
-/// Installs logs per `config` (`format` overrides the config's format when given) and, when
+/// Installs logs per `config` (`format` overrides the config's format when given; `ansi`
+/// colours text logs) and, when
 /// `config.otlp` is set, the span exporter. Call inside the Tokio runtime that serves.
 pub fn init(
     config: &TelemetryConfig,
     format: Option<LogFormat>,
+    ansi: bool,
 ) -> Result<Telemetry, TelemetryError> {
     let provider = config.otlp.as_ref().map(tracer_provider).transpose()?;
     install(
         &config.log.level,
         format.unwrap_or(config.log.format),
+        ansi,
         provider.as_ref(),
     )?;
     if let Some(otlp) = &config.otlp {
@@ -128,10 +131,12 @@ pub fn init(
 fn install(
     level: &str,
     format: LogFormat,
+    ansi: bool,
     provider: Option<&SdkTracerProvider>,
 ) -> Result<(), TelemetryError> {
     let text = (format == LogFormat::Text).then(|| {
         tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .with_filter(log_filter(level))
     });

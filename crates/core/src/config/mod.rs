@@ -1,5 +1,6 @@
 //! Configuration: `cedargate.yaml` parsed in two phases, one concern per file:
 //!
+//! - [`yaml`] — reading the YAML, with errors that name the field (and refusing an empty file);
 //! - [`raw`] — phase one: the file as written (`Raw*`, unknown fields refused);
 //! - [`validate`] — phase two: every field checked into a typed [`Config`], every problem
 //!   collected with its position ([`problems`]);
@@ -20,39 +21,29 @@ mod problems;
 mod raw;
 mod urls;
 mod validate;
+mod yaml;
 
 pub use model::*;
-pub use problems::{ConfigError, ConfigProblem};
+pub use problems::{ConfigError, ConfigProblem, io_words};
 pub use urls::{is_secure_url, url_problem};
 
 use problems::Collected;
-use raw::RawConfig;
 
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Config::parse(&text, path)
     }
 
     /// Validates config text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            ConfigError::Invalid {
-                path: path.to_path_buf(),
-                problems: vec![ConfigProblem {
-                    line,
-                    column,
-                    message: validate::first_line(&e.to_string()),
-                }],
-            }
+        let raw = yaml::parse(text).map_err(|problem| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![problem],
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut problems = Collected::default();

@@ -55,6 +55,9 @@ pub struct Config {
     pub shadow: Option<ShadowConfig>,
     /// Tokens minted for the upstream on allow (`upstream_token`); `None` (the default): off.
     pub upstream_token: Option<UpstreamTokenConfig>,
+    /// Legal but likely unintended (routes that overlap), with positions: `validate` prints
+    /// them, `serve` logs them; they never stop a load.
+    pub warnings: Vec<super::ConfigProblem>,
 }
 
 /// `upstream_token`: the short-lived JWT cedargate mints for the upstream on every allow.
@@ -155,6 +158,19 @@ pub struct ShadowConfig {
     pub policy_dir: PathBuf,
 }
 
+/// A JOSE `typ` value as the media type it names, for comparison: lower case (media types are
+/// case-insensitive, RFC 2045), with `application/` put in front of a value without `/` (RFC 7515
+/// §4.1.9 says to treat `at+jwt` as `application/at+jwt`). Parameters are not stripped: a `typ`
+/// with them never equals a configured one.
+pub fn media_type(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    if lower.contains('/') {
+        lower
+    } else {
+        format!("application/{lower}")
+    }
+}
+
 /// One trusted token issuer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
@@ -168,6 +184,15 @@ pub struct IssuerConfig {
     pub algorithms: Vec<Algorithm>,
     /// Clock-skew allowance for `exp`/`nbf`.
     pub leeway: Duration,
+    /// `require_typ`: the JOSE header `typ` every token must carry, as a media type in lower case
+    /// with `application/` (`application/at+jwt`); `None` (the default): not checked.
+    pub require_typ: Option<Arc<str>>,
+    /// `max_token_lifetime_seconds`: refuse a token whose `exp - iat` is longer (and one without
+    /// `iat`); `None` (the default): not checked.
+    pub max_token_lifetime: Option<Duration>,
+    /// `reject_future_iat`: refuse a token whose `iat` is more than `leeway` in the future;
+    /// `false` (the default): `iat` is not judged.
+    pub reject_future_iat: bool,
     /// Where the keys come from.
     pub keys: KeySource,
     /// Background refresh period for remote keys when the JWKS response sets no

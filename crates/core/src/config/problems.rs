@@ -20,12 +20,13 @@ pub struct ConfigProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{}: cannot read the config: {}", path.display(), io_words(error))]
     Read {
         /// The file.
         path: PathBuf,
-        /// The IO error.
-        source: std::io::Error,
+        /// The IO error; said in plain words in the message (not a `source`, which `serve`
+        /// would print again in the OS's words).
+        error: std::io::Error,
     },
     /// The file was read but is not a valid config.
     #[error("{}", render_problems(path, problems))]
@@ -35,6 +36,24 @@ pub enum ConfigError {
         /// Every problem found.
         problems: Vec<ConfigProblem>,
     },
+}
+
+/// An IO error in plain words, without Rust's `(os error N)`: what a person reading a config
+/// error needs.
+pub fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "no such file (give the config with `-c FILE`)".to_string(),
+        ErrorKind::PermissionDenied => "permission denied".to_string(),
+        ErrorKind::IsADirectory => "this is a folder; give the config file itself".to_string(),
+        ErrorKind::InvalidData => "not UTF-8 text".to_string(),
+        _ => {
+            let text = e.to_string();
+            text.find(" (os error")
+                .and_then(|at| text.get(..at))
+                .map_or(text.clone(), str::to_string)
+        }
+    }
 }
 
 fn render_problems(path: &Path, problems: &[ConfigProblem]) -> String {

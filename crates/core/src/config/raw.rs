@@ -77,6 +77,10 @@ pub(super) struct RawIssuer {
     pub(super) audiences: Vec<String>,
     pub(super) algorithms: Option<Vec<Spanned<String>>>,
     pub(super) leeway_seconds: Option<Spanned<u64>>,
+    pub(super) require_typ: Option<Spanned<String>>,
+    pub(super) max_token_lifetime_seconds: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(super) reject_future_iat: bool,
     pub(super) jwks_uri: Option<Spanned<String>>,
     pub(super) jwks_file: Option<String>,
     pub(super) refresh_seconds: Option<Spanned<u64>>,
@@ -182,8 +186,8 @@ pub(super) struct RawContextValue {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
-    pub(super) max_token_bytes: Option<usize>,
-    pub(super) max_header_bytes: Option<usize>,
+    pub(super) max_token_bytes: Option<Spanned<usize>>,
+    pub(super) max_header_bytes: Option<Spanned<usize>>,
     pub(super) max_concurrent_checks: Option<Spanned<usize>>,
 }
 

@@ -19,11 +19,7 @@ use super::model::*;
 use super::problems::Collected;
 use super::raw::*;
 use super::urls::url_problem;
-use crate::routes::{PathTemplate, Route, RouteTable};
-
-pub(super) fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).to_string()
-}
+use crate::routes::{LintSeverity, PathTemplate, Route, RouteTable};
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
@@ -91,11 +87,16 @@ pub(super) fn validate(
     let resource_type = entity_type(raw.resource_type.as_ref(), DEFAULT_RESOURCE_TYPE, problems);
 
     let mut routes = Vec::new();
+    let mut route_spans = Vec::new();
     for spanned in &raw.routes {
         if let Some(route) = validate_route(spanned, problems) {
             routes.push(route);
+            route_spans.push(spanned);
         }
     }
+    let routes = RouteTable::new(routes);
+    let mut warnings = Collected::default();
+    lint_routes(&routes, &route_spans, problems, &mut warnings);
 
     let unmatched = match raw.unmatched_route.as_ref() {
         None => Unmatched::Deny,
@@ -162,14 +163,18 @@ pub(super) fn validate(
     );
 
     let limits = Limits {
-        max_token_bytes: raw
-            .limits
-            .max_token_bytes
-            .unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
-        max_header_bytes: raw
-            .limits
-            .max_header_bytes
-            .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_token_bytes: positive(
+            raw.limits.max_token_bytes.as_ref(),
+            DEFAULT_MAX_TOKEN_BYTES,
+            "limits.max_token_bytes",
+            problems,
+        ),
+        max_header_bytes: positive(
+            raw.limits.max_header_bytes.as_ref(),
+            DEFAULT_MAX_HEADER_BYTES,
+            "limits.max_header_bytes",
+            problems,
+        ),
         max_concurrent_checks: positive(
             raw.limits.max_concurrent_checks.as_ref(),
             DEFAULT_MAX_CONCURRENT_CHECKS,
@@ -177,9 +182,6 @@ pub(super) fn validate(
             problems,
         ),
     };
-    if limits.max_token_bytes == 0 || limits.max_header_bytes == 0 {
-        problems.nowhere("limits must be greater than zero");
-    }
 
     let output = match (
         raw.decision_log.output.as_deref(),
@@ -222,7 +224,7 @@ pub(super) fn validate(
         anonymous_type,
         anonymous_id,
         entity_provider,
-        routes: Arc::new(RouteTable::new(routes)),
+        routes: Arc::new(routes),
         unmatched,
         resource_type,
         context: ContextConfig {
@@ -273,6 +275,33 @@ pub(super) fn validate(
             .upstream_token
             .as_ref()
             .and_then(|u| upstream_token(u, base, problems)),
+        warnings: warnings.0,
+    }
+}
+
+/// The route-table lint ([`RouteTable::lint`]) at the routes' positions: a route that can never
+/// match is a problem, an overlap a warning.
+fn lint_routes(
+    routes: &RouteTable,
+    spans: &[&Spanned<RawRoute>],
+    problems: &mut Collected,
+    warnings: &mut Collected,
+) {
+    let label = |i: usize| {
+        let name = routes.iter().nth(i).map_or("", |r| &*r.name);
+        match spans.get(i) {
+            Some(span) => format!("`{name}` (line {})", span.referenced.line()),
+            None => format!("`{name}`"),
+        }
+    };
+    for finding in routes.lint(label) {
+        let Some(span) = spans.get(finding.route) else {
+            continue;
+        };
+        match finding.severity {
+            LintSeverity::Error => problems.at(*span, finding.message),
+            LintSeverity::Warning => warnings.at(*span, finding.message),
+        }
     }
 }
 
@@ -796,6 +825,29 @@ fn validate_issuer(
         }
         Some(l) => l.value,
     };
+    let require_typ = raw.require_typ.as_ref().and_then(|t| {
+        let valid = !t.value.is_empty()
+            && t.value.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+            && t.value.matches('/').count() <= 1
+            && !t.value.starts_with('/')
+            && !t.value.ends_with('/');
+        if valid {
+            Some(media_type(&t.value).into())
+        } else {
+            problems.at(
+                t,
+                format!(
+                    "require_typ `{}` is not a media type: write it like `at+jwt` (RFC 9068 access tokens) or `application/at+jwt`",
+                    t.value
+                ),
+            );
+            None
+        }
+    });
+    let max_token_lifetime = raw
+        .max_token_lifetime_seconds
+        .as_ref()
+        .map(|m| Duration::from_secs(positive(Some(m), 1, "max_token_lifetime_seconds", problems)));
     let keys = match (&raw.jwks_uri, &raw.jwks_file) {
         (Some(_), Some(_)) => {
             problems.at(spanned, "set jwks_uri or jwks_file, not both");
@@ -868,6 +920,9 @@ fn validate_issuer(
         audiences: raw.audiences.clone(),
         algorithms,
         leeway: Duration::from_secs(leeway),
+        require_typ,
+        max_token_lifetime,
+        reject_future_iat: raw.reject_future_iat,
         keys,
         refresh: Duration::from_secs(refresh),
         min_refresh: Duration::from_secs(min_refresh),

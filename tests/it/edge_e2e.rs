@@ -1,0 +1,232 @@
+//! Hardening at the edge, through the real Envoy and the real oidc-provider (issue 15): header
+//! names with `_` refused by Envoy before they can reach the upstream beside cedargate's identity
+//! header; the per-issuer token options (`require_typ`, `max_token_lifetime_seconds`,
+//! `reject_future_iat`) judged on real RFC 9068 access tokens; and a cached token refused once its
+//! signing key leaves the IdP's JWKS.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::stack::{Stack, node};
+
+fn client(http2: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build().unwrap()
+}
+
+async fn get(stack: &Stack, http2: bool, headers: &[(&str, &str)]) -> (u16, String) {
+    try_get(stack, http2, headers).await.unwrap()
+}
+
+async fn try_get(
+    stack: &Stack,
+    http2: bool,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), reqwest::Error> {
+    let mut req = client(http2).get(stack.url("/orders/1"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn jwt_part(token: &str, index: usize) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(index).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_with_underscores_never_reach_the_upstream() {
+    let stack = Stack::start();
+    let alice = stack.idp.user("alice");
+    let upstream = "cluster.app.upstream_rq_total";
+    for http2 in [false, true] {
+        // The control: the same request without the smuggled header reaches the upstream.
+        let before = stack.envoy_stat(upstream);
+        let (status, body) = get(&stack, http2, &[("authorization", &bearer(&alice))]).await;
+        assert_eq!(status, 200, "http2={http2}: {body}");
+        let echo: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(echo["headers"]["x-cedargate-principal"], "User::\"alice\"");
+        assert_eq!(stack.envoy_stat(upstream), before + 1, "http2={http2}");
+
+        for smuggled in ["x_cedargate_principal", "x-cedargate_principal"] {
+            let records = stack.records().len();
+            let before = stack.envoy_stat(upstream);
+            let answer = try_get(
+                &stack,
+                http2,
+                &[
+                    ("authorization", &bearer(&alice)),
+                    (smuggled, "User::\"root\""),
+                ],
+            )
+            .await;
+            // HTTP/1.1 gets a 400; over HTTP/2 Envoy resets the stream.
+            match answer {
+                // The body is never printed: on a regression it is the upstream's echo, with
+                // the caller's token in it.
+                Ok((status, body)) => {
+                    assert_eq!(
+                        status, 400,
+                        "http2={http2} {smuggled} was answered {status}"
+                    );
+                    assert!(
+                        !body.contains("root"),
+                        "http2={http2} {smuggled} reached the upstream"
+                    );
+                }
+                Err(e) => assert!(http2, "HTTP/1.1 {smuggled}: {e}"),
+            }
+            assert_eq!(
+                stack.envoy_stat(upstream),
+                before,
+                "http2={http2} {smuggled} reached the upstream"
+            );
+            // Refused by Envoy's codec, before ext_authz: cedargate was never asked.
+            assert_eq!(stack.records().len(), records, "http2={http2} {smuggled}");
+        }
+    }
+    let rejected = stack.envoy_stat("http1.requests_rejected_with_underscores_in_headers")
+        + stack.envoy_stat("http2.requests_rejected_with_underscores_in_headers");
+    assert_eq!(rejected, 4, "Envoy's own count of rejections");
+}
+
+/// The reason in the record of a 401 answer.
+fn reason(stack: &Stack, status: u16, body: &str) -> String {
+    assert_eq!(status, 401, "{body}");
+    let id = serde_json::from_str::<Value>(body).unwrap()["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stack.record(&id)["reason"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_options_and_cached_tokens_through_the_real_idp() {
+    let stack = Stack::start_with(|yaml| {
+        yaml
+            // The demo IdP: every option on, at the edge its real tokens meet (lifetime 3600 s);
+            // keys refreshed every second so a key's removal is seen at once.
+            .replacen(
+                "    leeway_seconds: 30\n",
+                "    leeway_seconds: 30\n    require_typ: at+jwt\n    max_token_lifetime_seconds: 3600\n    reject_future_iat: true\n    refresh_seconds: 1\n    min_refresh_seconds: 1\n",
+                1,
+            )
+            // The short IdP's tokens live 2 s: longer than this allows.
+            .replace(
+                "    leeway_seconds: 0\n",
+                "    leeway_seconds: 0\n    max_token_lifetime_seconds: 1\n",
+            )
+            // The foreign IdP, trusted here, but only for plain `JWT`s, which it never issues.
+            .replace(
+                "\n\nmtls:",
+                "\n  - name: foreign\n    issuer: ${FOREIGN_ISSUER}\n    audiences: [https://api.cedargate.test]\n    algorithms: [ES256]\n    require_typ: JWT\n\nmtls:",
+            )
+    });
+
+    let alice = stack.idp.user("alice");
+    assert_eq!(jwt_part(&alice, 0)["typ"], "at+jwt");
+    let claims = jwt_part(&alice, 1);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        3600
+    );
+    let (status, body) = get(&stack, false, &[("authorization", &bearer(&alice))]).await;
+    assert_eq!(status, 200, "a real at+jwt within every bound: {body}");
+
+    let short = stack.short_idp.user("alice");
+    let (status, body) = get(&stack, false, &[("authorization", &bearer(&short))]).await;
+    assert_eq!(reason(&stack, status, &body), "token_lifetime_too_long");
+
+    let foreign = stack.foreign_idp.user("alice");
+    let (status, body) = get(&stack, false, &[("authorization", &bearer(&foreign))]).await;
+    assert_eq!(reason(&stack, status, &body), "token_wrong_typ");
+
+    // alice's token is cached now (it was accepted). Its key leaves the JWKS: the IdP signs
+    // with a new key and publishes only that one.
+    let out = node("idp/keys/gen-key.mjs").output().unwrap();
+    let new_key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::write(
+        &stack.idp.keys,
+        serde_json::json!({ "keys": [new_key] }).to_string(),
+    )
+    .unwrap();
+    let reloaded = reqwest::Client::new()
+        .post(format!("{}/test/reload-keys", stack.idp.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert!(reloaded.status().is_success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let started = Instant::now();
+    let refused = loop {
+        let (status, body) = get(&stack, false, &[("authorization", &bearer(&alice))]).await;
+        if status != 200 {
+            break reason(&stack, status, &body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cached token is still accepted after its key left the JWKS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "cached token refused {:?} after its key left the JWKS",
+        started.elapsed()
+    );
+    assert_eq!(refused, "token_unknown_kid");
+    let fresh = stack.idp.user("alice");
+    assert_eq!(jwt_part(&fresh, 0)["kid"], new_key["kid"]);
+    let (status, body) = get(&stack, false, &[("authorization", &bearer(&fresh))]).await;
+    assert_eq!(status, 200, "a token signed with the new key: {body}");
+}
+
+/// Over HTTP/2 a client can send a lowercase method, and Envoy forwards it as sent: cedargate
+/// must decide on that method, not an upper-cased copy (issue 15). Needs the gRPC edge
+/// (`crates/server/src/grpc.rs`) to stop upper-casing `http.method`. Today (checked) it fails:
+/// alice's `get /orders/1` is allowed as `GET` and reaches the upstream as `get` (which the
+/// node upstream answers 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs grpc.rs to keep the method as Envoy forwards it (issue 15); run with --ignored once it does"]
+async fn a_lowercase_method_over_http2_is_decided_as_forwarded() {
+    let stack = Stack::start();
+    let alice = stack.idp.user("alice");
+    let upstream = "cluster.app.upstream_rq_total";
+    let before = stack.envoy_stat(upstream);
+    let r = client(true)
+        .request(
+            reqwest::Method::from_bytes(b"get").unwrap(),
+            stack.url("/orders/1"),
+        )
+        .header("authorization", bearer(&alice))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    // The routes name `GET`; `get` is another method, which no route takes: denied, and the
+    // upstream never sees it.
+    assert_eq!(status, 403, "lowercase get was answered {status}");
+    assert_eq!(stack.envoy_stat(upstream), before);
+    let id = serde_json::from_str::<Value>(&body).unwrap()["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = stack.record(&id);
+    assert_eq!(record["reason"], "no_route", "{record}");
+}
