@@ -531,3 +531,29 @@ fn a_missing_candidate_folder_for_replay_is_named_in_plain_words() {
     );
     assert!(!run.stderr.contains("os error"), "{}", run.stderr);
 }
+
+#[test]
+fn a_missing_semicolon_is_reported_at_the_line_it_is_missing_from() {
+    let case = Case::new(BASE);
+    std::fs::write(
+        case.path("policies/s.cedarschema"),
+        "entity Group;\n// users\nentity User in [Group]\n\nentity Doc;\naction view appliesTo { principal: User, resource: Doc };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        case.path("policies/all.cedar"),
+        "@id(\"all\")\npermit(principal, action, resource);\n",
+    )
+    .unwrap();
+    let validate = case.validate();
+    // Line 3 lacks its `;`; Cedar stops at `entity` on line 5.
+    refused(
+        &validate,
+        &[
+            "s.cedarschema:3:23",
+            "met at line 5 column 1",
+            "expected at the end of line 3, such as a `;`",
+        ],
+    );
+    refused(&case.serve(), &["s.cedarschema:3:23"]);
+}

@@ -197,12 +197,10 @@ async fn token_options_and_cached_tokens_through_the_real_idp() {
 }
 
 /// Over HTTP/2 a client can send a lowercase method, and Envoy forwards it as sent: cedargate
-/// must decide on that method, not an upper-cased copy (issue 15). Needs the gRPC edge
-/// (`crates/server/src/grpc.rs`) to stop upper-casing `http.method`. Today (checked) it fails:
-/// alice's `get /orders/1` is allowed as `GET` and reaches the upstream as `get` (which the
-/// node upstream answers 400).
+/// must decide on that method, not an upper-cased copy (issue 15). Before the gRPC edge kept the
+/// method as forwarded, alice's `get /orders/1` was allowed as `GET` and reached the upstream as
+/// `get`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs grpc.rs to keep the method as Envoy forwards it (issue 15); run with --ignored once it does"]
 async fn a_lowercase_method_over_http2_is_decided_as_forwarded() {
     let stack = Stack::start();
     let alice = stack.idp.user("alice");

@@ -848,12 +848,26 @@ fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<Po
             .flat_map(|d| diagnostic_problems(path, text, d))
             .collect();
     }
-    let (line, column) = diag
+    let offset = diag
         .labels()
         .and_then(|mut l| l.next())
-        .map(|label| line_column(text, label.offset()))
-        .unwrap_or((0, 0));
+        .map(|label| label.offset());
+    let (mut line, mut column) = offset.map_or((0, 0), |o| line_column(text, o));
     let mut message = with_sources(diag);
+    // Cedar reports a missing `;` (or `,`, `}`) where it meets the next token, which is usually
+    // the start of the next line: point at the end of the last token before it instead, where
+    // the missing text belongs, and say where Cedar stopped.
+    if let Some(offset) = offset
+        && message.contains("unexpected token")
+        && let Some((end_line, end_column)) = end_of_previous_code(text, offset)
+        && end_line < line
+    {
+        message.push_str(&format!(
+            " (met at line {line} column {column}; the text missing is expected at the end of \
+             line {end_line}, such as a `;`)"
+        ));
+        (line, column) = (end_line, end_column);
+    }
     if let Some(help) = diag.help() {
         message.push_str(&format!(" (help: {help})"));
     }
@@ -863,6 +877,22 @@ fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<Po
         column,
         message,
     }]
+}
+
+/// 1-based line and column just after the last code (not blank, not a `//` comment) before
+/// `offset`.
+fn end_of_previous_code(text: &str, offset: usize) -> Option<(usize, usize)> {
+    let before = text.get(..offset.min(text.len()))?;
+    let lines: Vec<&str> = before.split('\n').collect();
+    // The line `offset` is on: only what precedes it counts.
+    for (index, raw) in lines.iter().enumerate().rev() {
+        let code = raw.find("//").map_or(*raw, |c| raw.get(..c).unwrap_or(raw));
+        let code = code.trim_end();
+        if !code.is_empty() {
+            return Some((index + 1, code.chars().count() + 1));
+        }
+    }
+    None
 }
 
 /// 1-based line and column of a byte offset.
@@ -876,6 +906,15 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_semicolon_is_placed_where_it_belongs() {
+        let text = "entity A;\nentity B in [A]  // B\n\n// note\nentity C;";
+        let offset = text.find("entity C").unwrap();
+        assert_eq!(line_column(text, offset), (5, 1));
+        assert_eq!(end_of_previous_code(text, offset), Some((2, 16)));
+        assert_eq!(end_of_previous_code(text, 0), None);
+    }
 
     #[test]
     fn line_column_counts_from_one() {

@@ -12,7 +12,8 @@ use std::net::IpAddr;
 pub struct HttpRequest {
     /// Envoy's `x-request-id` (or the CheckRequest id), for joining logs.
     pub request_id: String,
-    /// Upper-case method.
+    /// The method exactly as Envoy forwards it (HTTP/1 methods are upper-case by Envoy's codec;
+    /// over HTTP/2 a client may send any case, and `get` is not `GET`).
     pub method: String,
     /// Path without query string or fragment, as Envoy sent it (after its normalisation).
     pub path: String,

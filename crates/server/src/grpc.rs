@@ -111,7 +111,10 @@ pub fn http_request(check: CheckRequest) -> HttpRequest {
     let request_id = headers.get("x-request-id").cloned().unwrap_or(http.id);
     HttpRequest {
         request_id,
-        method: http.method.to_ascii_uppercase(),
+        // As Envoy forwards it: over HTTP/2 a client may send `get`, and the upstream receives
+        // `get`; deciding on an upper-cased copy would authorize a request other than the one
+        // that is sent (routes name `GET`, so `get` matches none and is denied).
+        method: http.method,
         path,
         query,
         host: HttpRequest::normalize_host(&http.host),
