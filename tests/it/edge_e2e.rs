@@ -228,3 +228,53 @@ async fn a_lowercase_method_over_http2_is_decided_as_forwarded() {
     let record = stack.record(&id);
     assert_eq!(record["reason"], "no_route", "{record}");
 }
+
+/// The decision cache through the real Envoy: a repeated Check (another request id, another
+/// time: facts the shipped policies don't read) is answered from the cache and its record says
+/// so, with the first answer's decision and policies; another principal's Check is evaluated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_checks_are_answered_from_the_decision_cache_and_say_so() {
+    let stack = Stack::start();
+    // The record of one GET /orders/1 with this token (the upstream echoes the decision id).
+    let check = |token: String| {
+        let stack = &stack;
+        async move {
+            let r = client(false)
+                .get(stack.url("/orders/1"))
+                .header("authorization", bearer(&token))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let id = body["headers"]["x-cedargate-decision-id"]
+                .as_str()
+                .or(body["decision_id"].as_str())
+                .unwrap()
+                .to_string();
+            (status, stack.record(&id))
+        }
+    };
+    let alice = stack.idp.user("alice");
+    let mut records = Vec::new();
+    for _ in 0..3 {
+        let (status, record) = check(alice.clone()).await;
+        assert_eq!(status, 200, "{record}");
+        records.push(record);
+    }
+    let cached: Vec<bool> = records
+        .iter()
+        .map(|r| r["from_cache"].as_bool().unwrap_or(false))
+        .collect();
+    // The first is evaluated; the repeats (another decision id, another time) are served, with
+    // the first answer.
+    assert_eq!(cached, [false, true, true], "{records:#?}");
+    for r in &records {
+        assert_eq!(r["decision"], "allow");
+        assert_eq!(r["policies"], records[0]["policies"]);
+    }
+    // Another principal: evaluated, not served from alice's answer.
+    let (status, record) = check(stack.idp.user("mallory")).await;
+    assert!(!record["from_cache"].as_bool().unwrap_or(false), "{record}");
+    assert_eq!(Some(u64::from(status)), record["status"].as_u64());
+}

@@ -63,7 +63,7 @@ pub fn load_checked(dir: &Path, config: &Config) -> Result<PolicySnapshot, Polic
         })
         .collect();
     if problems.is_empty() {
-        Ok(snapshot)
+        Ok(snapshot.with_decision_cache(config.decision_cache_capacity))
     } else {
         Err(PolicyLoadError(problems))
     }

@@ -47,6 +47,8 @@ pub struct Config {
     pub limits: Limits,
     /// Verified-token cache settings.
     pub token_cache: TokenCacheConfig,
+    /// Cedar answers kept per policy-set version (see `decision_cache`); 0: none.
+    pub decision_cache_capacity: u64,
     /// Decision-log output.
     pub decision_log: DecisionLogConfig,
     /// Operational logs and OTLP traces.

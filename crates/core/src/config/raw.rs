@@ -29,7 +29,9 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) limits: RawLimits,
     #[serde(default)]
-    pub(super) token_cache: RawTokenCache,
+    pub(super) token_cache: RawCapacity,
+    #[serde(default)]
+    pub(super) decision_cache: RawCapacity,
     #[serde(default)]
     pub(super) decision_log: RawDecisionLog,
     #[serde(default)]
@@ -193,7 +195,8 @@ pub(super) struct RawLimits {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTokenCache {
+/// `token_cache` and `decision_cache`: a capacity.
+pub(super) struct RawCapacity {
     pub(super) capacity: Option<u64>,
 }
 

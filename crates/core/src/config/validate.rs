@@ -240,6 +240,10 @@ pub(super) fn validate(
                 .capacity
                 .unwrap_or(DEFAULT_TOKEN_CACHE_CAPACITY),
         },
+        decision_cache_capacity: raw
+            .decision_cache
+            .capacity
+            .unwrap_or(crate::decision_cache::DEFAULT_CAPACITY),
         decision_log: DecisionLogConfig {
             output,
             queue: positive(
@@ -1309,6 +1313,13 @@ mod tests {
         assert_eq!(config.policy_dir, PathBuf::from("/etc/cg/policies"));
         assert_eq!(config.unmatched, Unmatched::Deny);
         assert_eq!(config.decision_log.output, LogOutput::Stdout);
+        assert_eq!(
+            config.decision_cache_capacity,
+            crate::decision_cache::DEFAULT_CAPACITY
+        );
+        let off = Config::parse("decision_cache: { capacity: 0 }", Path::new("/c.yaml"));
+        assert_eq!(off.map(|c| c.decision_cache_capacity).ok(), Some(0));
+        assert!(Config::parse("decision_cache: { size: 5 }", Path::new("/c.yaml")).is_err());
     }
 
     #[test]
