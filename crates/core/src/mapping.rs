@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::config::{Config, ContextFact, ContextValue, PrincipalMapping, Unmatched, action_type};
 use crate::identity::Identity;
 use crate::request::HttpRequest;
-use crate::token::{TokenError, VerifiedToken};
+use crate::token::{TokenError, TokenFacts, VerifiedToken};
 
 use crate::cedar_value::cedar_value;
 
@@ -209,10 +209,25 @@ fn principal(
             })
         }
         Identity::Token { token, .. } => {
+            let facts = token_facts(token).ok_or(TokenError::MissingPrincipalClaim)?;
+            if let Some(entity) = &facts.entity {
+                entities.push(entity.clone());
+            }
+            Ok(EntityRef {
+                entity_type: facts.principal_type.to_string(),
+                id: facts.principal_id.clone(),
+            })
+        }
+    }
+}
+
+/// The facts `token` gives on its own, from its memo (built by the first Check that maps it).
+fn token_facts(token: &VerifiedToken) -> Option<&TokenFacts> {
+    token
+        .mapped
+        .get_or_init(|| {
             let mapping = principal_mapping(token);
-            let id = token
-                .claim_str(&mapping.id_claim)
-                .ok_or(TokenError::MissingPrincipalClaim)?;
+            let id = token.claim_str(&mapping.id_claim)?;
             let uid = EntityRef {
                 entity_type: mapping.entity_type.to_string(),
                 id: id.to_string(),
@@ -237,12 +252,16 @@ fn principal(
             }
             // A credential that says nothing beyond the uid adds no entity: the entity sources'
             // data for the uid (or none) is the whole truth, as it would be for Cedar.
-            if !attrs.is_empty() || !parents.is_empty() {
-                entities.push(entity_json(&uid, attrs, &parents));
-            }
-            Ok(uid)
-        }
-    }
+            let entity = (!attrs.is_empty() || !parents.is_empty())
+                .then(|| entity_json(&uid, attrs, &parents));
+            Some(TokenFacts {
+                principal_type: mapping.entity_type.clone(),
+                principal_id: uid.id,
+                entity,
+                context: token_context(token),
+            })
+        })
+        .as_ref()
 }
 
 /// The mapping for a token: the service mapping for client-only tokens (RFC 9068 §2.2: no `sub`,
@@ -380,8 +399,10 @@ fn context(
         "authenticated".into(),
         Value::Bool(!matches!(identity, Identity::Anonymous)),
     );
-    if let Identity::Token { token, .. } = identity {
-        ctx.insert("token".into(), token_context(token));
+    if let Identity::Token { token, .. } = identity
+        && let Some(facts) = token_facts(token)
+    {
+        ctx.insert("token".into(), facts.context.clone());
     }
     if let Some((service, method)) = request.grpc_method() {
         ctx.insert(

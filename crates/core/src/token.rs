@@ -4,7 +4,7 @@
 //! server's verifier and the policy test runner both judge claims through it, so a policy test
 //! can't accept a token `serve` refuses. No IO, no keys: signatures are the server's business.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -116,6 +116,25 @@ pub struct VerifiedToken {
     /// Key-set version it verified under (the verifier's cache serves it only while the
     /// issuer's keys are that version).
     pub keys_version: u64,
+    /// What the mapping derives from this token alone, built by its first Check and kept with
+    /// the cached token for the next ones (the issuer's mapping is fixed for the token's life).
+    pub mapped: OnceLock<Option<TokenFacts>>,
+}
+
+/// The Cedar facts of one token that depend on nothing else: its principal, what it says about
+/// the principal (an entity in Cedar's JSON form, when it says anything) and the `context.token`
+/// record. Filled by [`crate::mapping`]; `None` in [`VerifiedToken::mapped`] when the principal
+/// claim is missing.
+#[derive(Debug, Clone)]
+pub struct TokenFacts {
+    /// The principal's entity type.
+    pub principal_type: Arc<str>,
+    /// The principal's id.
+    pub principal_id: String,
+    /// The credential's entity for the principal.
+    pub entity: Option<Value>,
+    /// `context.token`.
+    pub context: Value,
 }
 
 impl VerifiedToken {
@@ -131,6 +150,7 @@ impl VerifiedToken {
             exp,
             hash: hex_prefix(&digest).into(),
             keys_version: 0,
+            mapped: OnceLock::new(),
         }
     }
 

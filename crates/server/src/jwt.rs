@@ -179,6 +179,7 @@ impl Verifier {
             exp,
             hash: hex_prefix(digest).into(),
             keys_version: version,
+            mapped: std::sync::OnceLock::new(),
         })
     }
 }
