@@ -424,6 +424,11 @@ fn benches(c: &mut Criterion) {
             policies.evaluate(black_box(&cedar)).unwrap()
         })
     });
+    // The hop onto the runtime's worker and back that every row of this group pays (on a VM an
+    // idle vCPU's wake-up dominates it): the provider's own latency is `provider/get` minus this.
+    c.bench_function("runtime/hop", |b| {
+        b.iter(|| rt.block_on(rt.spawn(async { black_box(1) })).unwrap())
+    });
     let http = cedargate_server::jwks::http_client().unwrap();
     c.bench_function("provider/get", |b| {
         b.iter(|| {
