@@ -140,6 +140,29 @@ impl ContextReads {
     }
 }
 
+/// True when `value` surely becomes a Cedar value: strings, booleans, 64-bit integers, sets and
+/// records of them, and `ip(…)` of an address. Anything else (null, a fraction, another
+/// extension, an entity reference) is left to the evaluation to judge, uncached.
+fn converts(value: &Value) -> bool {
+    match value {
+        Value::String(_) | Value::Bool(_) => true,
+        Value::Number(n) => n.as_i64().is_some(),
+        Value::Array(items) => items.iter().all(converts),
+        Value::Object(map) => match map.get("__extn") {
+            Some(extn) => {
+                map.len() == 1
+                    && extn.get("fn").and_then(Value::as_str) == Some("ip")
+                    && extn
+                        .get("arg")
+                        .and_then(Value::as_str)
+                        .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+            }
+            None => !map.contains_key("__entity") && map.values().all(converts),
+        },
+        Value::Null => false,
+    }
+}
+
 /// The attribute path of `expr` when it is `context` followed by attribute accesses only.
 fn context_path(expr: &Value) -> Option<Vec<String>> {
     let map = expr.as_object()?;
@@ -190,6 +213,12 @@ impl DecisionCache {
     /// off (or the request's JSON can't be written, which the evaluation will then report).
     pub fn key(&self, request: &CedarRequest) -> Option<String> {
         self.answers.as_ref()?;
+        // The whole context is converted into Cedar values before evaluation, read or not, and a
+        // value that doesn't convert denies the request: only a context that surely converts
+        // may be answered by what the policies read of it.
+        if !converts(&request.context) {
+            return None;
+        }
         let mut key = String::with_capacity(256);
         let _ = write!(
             key,
@@ -322,5 +351,18 @@ mod tests {
                 .key(&request(Value::Null))
                 .is_none()
         );
+        // A context part that may not convert, read or not, is never answered from the cache.
+        for unsure in [
+            serde_json::json!({"a": {"b": 1}, "c": 5, "x": null}),
+            serde_json::json!({"a": {"b": 1}, "c": 5, "x": 1.5}),
+            serde_json::json!({"a": {"b": 1}, "x": {"__extn": {"fn": "decimal", "arg": "1.0"}}}),
+            serde_json::json!({"a": {"b": 1}, "x": {"__extn": {"fn": "ip", "arg": "nope"}}}),
+            serde_json::json!({"a": {"b": 1}, "x": {"__entity": {"type": "U", "id": "u"}}}),
+        ] {
+            assert!(cache.key(&request(unsure.clone())).is_none(), "{unsure}");
+        }
+        let ip =
+            serde_json::json!({"a": {"b": 1}, "ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}});
+        assert!(cache.key(&request(ip)).is_some());
     }
 }

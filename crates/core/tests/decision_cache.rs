@@ -172,6 +172,15 @@ fn request(rng: &mut Rng) -> CedarRequest {
     if rng.chance(3) {
         context = json!({"deny": true});
     }
+    if rng.chance(2) {
+        // A context value that doesn't convert, where no policy reads: the request is denied
+        // (invalid context) whatever an earlier request with the same read facts got.
+        context["request"]["bad"] = if rng.chance(50) {
+            Value::Null
+        } else {
+            json!(0.5)
+        };
+    }
     let mut credential = seed(rng, 29);
     let mut entities = Vec::new();
     if credential.chance(60) {
