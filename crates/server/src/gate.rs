@@ -161,7 +161,9 @@ impl Gate {
             Ok(mut prepared) => match self.entities(&prepared).await {
                 Ok(fetched) => {
                     prepared.set_fetched(fetched);
-                    prepared.decide(policies)
+                    let decision = prepared.decide(policies);
+                    crate::metrics::decision_cache_lookup(decision.from_cache);
+                    decision
                 }
                 Err(e) => prepared.deny_unavailable(policies, e.to_string()),
             },

@@ -73,6 +73,9 @@ pub const TRACE_SPANS: &str = "cedargate_trace_spans_total";
 pub const ENTITY_FETCHES: &str = "cedargate_entity_provider_fetches_total";
 /// Entity provider cache lookups by `result` (hit/miss), one per uid a Check asks about.
 pub const ENTITY_CACHE_LOOKUPS: &str = "cedargate_entity_provider_cache_lookups_total";
+/// Checks that reached Cedar, by `result`: hit (answered from the decision cache) or miss
+/// (evaluated).
+pub const DECISION_CACHE_LOOKUPS: &str = "cedargate_decision_cache_lookups_total";
 /// Time one entity provider fetch took, answer read and checked.
 pub const ENTITY_FETCH_DURATION: &str = "cedargate_entity_provider_fetch_duration_seconds";
 /// 1 while `/readyz` answers 200.
@@ -271,6 +274,12 @@ pub const FAMILIES: &[Family] = &[
         &["result"],
     ),
     family(
+        DECISION_CACHE_LOOKUPS,
+        Kind::Counter,
+        "Checks that reached Cedar, by result: hit (answered from the decision cache), miss (evaluated).",
+        &["result"],
+    ),
+    family(
         ENTITY_CACHE_LOOKUPS,
         Kind::Counter,
         "Entity provider cache lookups by result (hit/miss), one per uid a Check asks the provider about.",
@@ -314,6 +323,10 @@ struct Handles {
     entity_miss: Counter,
     /// [`ENTITY_FETCH_DURATION`].
     entity_fetch_duration: Histogram,
+    /// [`DECISION_CACHE_LOOKUPS`] `{result="hit"}`.
+    decision_hit: Counter,
+    /// [`DECISION_CACHE_LOOKUPS`] `{result="miss"}`.
+    decision_miss: Counter,
 }
 
 /// The installed recorder's handle and the pre-registered handles; unset until [`start`].
@@ -384,7 +397,11 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
         entity_miss: metrics::counter!(ENTITY_CACHE_LOOKUPS, "result" => "miss"),
         // Registered now, so the family is on /metrics (empty) before the first fetch.
         entity_fetch_duration: metrics::histogram!(ENTITY_FETCH_DURATION),
+        decision_hit: metrics::counter!(DECISION_CACHE_LOOKUPS, "result" => "hit"),
+        decision_miss: metrics::counter!(DECISION_CACHE_LOOKUPS, "result" => "miss"),
     };
+    handles.decision_hit.absolute(0);
+    handles.decision_miss.absolute(0);
     handles.in_flight.set(0.0);
     handles.cancelled.absolute(0);
     handles.cache_hit.absolute(0);
@@ -534,6 +551,17 @@ pub fn entity_fetch(result: FetchResult, took: Duration) {
     if let Some(h) = handles() {
         h.entity_fetch_duration.record(took.as_secs_f64());
         metrics::counter!(ENTITY_FETCHES, "result" => result.label()).increment(1);
+    }
+}
+
+/// Counts a Check that reached Cedar: answered from the decision cache, or evaluated.
+pub fn decision_cache_lookup(hit: bool) {
+    if let Some(h) = handles() {
+        if hit {
+            h.decision_hit.increment(1);
+        } else {
+            h.decision_miss.increment(1);
+        }
     }
 }
 
