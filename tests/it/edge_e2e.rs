@@ -1,8 +1,9 @@
 //! Hardening at the edge, through the real Envoy and the real oidc-provider (issue 15): header
 //! names with `_` refused by Envoy before they can reach the upstream beside cedargate's identity
 //! header; the per-issuer token options (`require_typ`, `max_token_lifetime_seconds`,
-//! `reject_future_iat`) judged on real RFC 9068 access tokens; and a cached token refused once its
-//! signing key leaves the IdP's JWKS.
+//! `reject_future_iat`) judged on real RFC 9068 access tokens; a cached token refused once its
+//! signing key leaves the IdP's JWKS; and probes refused before a Cedar request exists
+//! (`no_route`, a malformed token, `headers_too_large`) recorded with their method and path.
 
 use std::time::{Duration, Instant};
 
@@ -277,4 +278,109 @@ async fn repeated_checks_are_answered_from_the_decision_cache_and_say_so() {
     let (status, record) = check(stack.idp.user("mallory")).await;
     assert!(!record["from_cache"].as_bool().unwrap_or(false), "{record}");
     assert_eq!(Some(u64::from(status)), record["status"].as_u64());
+}
+
+/// The record of a Check refused before a Cedar request was built, by the decision id in the
+/// JSON body of the answer.
+fn refused_record(stack: &Stack, status: u16, body: &str, want: u16) -> Value {
+    assert_eq!(status, want, "{body}");
+    let id = serde_json::from_str::<Value>(body).unwrap()["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = stack.record(&id);
+    assert!(record.get("cedar").is_none(), "{record}");
+    record
+}
+
+/// `no_route`, a malformed token and `headers_too_large` are denied before any Cedar request
+/// exists; their records still say what was asked for (method, host, raw path, allow-listed query
+/// only), cut like header values, with no secret from the query string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_probes_record_method_and_path() {
+    let stack = Stack::start_with(|yaml| {
+        assert!(yaml.contains("  max_header_bytes: 65536\n"));
+        yaml.replace("  max_header_bytes: 65536\n", "  max_header_bytes: 16384\n")
+            .replace(
+                "\ndecision_log:\n",
+                "\ndecision_log:\n  max_header_value_bytes: 1024\n",
+            )
+    });
+    let http = client(false);
+    let secret = "s3cr3t-query-token";
+    let send = |path: String, headers: Vec<(&'static str, String)>| {
+        let mut req = http.get(stack.url(&path));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+
+    // An Envoy route (service orders) with no cedargate route: no_route, anonymous → 401.
+    let (status, body) = send(
+        format!("/orders/1/items/2?limit=5&access_token={secret}&limit=9"),
+        vec![],
+    )
+    .await;
+    let record = refused_record(&stack, status, &body, 401);
+    assert_eq!(record["reason"], "no_route");
+    assert_eq!(record["request"]["method"], "GET");
+    assert_eq!(record["request"]["host"], "127.0.0.1");
+    assert_eq!(record["request"]["path"], "/orders/1/items/2");
+    // Only the allow-listed parameter (`context.query: [limit]`), first value, as in `cedar`.
+    assert_eq!(
+        record["request"]["query"],
+        serde_json::json!({"limit": "5"})
+    );
+    assert!(!record.to_string().contains(secret), "{record}");
+
+    // A malformed credential: 401 before mapping; the path it probed is in the record.
+    let (status, body) = send(
+        format!("/payments/7?access_token={secret}"),
+        vec![("authorization", "Bearer not-a-jwt".to_string())],
+    )
+    .await;
+    let record = refused_record(&stack, status, &body, 401);
+    assert!(
+        record["reason"].as_str().unwrap().starts_with("token_"),
+        "{record}"
+    );
+    assert_eq!(record["request"]["method"], "GET");
+    assert_eq!(record["request"]["path"], "/payments/7");
+    assert!(record["request"].get("query").is_none(), "{record}");
+    assert!(!record.to_string().contains(secret), "{record}");
+    assert!(!record.to_string().contains("not-a-jwt"), "{record}");
+
+    // Headers over `limits.max_header_bytes`: 403 headers_too_large, with its request line, and
+    // the 20 KB header itself cut to 1 KiB in the record.
+    let (status, body) = send(
+        "/orders/42".to_string(),
+        vec![("user-agent", "u".repeat(20_000))],
+    )
+    .await;
+    let record = refused_record(&stack, status, &body, 403);
+    assert_eq!(record["reason"], "headers_too_large");
+    assert_eq!(record["request"]["path"], "/orders/42");
+    assert_eq!(
+        record["headers"]["user-agent"],
+        format!("{}…[cut from 20000 bytes]", "u".repeat(1024))
+    );
+    assert_eq!(
+        record["truncated"],
+        serde_json::json!(["/headers/user-agent"])
+    );
+
+    // A long probing path is cut like a header value, and marked.
+    let long = format!("/orders/1/{}", "a".repeat(3_000));
+    let (status, body) = send(long.clone(), vec![]).await;
+    let record = refused_record(&stack, status, &body, 401);
+    assert_eq!(record["reason"], "no_route");
+    assert_eq!(
+        record["request"]["path"],
+        format!("{}…[cut from {} bytes]", &long[..1024], long.len())
+    );
+    assert_eq!(record["truncated"], serde_json::json!(["/request/path"]));
 }

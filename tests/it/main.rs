@@ -10,9 +10,15 @@
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
+//! - `record_bounds`: a long header value cut in the record but decided whole; replay reports
+//!   such a record as not replayable exactly.
 //! - `e2e`: the real Envoy and the real oidc-provider (processes owned by `stack`).
 //! - `edge_e2e`: header names with `_` refused by the shipped Envoy configs; the token options
-//!   on real at+jwt tokens; a cached token refused once its key leaves the JWKS.
+//!   on real at+jwt tokens; a cached token refused once its key leaves the JWKS; refused probes
+//!   (`no_route`, a malformed token, `headers_too_large`) recorded with method and path.
+//! - `route_properties`: nothing the route table doesn't match is allowed (randomized,
+//!   in-process, against an oracle); tricky paths through the real Envoy are authorized as the
+//!   upstream receives them.
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 //! - `upstream_token`: minted upstream tokens verified against cedargate's JWKS, key rotation and
 //!   a bad key file on reload (in-process), and through the real Envoy to the echo upstream.
@@ -41,6 +47,8 @@ mod entity_provider;
 mod faults;
 mod observability;
 mod policy_cli;
+mod record_bounds;
+mod route_properties;
 mod stack;
 mod support;
 mod tokens;

@@ -388,6 +388,15 @@ impl Stack {
     /// Starts with the cedargate config (already pointed at this stack) edited by `edit`; in its
     /// result, `${FOREIGN_ISSUER}` becomes the foreign IdP's issuer URL.
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Stack {
+        Stack::start_with_envoy(edit, |envoy, _| envoy)
+    }
+
+    /// As [`Stack::start_with`], with the rendered `envoy/envoy.yaml` also edited by
+    /// `edit_envoy(text, the stack's folder)` (to add an access log, say).
+    pub fn start_with_envoy(
+        edit: impl FnOnce(String) -> String,
+        edit_envoy: impl FnOnce(String, &Path) -> String,
+    ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let idp = Idp::start(dir.path(), "idp", 3600);
         let short_idp = Idp::start(dir.path(), "short-idp", 2);
@@ -445,6 +454,7 @@ impl Stack {
                 (8082, grpc_port),
             ],
         );
+        let envoy_config = edit_envoy(envoy_config, dir.path());
         let envoy = start_envoy(dir.path(), &envoy_config, envoy_admin);
         Stack {
             dir,

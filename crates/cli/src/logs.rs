@@ -110,7 +110,8 @@ pub fn run_until(
 }
 
 /// The readable one-line form of a record:
-/// `time decision status reason principal action on resource by policies latency id`.
+/// `time decision status reason principal action on resource by policies latency id`; a record
+/// of a request refused before a Cedar request was built shows `- METHOD path` instead.
 pub fn line(r: &DecisionRecord) -> String {
     let mut s = format!("{} {:<5} {} {:<22}", r.time, r.decision, r.status, r.reason);
     match (&r.principal, &r.action, &r.resource) {
@@ -120,6 +121,10 @@ pub fn line(r: &DecisionRecord) -> String {
         }
         _ => {
             s.push_str(" -");
+            // Refused before a Cedar request was built: what was asked for.
+            if let Some(line) = &r.request {
+                s.push_str(&format!(" {} {}", line.method, line.path));
+            }
             if let Some(t) = &r.token {
                 s.push_str(&format!(
                     " token {}/{}",
@@ -351,5 +356,23 @@ mod tests {
         );
         assert_eq!(percentiles(&[7]), "p50 7us, p90 7us, p99 7us, max 7us");
         assert_eq!(percentiles(&[]), "p50 0us, p90 0us, p99 0us, max 0us");
+    }
+
+    #[test]
+    fn refused_requests_show_what_they_asked_for() {
+        let refused = r#"{"v":1,"time":"t","decision_id":"d","decision":"deny","status":403,"reason":"no_route","mode":"enforce","request":{"method":"GET","host":"h","path":"/nowhere"},"policies":[],"errors":[],"latency_us":5,"policy_version":"p"}"#;
+        let record: DecisionRecord = serde_json::from_str(refused).unwrap();
+        assert!(
+            line(&record).ends_with(" - GET /nowhere 5us id=d"),
+            "{}",
+            line(&record)
+        );
+        // Records written before `request` existed still read, and show `-`.
+        let old = refused.replace(
+            r#""request":{"method":"GET","host":"h","path":"/nowhere"},"#,
+            "",
+        );
+        let record: DecisionRecord = serde_json::from_str(&old).unwrap();
+        assert!(line(&record).ends_with(" - 5us id=d"), "{}", line(&record));
     }
 }

@@ -14,7 +14,11 @@
 //! records it produced, to prove that the records reproduce (redacted claims, for instance, can
 //! make them inexact). Entities the provider answered are in the record (`cedar.fetched`) and are
 //! evaluated again; a record denied because the provider failed (`entities_unavailable`, nothing
-//! fetched) is not replayable, like one decided before the policies. Offline: no keys, no sockets.
+//! fetched) is not replayable, like one decided before the policies. Neither is a record whose
+//! Cedar request had a header value cut (`decision_log.max_header_value_bytes`, listed in its
+//! `truncated`): Cedar evaluated the whole value, the record keeps a prefix, so evaluating it
+//! again could report a change (or an irreproducible record) that isn't one; such records are
+//! counted and shown apart. Offline: no keys, no sockets.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
@@ -224,14 +228,22 @@ pub struct Example {
 
 impl Example {
     fn of(r: &DecisionRecord) -> Example {
-        let request = r.cedar.as_ref().and_then(|c| {
-            let http = c.context.get("request")?;
-            Some(format!(
-                "{} {}",
-                http.get("method")?.as_str()?,
-                http.get("path")?.as_str()?
-            ))
-        });
+        let request = r
+            .cedar
+            .as_ref()
+            .and_then(|c| {
+                let http = c.context.get("request")?;
+                Some(format!(
+                    "{} {}",
+                    http.get("method")?.as_str()?,
+                    http.get("path")?.as_str()?
+                ))
+            })
+            .or_else(|| {
+                r.request
+                    .as_ref()
+                    .map(|line| format!("{} {}", line.method, line.path))
+            });
         Example {
             decision_id: r.decision_id.clone(),
             time: r.time.clone(),
@@ -295,6 +307,13 @@ pub struct Report {
     pub replayed: usize,
     /// Records with no Cedar request (decided before the policies), by reason.
     pub not_replayable: BTreeMap<String, usize>,
+    /// Records whose recorded Cedar request had a header value cut
+    /// (`decision_log.max_header_value_bytes`): not replayed, because the record is not what
+    /// Cedar evaluated.
+    pub truncated: usize,
+    /// The first such record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated_example: Option<Example>,
     /// Replayed records by the policy-set version that decided them.
     pub recorded_versions: BTreeMap<String, usize>,
     /// Candidate policy set version.
@@ -551,6 +570,15 @@ impl<'a> Replay<'a> {
                 return;
             }
         };
+        // Cedar saw the whole header value; the record keeps a prefix. Evaluating the prefix
+        // would be judging a request `serve` never saw.
+        if record.cedar_cut() {
+            self.report.truncated += 1;
+            if self.report.truncated_example.is_none() {
+                self.report.truncated_example = Some(Example::of(record));
+            }
+            return;
+        }
         self.report.replayed += 1;
         *self
             .report
@@ -665,6 +693,15 @@ fn render(report: &Report, args: &ReplayArgs, inputs: &[Input]) -> String {
         ));
     }
     s.push('\n');
+    if report.truncated > 0 {
+        s.push_str(&format!(
+            "  not replayable exactly {}: a header value in the recorded Cedar request was cut (decision_log.max_header_value_bytes); Cedar decided on the whole value, so these are not evaluated again\n",
+            crate::plural(report.truncated, "record", "records")
+        ));
+        if let Some(e) = &report.truncated_example {
+            s.push_str(&format!("    example:   {}\n", e.text()));
+        }
+    }
     for (version, n) in &report.recorded_versions {
         let note = if *version == report.baseline_version {
             format!("the set in {} now", args.config.display())

@@ -31,6 +31,23 @@ pub struct UpstreamTokenFacts {
     pub reused: bool,
 }
 
+/// The request line of a Check denied before a Cedar request was built (`no_route`, a bad
+/// credential, `headers_too_large`): the probes an audit most needs to see. Method, host and
+/// path are cut like header values (`decision_log.max_header_value_bytes`); of the query string,
+/// only the parameters allow-listed in `context.query` are kept, as in `cedar.context`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLine {
+    /// The method exactly as Envoy forwarded it.
+    pub method: String,
+    /// Host without port, lower-case.
+    pub host: String,
+    /// The path as Envoy forwarded it (after its normalisation), without query or fragment.
+    pub path: String,
+    /// Allow-listed query parameters (`context.query`); absent when none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub query: BTreeMap<String, String>,
+}
+
 /// Token facts safe to keep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenFacts {
@@ -108,6 +125,10 @@ pub struct DecisionRecord {
     /// Matched route.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub route: Option<String>,
+    /// Method, host and path of a request denied before a Cedar request was built (then
+    /// `cedar` is absent; otherwise they are in `cedar.context.request`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request: Option<RequestLine>,
     /// Policies that determined the decision.
     pub policies: Vec<DecidingPolicy>,
     /// Errors met while deciding.
@@ -136,9 +157,25 @@ pub struct DecisionRecord {
     /// token itself.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub upstream_token: Option<UpstreamTokenFacts>,
+    /// JSON pointers (RFC 6901) of the values this record cut to
+    /// `decision_log.max_header_value_bytes` (`/headers/user-agent`,
+    /// `/cedar/context/request/headers/user-agent`, `/request/path`); absent when none. A
+    /// pointer under `/cedar/` means the recorded Cedar request is not the one evaluated, so
+    /// replay can't reproduce it exactly ([`DecisionRecord::cedar_cut`]).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub truncated: Vec<String>,
     /// The Cedar request and request-derived entities, for replay.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cedar: Option<CedarRequest>,
+}
+
+impl DecisionRecord {
+    /// Whether a value of the recorded Cedar request was cut (a header longer than
+    /// `decision_log.max_header_value_bytes`): Cedar evaluated the whole value, the record keeps
+    /// a prefix, so evaluating the record again may not decide what `serve` decided.
+    pub fn cedar_cut(&self) -> bool {
+        self.truncated.iter().any(|p| p.starts_with("/cedar/"))
+    }
 }
 
 /// RFC 3339 UTC with microseconds.

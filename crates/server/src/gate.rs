@@ -283,7 +283,10 @@ impl Gate {
 }
 
 /// The decision record; takes the Cedar request, policies and errors out of the verdict. Headers
-/// come from `decision_log.headers` only; configured claims are redacted before it is queued.
+/// come from `decision_log.headers` only; a Check denied before a Cedar request was built keeps
+/// its request line instead; configured claims are redacted, then long values cut
+/// (`decision_log.max_header_value_bytes`: the record only, Cedar has seen them whole), before
+/// it is queued.
 fn record(
     config: &Config,
     verdict: &mut Verdict,
@@ -325,6 +328,9 @@ fn record(
         action: cedar.as_ref().map(|c| c.action.to_string()),
         resource: cedar.as_ref().map(|c| c.resource.to_string()),
         route: d.route.take(),
+        request: cedar
+            .is_none()
+            .then(|| redaction::request_line(config, request)),
         policies: std::mem::take(&mut d.policies),
         errors: std::mem::take(&mut d.errors),
         token,
@@ -335,10 +341,13 @@ fn record(
         from_cache: d.from_cache,
         shadow,
         upstream_token: None,
+        truncated: Vec::new(),
         cedar,
     };
     if let Some(Identity::Token { token, .. }) = identity {
         redaction::redact(&config.decision_log, token, &mut record);
     }
+    // After redaction, so that a cut never leaves part of a redacted value behind.
+    redaction::cap(config, &mut record);
     record
 }

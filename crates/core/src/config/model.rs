@@ -396,6 +396,10 @@ pub struct DecisionLogConfig {
     pub redaction_key: Option<RedactionKey>,
     /// The file the key was read from (watched, so replacing the key reloads it).
     pub redaction_key_file: Option<PathBuf>,
+    /// Longest header value a record keeps (in `headers` and in `cedar.context`), and longest
+    /// method, host and path of a refused request (`request`); longer ones are cut on a UTF-8
+    /// boundary and marked. Only the record is cut: Cedar evaluates the whole value.
+    pub max_header_value_bytes: usize,
     /// Size-based rotation of a `file` output; `None` lets the file grow.
     pub rotate: Option<Rotation>,
     /// Records also sent to an OpenTelemetry collector as OTLP log records; `None` (the

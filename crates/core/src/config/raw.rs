@@ -211,6 +211,7 @@ pub(super) struct RawDecisionLog {
     #[serde(default)]
     pub(super) redact_claims: Vec<Spanned<String>>,
     pub(super) redaction_key_file: Option<Spanned<String>>,
+    pub(super) max_header_value_bytes: Option<Spanned<usize>>,
     pub(super) rotate: Option<Spanned<RawRotate>>,
     pub(super) otlp: Option<Spanned<RawOtlp>>,
 }

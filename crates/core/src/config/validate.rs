@@ -264,6 +264,12 @@ pub(super) fn validate(
                 .redaction_key_file
                 .as_ref()
                 .map(|file| resolve(base, &file.value)),
+            max_header_value_bytes: positive(
+                raw.decision_log.max_header_value_bytes.as_ref(),
+                DEFAULT_MAX_HEADER_VALUE_BYTES,
+                "decision_log.max_header_value_bytes",
+                problems,
+            ),
             rotate,
             otlp: raw
                 .decision_log
@@ -1312,6 +1318,10 @@ mod tests {
         assert_eq!(config.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
         assert_eq!(config.policy_dir, PathBuf::from("/etc/cg/policies"));
         assert_eq!(config.unmatched, Unmatched::Deny);
+        assert_eq!(
+            config.decision_log.max_header_value_bytes,
+            DEFAULT_MAX_HEADER_VALUE_BYTES
+        );
         assert_eq!(config.decision_log.output, LogOutput::Stdout);
         assert_eq!(
             config.decision_cache_capacity,
@@ -1380,6 +1390,7 @@ context:
   query: [access_token, limit]
 decision_log:
   queue: 0
+  max_header_value_bytes: 0
 ";
         let got = problems(yaml);
         for needle in [
@@ -1389,13 +1400,14 @@ decision_log:
             "7:23 fetch_timeout_ms must be at least 1",
             "9:11 context.query must not include `access_token`",
             "11:10 decision_log.queue must be at least 1",
+            "12:27 decision_log.max_header_value_bytes must be at least 1",
         ] {
             assert!(
                 got.iter().any(|p| p.starts_with(needle)),
                 "{needle} missing in {got:#?}"
             );
         }
-        assert_eq!(got.len(), 6, "{got:#?}");
+        assert_eq!(got.len(), 7, "{got:#?}");
     }
 
     #[test]
