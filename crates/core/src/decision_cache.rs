@@ -26,14 +26,9 @@ use cedar_policy::PolicySet;
 use serde_json::Value;
 
 use crate::mapping::CedarRequest;
-use crate::policy::{Evaluation, EvaluationError};
-
-/// A cached answer: an evaluation, or the reason none could be made (equally a function of the
-/// key: a principal that doesn't conform to the schema doesn't conform the next time either).
-pub type Answer = Result<Evaluation, EvaluationError>;
 
 /// Answers kept per snapshot when the config doesn't say otherwise.
-pub const DEFAULT_CAPACITY: u64 = 10_000;
+pub const DEFAULT_CAPACITY: u64 = crate::config::DEFAULT_DECISION_CACHE_CAPACITY;
 
 /// What the policy set reads of `context`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -187,17 +182,19 @@ fn at<'a>(value: &'a Value, path: &[String]) -> Result<&'a Value, usize> {
     Ok(here)
 }
 
-/// Cedar's answers of one policy snapshot, by key.
-pub struct DecisionCache {
+/// Cedar's answers of one policy snapshot, by key. `A` is what an evaluation gives (the
+/// snapshot keeps errors too: a principal that doesn't conform to the schema doesn't conform the
+/// next time either).
+pub struct DecisionCache<A> {
     /// What the snapshot's policies read of the context.
     reads: ContextReads,
     /// `None` when caching is off (capacity 0).
-    answers: Option<moka::sync::Cache<String, Answer>>,
+    answers: Option<moka::sync::Cache<String, A>>,
 }
 
-impl DecisionCache {
+impl<A: Clone + Send + Sync + 'static> DecisionCache<A> {
     /// A cache of at most `capacity` answers for `policies` (0: no cache).
-    pub fn new(policies: &PolicySet, capacity: u64) -> DecisionCache {
+    pub fn new(policies: &PolicySet, capacity: u64) -> DecisionCache<A> {
         DecisionCache {
             reads: ContextReads::of(policies),
             answers: (capacity > 0).then(|| moka::sync::Cache::new(capacity)),
@@ -231,12 +228,12 @@ impl DecisionCache {
     }
 
     /// The answer kept under `key`.
-    pub fn get(&self, key: &str) -> Option<Answer> {
+    pub fn get(&self, key: &str) -> Option<A> {
         self.answers.as_ref()?.get(key)
     }
 
     /// Keeps `answer` under `key`.
-    pub fn insert(&self, key: String, answer: Answer) {
+    pub fn insert(&self, key: String, answer: A) {
         if let Some(answers) = &self.answers {
             answers.insert(key, answer);
         }
@@ -313,7 +310,7 @@ mod tests {
             r#"permit (principal, action, resource) when { context.a.b == 1 && context has c };"#,
         )
         .unwrap();
-        let cache = DecisionCache::new(&set, 10);
+        let cache: DecisionCache<()> = DecisionCache::new(&set, 10);
         let request = |context: Value| {
             let mut r: CedarRequest = serde_json::from_value(serde_json::json!({
                 "principal": {"type": "User", "id": "alice"},
@@ -347,7 +344,7 @@ mod tests {
             key(serde_json::json!({}))
         );
         assert!(
-            DecisionCache::new(&set, 0)
+            DecisionCache::<()>::new(&set, 0)
                 .key(&request(Value::Null))
                 .is_none()
         );

@@ -102,7 +102,7 @@ pub struct PolicySnapshot {
     /// Merged entity sets by request-derived entities (see `request_entities`).
     entity_cache: moka::sync::Cache<String, Entities>,
     /// Cedar's answers by the request facts the policies read (see [`crate::decision_cache`]).
-    decisions: DecisionCache,
+    decisions: DecisionCache<Result<Evaluation, EvaluationError>>,
     /// `policies` split by action and `principal ==` scope: what [`evaluate`](Self::evaluate)
     /// hands to Cedar.
     index: PolicyIndex,

@@ -40,6 +40,8 @@ pub(super) const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub(super) const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 256;
 /// Verified-token cache entries: ~1 KiB each, so 10k entries cost ~10 MiB.
 pub(super) const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
+/// Cedar answers kept per policy-set version (`decision_cache.capacity`).
+pub const DEFAULT_DECISION_CACHE_CAPACITY: u64 = 10_000;
 /// Decision-log queue length between the Check path and the writer task. When full, records are
 /// dropped and counted rather than blocking a Check.
 pub(super) const DEFAULT_DECISION_LOG_QUEUE: usize = 16_384;

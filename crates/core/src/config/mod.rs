@@ -23,6 +23,7 @@ mod urls;
 mod validate;
 mod yaml;
 
+pub use defaults::DEFAULT_DECISION_CACHE_CAPACITY;
 pub use model::*;
 pub use problems::{ConfigError, ConfigProblem, io_words};
 pub use urls::{is_secure_url, url_problem};

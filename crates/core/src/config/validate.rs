@@ -243,7 +243,7 @@ pub(super) fn validate(
         decision_cache_capacity: raw
             .decision_cache
             .capacity
-            .unwrap_or(crate::decision_cache::DEFAULT_CAPACITY),
+            .unwrap_or(DEFAULT_DECISION_CACHE_CAPACITY),
         decision_log: DecisionLogConfig {
             output,
             queue: positive(
@@ -1325,7 +1325,7 @@ mod tests {
         assert_eq!(config.decision_log.output, LogOutput::Stdout);
         assert_eq!(
             config.decision_cache_capacity,
-            crate::decision_cache::DEFAULT_CAPACITY
+            DEFAULT_DECISION_CACHE_CAPACITY
         );
         let off = Config::parse("decision_cache: { capacity: 0 }", Path::new("/c.yaml"));
         assert_eq!(off.map(|c| c.decision_cache_capacity).ok(), Some(0));
