@@ -8,7 +8,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::stack::{Stack, envoy_bin};
-use crate::support::{record_in, repo};
+use crate::support::{bearer, jwt_part, record_in, repo};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -30,20 +30,6 @@ async fn get(
     let status = r.status().as_u16();
     let h = r.headers().clone();
     (status, h, r.text().await.unwrap())
-}
-
-fn bearer(t: &str) -> String {
-    format!("Bearer {t}")
-}
-
-/// The payload of a JWT, decoded (to read `exp` and `kid` of real IdP tokens).
-fn jwt_part(token: &str, index: usize) -> Value {
-    use base64::Engine as _;
-    let part = token.split('.').nth(index).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// A WebSocket upgrade through Envoy; on 101 sends one masked text frame and returns the echo.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::stack::{Stack, node};
+use crate::support::{bearer, jwt_part};
 
 fn client(http2: bool) -> reqwest::Client {
     let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
@@ -36,19 +37,6 @@ async fn try_get(
     }
     let r = req.send().await?;
     Ok((r.status().as_u16(), r.text().await?))
-}
-
-fn bearer(t: &str) -> String {
-    format!("Bearer {t}")
-}
-
-fn jwt_part(token: &str, index: usize) -> Value {
-    use base64::Engine as _;
-    let part = token.split('.').nth(index).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -411,17 +411,7 @@ fn raw_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Raw {
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
     let body = if chunked {
-        let mut rest = body;
-        let mut decoded = String::new();
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 || after.len() < size {
-                break;
-            }
-            decoded.push_str(&after[..size]);
-            rest = after[size..].trim_start_matches("\r\n");
-        }
-        decoded
+        crate::support::dechunk(body)
     } else {
         body.to_string()
     };

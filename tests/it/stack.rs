@@ -345,17 +345,7 @@ mod reqwest {
         {
             return Ok(body.trim().to_string());
         }
-        let mut rest = body;
-        let mut decoded = String::new();
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 || after.len() < size {
-                break;
-            }
-            decoded.push_str(&after[..size]);
-            rest = after[size..].trim_start_matches("\r\n");
-        }
-        Ok(decoded.trim().to_string())
+        Ok(crate::support::dechunk(body).trim().to_string())
     }
 }
 

@@ -360,6 +360,31 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// One part of a JWT (0: header, 1: payload), decoded.
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(index).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// An HTTP/1.1 body sent with `Transfer-Encoding: chunked`, its chunks joined.
+pub fn dechunk(body: &str) -> String {
+    let mut rest = body;
+    let mut decoded = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        decoded.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    decoded
+}
+
 /// `Authorization` value for a user token (groups and tenant claims) from `idp`.
 pub fn user(idp: &FakeIdp, sub: &str, groups: &[&str], tenant: &str) -> String {
     let mut c = claims(&idp.issuer, sub, groups);

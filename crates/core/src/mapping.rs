@@ -6,7 +6,6 @@
 //! object key that Cedar's JSON format would read as an escape (`__entity`, `__extn`, `__expr`) is
 //! dropped: input data can never become an entity reference or an extension call. Pure: no IO.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -336,16 +335,7 @@ fn context(
     params: &[(String, String)],
     now: SystemTime,
 ) -> Value {
-    let mut query = BTreeMap::new();
-    if !config.context.query.is_empty() {
-        for (k, v) in form_urlencoded::parse(request.query.as_bytes()) {
-            if config.context.query.iter().any(|allowed| *allowed == k) {
-                query
-                    .entry(k.into_owned())
-                    .or_insert_with(|| v.into_owned());
-            }
-        }
-    }
+    let query = request.allowed_query(&config.context.query);
     let headers: Map<String, Value> = config
         .context
         .headers

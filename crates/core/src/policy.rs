@@ -590,17 +590,19 @@ impl PolicySnapshot {
     /// [`EvaluationError::EntitiesUnavailable`]; neither is ever evaluated.
     fn merge_entities(&self, request: &CedarRequest) -> Result<Entities, EvaluationError> {
         let schema = self.schema.as_ref();
-        let mut merged: Vec<Merged> = Vec::new();
+        let mut merged: Vec<(EntityUid, Merged)> = Vec::new();
         let mut overlay = |entity: Entity, checked: bool| {
             let uid = entity.uid();
-            let Some(slot) = merged.iter_mut().find(|m| m.uid().as_ref() == Some(&uid)) else {
-                merged.push(match self.entities.get(&uid) {
-                    Some(known) => Merged::parts(known.clone()).with(entity),
+            let Some((_, slot)) = merged.iter_mut().find(|(known, _)| *known == uid) else {
+                let slot = match self.entities.get(&uid) {
+                    Some(known) => Merged::Whole(known.clone(), false).with(entity),
                     None => Merged::Whole(entity, checked),
-                });
+                };
+                merged.push((uid, slot));
                 return;
             };
-            *slot = std::mem::replace(slot, Merged::Empty).with(entity);
+            *slot =
+                std::mem::replace(slot, Merged::Parts(HashMap::new(), HashSet::new())).with(entity);
         };
         for value in &request.fetched {
             // The provider is the operator's own system: Cedar's full entity JSON, escapes and
@@ -621,7 +623,7 @@ impl PolicySnapshot {
         }
         let principal_uid = self.uid(&request.principal)?;
         let mut built = Vec::with_capacity(merged.len());
-        for slot in merged {
+        for (uid, slot) in merged {
             let entity = match slot {
                 // A provider entity no other source describes was checked as it was parsed.
                 Merged::Whole(entity, true) => {
@@ -629,10 +631,9 @@ impl PolicySnapshot {
                     continue;
                 }
                 Merged::Whole(entity, false) => entity,
-                Merged::Parts(uid, attrs, parents) => {
+                Merged::Parts(attrs, parents) => {
                     Entity::new(uid, attrs, parents).map_err(|e| invalid("entity")(&e))?
                 }
-                Merged::Empty => continue,
             };
             if let Some(schema) = schema
                 && let Err(e) = Entities::empty().add_entities([entity.clone()], Some(schema))
@@ -689,44 +690,25 @@ fn context(value: &Value) -> Result<Context, EvaluationError> {
 enum Merged {
     /// From one source, as parsed; `true` when that parse checked it against the schema.
     Whole(Entity, bool),
-    /// Over a static entity, or from more than one source: attributes overlaid in order,
-    /// parents united; rebuilt and checked once all sources are in.
-    Parts(
-        EntityUid,
-        HashMap<String, RestrictedExpression>,
-        HashSet<EntityUid>,
-    ),
-    /// Only while a slot is being replaced.
-    Empty,
+    /// From more than one source (a static entity counts as one): attributes overlaid in
+    /// order, parents united; rebuilt and checked once all sources are in.
+    Parts(HashMap<String, RestrictedExpression>, HashSet<EntityUid>),
 }
 
 impl Merged {
-    fn parts(entity: Entity) -> Merged {
-        let (uid, attrs, parents) = entity.into_inner();
-        Merged::Parts(uid, attrs, parents)
-    }
-
     /// `self` overlaid with `entity`: its attributes win, its parents are added.
     fn with(self, entity: Entity) -> Merged {
-        let base = match self {
-            Merged::Whole(first, _) => Merged::parts(first),
-            other => other,
-        };
-        let Merged::Parts(uid, mut attrs, mut parents) = base else {
-            return Merged::Empty;
+        let (mut attrs, mut parents) = match self {
+            Merged::Whole(first, _) => {
+                let (_, attrs, parents) = first.into_inner();
+                (attrs, parents)
+            }
+            Merged::Parts(attrs, parents) => (attrs, parents),
         };
         let (_, more_attrs, more_parents) = entity.into_inner();
         attrs.extend(more_attrs);
         parents.extend(more_parents);
-        Merged::Parts(uid, attrs, parents)
-    }
-
-    fn uid(&self) -> Option<EntityUid> {
-        match self {
-            Merged::Whole(entity, _) => Some(entity.uid()),
-            Merged::Parts(uid, ..) => Some(uid.clone()),
-            Merged::Empty => None,
-        }
+        Merged::Parts(attrs, parents)
     }
 }
 

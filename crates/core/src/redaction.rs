@@ -61,21 +61,11 @@ pub fn cut(value: &str, max: usize) -> Option<String> {
 /// the query parameters `context.query` allow-lists (query strings carry secrets too, so the
 /// record treats them as the Cedar context does). Cut later by [`cap`].
 pub fn request_line(config: &Config, request: &HttpRequest) -> RequestLine {
-    let mut query = BTreeMap::new();
-    if !config.context.query.is_empty() {
-        for (k, v) in form_urlencoded::parse(request.query.as_bytes()) {
-            if config.context.query.iter().any(|allowed| *allowed == k) {
-                query
-                    .entry(k.into_owned())
-                    .or_insert_with(|| v.into_owned());
-            }
-        }
-    }
     RequestLine {
         method: request.method.clone(),
         host: request.host.clone(),
         path: request.path.clone(),
-        query,
+        query: request.allowed_query(&config.context.query),
     }
 }
 

@@ -38,6 +38,23 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
+    /// The query parameters named in `allowed` (first value of each), decoded. Everything else
+    /// in the query string stays out of contexts and records: query strings carry secrets too.
+    pub fn allowed_query(&self, allowed: &[String]) -> std::collections::BTreeMap<String, String> {
+        let mut query = std::collections::BTreeMap::new();
+        if allowed.is_empty() {
+            return query;
+        }
+        for (k, v) in form_urlencoded::parse(self.query.as_bytes()) {
+            if allowed.iter().any(|a| *a == k) {
+                query
+                    .entry(k.into_owned())
+                    .or_insert_with(|| v.into_owned());
+            }
+        }
+        query
+    }
+
     /// A header value by lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
