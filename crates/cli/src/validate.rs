@@ -147,7 +147,12 @@ pub fn check(config_path: &Path) -> (Vec<Diagnostic>, Option<String>, Option<Str
         .as_ref()
         .map_or_else(|| policy_dir_hint(config_path), |c| c.policy_dir.clone());
     let loaded = match &config {
-        Some(config) => cedargate_core::shapes::load_checked(&policy_dir, config),
+        // Progress of a large policy set to stderr, so a minute's load is not a silent one.
+        Some(config) => {
+            cedargate_core::shapes::load_checked_reporting(&policy_dir, config, &mut |step| {
+                eprintln!("cedargate: {step}")
+            })
+        }
         None => cedargate_core::policy_folder::check(&policy_dir)
             .and_then(|()| PolicySnapshot::load(&policy_dir)),
     };

@@ -201,6 +201,15 @@ impl<A: Clone + Send + Sync + 'static> DecisionCache<A> {
         }
     }
 
+    /// An empty cache for the same policies with room for `capacity` answers (0: none): the
+    /// read-set is kept, not worked out again (a walk over every policy).
+    pub fn resized(&self, capacity: u64) -> DecisionCache<A> {
+        DecisionCache {
+            reads: self.reads.clone(),
+            answers: (capacity > 0).then(|| moka::sync::Cache::new(capacity)),
+        }
+    }
+
     /// What the policies read of the context.
     pub fn reads(&self) -> &ContextReads {
         &self.reads

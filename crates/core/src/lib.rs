@@ -15,8 +15,8 @@
 //!   calling (types, bearer and mTLS extraction).
 //! - [`mapping`] — request + identity → Cedar `(principal, action, resource, context)`.
 //! - [`policy_folder`] — that the policy folder is a folder whose entries can all be followed;
-//!   [`policy`] — the policy set (load, merge of entity data, evaluation) through
-//!   [`policy_index`]; [`shapes`] — the load-time check that policies fit what mapping builds.
+//!   [`policy_text`] — a policy file cut into statements; [`policy`] — the policy set (load,
+//!   merge of entity data, evaluation) through [`policy_index`]; [`shapes`] — the load-time check that policies fit what mapping builds.
 //! - [`decision`] — every failure becomes a deny here, with one reason code.
 //! - [`record`] — the decision record; [`redaction`] — what of a request a record may carry.
 //!
@@ -35,6 +35,7 @@ pub mod mapping;
 pub mod policy;
 pub mod policy_folder;
 pub mod policy_index;
+pub mod policy_text;
 pub mod record;
 pub mod redaction;
 pub mod request;

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use cedar_policy::{
-    Authorizer, Context, Effect, Entities, Entity, EntityUid, PolicyId, PolicySet, Request,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Effect, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, Template, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde_json::Value;
@@ -25,7 +25,8 @@ use serde_json::Value;
 use crate::decision_cache::{self, DecisionCache};
 use crate::mapping::{CedarRequest, EntityRef};
 use crate::policy_index::{Authorization, PolicyIndex};
-use crate::token::{hex_prefix, sha256};
+use crate::policy_text;
+use crate::token::hex_prefix;
 
 /// Reason code of a Check denied because the entity data it needed could not be had (the
 /// provider failed, or its data doesn't conform to the schema).
@@ -97,6 +98,8 @@ pub struct PolicySnapshot {
     pub version: Arc<str>,
     /// When this snapshot was loaded.
     pub loaded_at: SystemTime,
+    /// Bytes of policy text (`*.cedar`) it was loaded from.
+    pub policy_bytes: u64,
     /// Files read, in order.
     pub files: Vec<PathBuf>,
     /// Merged entity sets by request-derived entities (see `request_entities`).
@@ -208,6 +211,15 @@ fn invalid(what: &'static str) -> impl Fn(&dyn fmt::Display) -> EvaluationError 
 impl PolicySnapshot {
     /// Loads and validates the policy folder.
     pub fn load(dir: &Path) -> Result<PolicySnapshot, PolicyLoadError> {
+        PolicySnapshot::load_reporting(dir, &mut |_| {})
+    }
+
+    /// [`load`](Self::load), telling `progress` how far it has come when the policy text is
+    /// large (see [`LoadProgress`]), so that a long load shows in the log.
+    pub fn load_reporting(
+        dir: &Path,
+        progress: &mut dyn FnMut(LoadProgress<'_>),
+    ) -> Result<PolicySnapshot, PolicyLoadError> {
         let mut problems = Vec::new();
         let mut files = match std::fs::read_dir(dir) {
             Ok(entries) => entries
@@ -235,15 +247,14 @@ impl PolicySnapshot {
             .collect();
         let entities_file = dir.join(ENTITIES_FILE);
 
-        let mut hasher_input = Vec::new();
+        let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut read = |path: &Path, problems: &mut Vec<PolicyProblem>| -> Option<String> {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
-                    hasher_input
-                        .extend_from_slice(path.file_name().map_or(b"", |n| n.as_encoded_bytes()));
-                    hasher_input.push(0);
-                    hasher_input.extend_from_slice(text.as_bytes());
-                    hasher_input.push(0);
+                    hasher.update(path.file_name().map_or(b"", |n| n.as_encoded_bytes()));
+                    hasher.update(&[0]);
+                    hasher.update(text.as_bytes());
+                    hasher.update(&[0]);
                     Some(text)
                 }
                 Err(e) => {
@@ -267,7 +278,7 @@ impl PolicySnapshot {
                             Some(schema)
                         }
                         Err(e) => {
-                            problems.extend(diagnostic_problems(path, &text, &e));
+                            problems.extend(diagnostic_problems(path, &text, 0, &e));
                             None
                         }
                     }
@@ -285,40 +296,32 @@ impl PolicySnapshot {
             }
         };
 
+        let total_bytes: u64 = policy_files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let mut progress = Progress::new(progress, total_bytes);
         let mut policies = PolicySet::new();
         let mut info = HashMap::new();
         for path in &policy_files {
             let Some(text) = read(path, &mut problems) else {
                 continue;
             };
-            let parsed = match PolicySet::from_str(&text) {
+            let parsed = match parse_file(path, &text, &mut progress, info.len()) {
                 Ok(p) => p,
-                Err(e) => {
-                    problems.extend(diagnostic_problems(path, &text, &e));
+                Err(file_problems) => {
+                    problems.extend(file_problems);
                     continue;
                 }
             };
-            if parsed.templates().next().is_some() {
-                problems.push(whole_file(
-                    path,
-                    "policy templates are not supported".into(),
-                ));
-                continue;
-            }
             let file_name = path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            // `PolicySet::from_str` numbers policies `policy0`, `policy1`… in file order.
-            let mut numbered: Vec<_> = parsed.policies().collect();
-            numbered.sort_by_key(|p| {
-                p.id()
-                    .to_string()
-                    .trim_start_matches("policy")
-                    .parse::<usize>()
-                    .unwrap_or(usize::MAX)
-            });
             let mut file_set = PolicySet::new();
-            for (n, policy) in numbered.into_iter().enumerate() {
+            // Where each policy's text starts in the file: its source positions count from there.
+            let mut offsets = HashMap::new();
+            for (n, (offset, policy)) in parsed.into_iter().enumerate() {
                 let id = policy
                     .annotation("id")
                     .map_or_else(|| format!("{file_name}#{n}"), str::to_string);
@@ -331,6 +334,7 @@ impl PolicySnapshot {
                     problems.push(whole_file(path, format!("policy id `{id}` is used twice")));
                     continue;
                 }
+                offsets.insert(id.clone(), offset);
                 info.insert(
                     id.clone(),
                     PolicyInfo {
@@ -348,10 +352,18 @@ impl PolicySnapshot {
             }
             // Validated per file so that error positions are offsets into this file's text.
             if let Some(schema) = &schema {
+                progress.report(LoadProgress::Validating {
+                    file: path,
+                    policies: file_set.policies().count(),
+                });
                 let result =
                     Validator::new(schema.clone()).validate(&file_set, ValidationMode::Strict);
                 for error in result.validation_errors() {
-                    problems.extend(diagnostic_problems(path, &text, error));
+                    let base = offsets
+                        .get(error.policy_id().to_string().as_str())
+                        .copied()
+                        .unwrap_or(0);
+                    problems.extend(diagnostic_problems(path, &text, base, error));
                 }
             }
         }
@@ -367,7 +379,7 @@ impl PolicySnapshot {
                 match Entities::from_json_str(&text, schema.as_ref()) {
                     Ok(e) => Some(e),
                     Err(e) => {
-                        problems.extend(diagnostic_problems(&entities_file, &text, &e));
+                        problems.extend(diagnostic_problems(&entities_file, &text, 0, &e));
                         None
                     }
                 }
@@ -409,6 +421,9 @@ impl PolicySnapshot {
         if entities_file.is_file() {
             all_files.push(entities_file);
         }
+        progress.report(LoadProgress::Indexing {
+            policies: info.len(),
+        });
         let index = PolicyIndex::new(&policies, &entities);
         // Parsed from their text, exactly as `uid` would, so a cached name is the same value.
         let entity_types = schema
@@ -433,8 +448,9 @@ impl PolicySnapshot {
             schema_json,
             entities,
             info,
-            version: hex_prefix(&sha256(&hasher_input)).into(),
+            version: hex_prefix(hasher.finish().as_ref()).into(),
             loaded_at: SystemTime::now(),
+            policy_bytes: total_bytes,
             files: all_files,
             entity_cache: moka::sync::Cache::new(ENTITY_CACHE_CAPACITY),
             decisions,
@@ -489,7 +505,7 @@ impl PolicySnapshot {
     /// A copy of this snapshot's policies and data with a decision cache of `capacity` answers
     /// (0: none) instead of the default one.
     pub fn with_decision_cache(mut self, capacity: u64) -> PolicySnapshot {
-        self.decisions = DecisionCache::new(&self.policies, capacity);
+        self.decisions = self.decisions.resized(capacity);
         self
     }
 
@@ -812,6 +828,180 @@ fn uid(r: &EntityRef) -> Result<EntityUid, EvaluationError> {
     ))
 }
 
+/// How far a policy load has come, for a progress line in the log. Reported only when the
+/// folder's policy text is at least [`PROGRESS_BYTES`]: a 60 MB file takes a minute to load,
+/// and a minute of silence looks like a hang.
+#[derive(Debug, Clone, Copy)]
+pub enum LoadProgress<'a> {
+    /// Parsing `file`: `parsed` of all `total` bytes of policy text so far, `policies` parsed.
+    Parsing {
+        /// The file being parsed.
+        file: &'a Path,
+        /// Bytes of policy text parsed, all files so far.
+        parsed: u64,
+        /// Bytes of policy text in the folder.
+        total: u64,
+        /// Policies parsed so far.
+        policies: usize,
+    },
+    /// Checking `file`'s `policies` against the schema (strict).
+    Validating {
+        /// The file being checked.
+        file: &'a Path,
+        /// Its policies.
+        policies: usize,
+    },
+    /// Building the policy index over all `policies`.
+    Indexing {
+        /// Policies in the set.
+        policies: usize,
+    },
+    /// Checking all `policies` against the requests the config builds
+    /// ([`crate::shapes::check`]).
+    Shapes {
+        /// Policies in the set.
+        policies: usize,
+    },
+}
+
+impl fmt::Display for LoadProgress<'_> {
+    /// One line for the log: `parsing policies.cedar: 16.0 of 61.1 MB, 78,400 policies`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mb = |bytes: u64| bytes as f64 / 1e6;
+        match self {
+            LoadProgress::Parsing {
+                file,
+                parsed,
+                total,
+                policies,
+            } => write!(
+                f,
+                "parsing {}: {:.1} of {:.1} MB of policy text, {policies} policies",
+                file.display(),
+                mb(*parsed),
+                mb(*total)
+            ),
+            LoadProgress::Validating { file, policies } => write!(
+                f,
+                "validating {}: {policies} policies against the schema",
+                file.display()
+            ),
+            LoadProgress::Indexing { policies } => write!(f, "indexing {policies} policies"),
+            LoadProgress::Shapes { policies } => write!(
+                f,
+                "checking {policies} policies against the requests the routes build"
+            ),
+        }
+    }
+}
+
+/// Policy text from which a load reports its progress, and the step between two parsing
+/// reports.
+pub const PROGRESS_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Passes [`LoadProgress`] on when the load is large enough to need it.
+struct Progress<'p> {
+    sink: &'p mut dyn FnMut(LoadProgress<'_>),
+    total: u64,
+    /// Bytes parsed in files already done.
+    done: u64,
+    /// The `done + offset` at which the next parsing report is due.
+    next: u64,
+}
+
+impl<'p> Progress<'p> {
+    fn new(sink: &'p mut dyn FnMut(LoadProgress<'_>), total: u64) -> Progress<'p> {
+        Progress {
+            sink,
+            total,
+            done: 0,
+            next: PROGRESS_BYTES,
+        }
+    }
+
+    fn report(&mut self, step: LoadProgress<'_>) {
+        if self.total >= PROGRESS_BYTES {
+            (self.sink)(step);
+        }
+    }
+
+    /// `offset` bytes into `file` are parsed.
+    fn parsed(&mut self, file: &Path, offset: usize, policies: usize) {
+        let parsed = self.done + offset as u64;
+        if parsed >= self.next {
+            self.next = parsed + PROGRESS_BYTES;
+            let total = self.total;
+            self.report(LoadProgress::Parsing {
+                file,
+                parsed,
+                total,
+                policies,
+            });
+        }
+    }
+
+    /// `file`, of `len` bytes, is parsed.
+    fn file_done(&mut self, len: usize) {
+        self.done += len as u64;
+    }
+}
+
+/// The policies of one file in file order, parsed statement by statement
+/// ([`policy_text::statements`]): Cedar holds the syntax tree of all it is given at once, ~70×
+/// the text's size, so a whole 60 MB file would peak at 4.5 GB. Errors carry file positions.
+/// When the text doesn't cut cleanly into statements (an unterminated one), the file is parsed
+/// whole, which says precisely what is wrong. Each policy comes with the offset its source
+/// positions count from.
+fn parse_file(
+    path: &Path,
+    text: &str,
+    progress: &mut Progress<'_>,
+    parsed_before: usize,
+) -> Result<Vec<(usize, Policy)>, Vec<PolicyProblem>> {
+    let templates = || {
+        vec![whole_file(
+            path,
+            "policy templates are not supported".into(),
+        )]
+    };
+    let Some(statements) = policy_text::statements(text) else {
+        let set = PolicySet::from_str(text).map_err(|e| diagnostic_problems(path, text, 0, &e))?;
+        if set.templates().next().is_some() {
+            return Err(templates());
+        }
+        // `PolicySet::from_str` numbers policies `policy0`, `policy1`… in file order.
+        let mut numbered: Vec<(usize, Policy)> = set.policies().map(|p| (0, p.clone())).collect();
+        numbered.sort_by_key(|(_, p)| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        progress.file_done(text.len());
+        return Ok(numbered);
+    };
+    let mut policies = Vec::with_capacity(statements.len());
+    let mut problems = Vec::new();
+    let mut template = false;
+    for statement in statements {
+        match Policy::parse(None, statement.text) {
+            Ok(policy) => policies.push((statement.offset, policy)),
+            Err(_) if Template::parse(None, statement.text).is_ok() => template = true,
+            Err(e) => problems.extend(diagnostic_problems(path, text, statement.offset, &e)),
+        }
+        progress.parsed(path, statement.offset, parsed_before + policies.len());
+    }
+    progress.file_done(text.len());
+    if !problems.is_empty() {
+        Err(problems)
+    } else if template {
+        Err(templates())
+    } else {
+        Ok(policies)
+    }
+}
+
 fn whole_file(path: &Path, message: String) -> PolicyProblem {
     PolicyProblem {
         file: path.to_path_buf(),
@@ -821,19 +1011,25 @@ fn whole_file(path: &Path, message: String) -> PolicyProblem {
     }
 }
 
-/// Problems from a miette diagnostic, positioned by its first label (offsets are into `text`).
-fn diagnostic_problems(path: &Path, text: &str, diag: &dyn Diagnostic) -> Vec<PolicyProblem> {
+/// Problems from a miette diagnostic, positioned by its first label: offsets into `text` once
+/// `base` is added (the diagnostic's source starts `base` bytes into `text`).
+fn diagnostic_problems(
+    path: &Path,
+    text: &str,
+    base: usize,
+    diag: &dyn Diagnostic,
+) -> Vec<PolicyProblem> {
     let related: Vec<&dyn Diagnostic> = diag.related().map(|r| r.collect()).unwrap_or_default();
     if !related.is_empty() {
         return related
             .into_iter()
-            .flat_map(|d| diagnostic_problems(path, text, d))
+            .flat_map(|d| diagnostic_problems(path, text, base, d))
             .collect();
     }
     let offset = diag
         .labels()
         .and_then(|mut l| l.next())
-        .map(|label| label.offset());
+        .map(|label| base + label.offset());
     let (mut line, mut column) = offset.map_or((0, 0), |o| line_column(text, o));
     let mut message = with_sources(diag);
     // Cedar reports a missing `;` (or `,`, `}`) where it meets the next token, which is usually
@@ -896,6 +1092,76 @@ mod tests {
         assert_eq!(line_column(text, offset), (5, 1));
         assert_eq!(end_of_previous_code(text, offset), Some((2, 16)));
         assert_eq!(end_of_previous_code(text, 0), None);
+    }
+
+    /// The policies of `text` as a whole-file parse gives them, in file order: the reference.
+    fn whole_file_policies(text: &str) -> Vec<Policy> {
+        let set = PolicySet::from_str(text).unwrap();
+        let mut policies: Vec<Policy> = set.policies().cloned().collect();
+        policies.sort_by_key(|p| p.id().to_string()[6..].parse::<usize>().unwrap());
+        policies
+    }
+
+    #[test]
+    fn statement_wise_parsing_gives_the_policies_a_whole_file_parse_gives() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+        let mut texts: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert!(texts.len() >= 4, "the shipped policies are found");
+        texts.push(
+            "// lead\n@id(\"a;b\") @reason(\"x // not a comment\")\npermit(principal, action, resource)\n  when { context.q like \"*;\\\\*\" } // c; d\n  unless { false };\n\n\
+             forbid(principal in Group::\"g;\", action in [Action::\"A\"], resource)\n;// tail"
+                .into(),
+        );
+        for text in &texts {
+            let reference = whole_file_policies(text);
+            let mut progress = |_: LoadProgress<'_>| {};
+            let parsed = parse_file(
+                Path::new("t.cedar"),
+                text,
+                &mut Progress::new(&mut progress, 0),
+                0,
+            )
+            .unwrap();
+            assert_eq!(parsed.len(), reference.len(), "{text}");
+            for ((offset, ours), theirs) in parsed.iter().zip(&reference) {
+                assert_eq!(ours.to_json().unwrap(), theirs.to_json().unwrap());
+                assert_eq!(ours.to_string(), theirs.to_string());
+                assert!(text[*offset..].starts_with(&ours.to_string()));
+            }
+        }
+    }
+
+    #[test]
+    fn errors_are_reported_as_the_whole_file_parse_reports_them() {
+        let broken = [
+            "permit(principal, action, resource);\n\npermit(principal, action, resource)\n\npermit(principal, action, resource);\n",
+            "permit(principal, action, resource);\n// x\npermit(principal, actions, resource);\n",
+            "@id(\"a\")\npermit(principal, action, resource) when { context.a == };\n",
+            "permit(principal, action, resource);\npermit(principal, action, resource) when { 1 + };",
+        ];
+        let path = Path::new("t.cedar");
+        for text in broken {
+            let mut progress = |_: LoadProgress<'_>| {};
+            let ours = parse_file(path, text, &mut Progress::new(&mut progress, 0), 0).unwrap_err();
+            let theirs =
+                diagnostic_problems(path, text, 0, &PolicySet::from_str(text).unwrap_err());
+            let place = |p: &Vec<PolicyProblem>| {
+                p.iter()
+                    .map(|p| (p.line, p.column, p.message.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(place(&ours), place(&theirs), "{text}");
+        }
+        let template = "permit(principal == ?principal, action, resource);";
+        let mut progress = |_: LoadProgress<'_>| {};
+        let problems =
+            parse_file(path, template, &mut Progress::new(&mut progress, 0), 0).unwrap_err();
+        assert!(problems[0].message.contains("templates are not supported"));
     }
 
     #[test]

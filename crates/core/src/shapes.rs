@@ -21,7 +21,7 @@ use cedar_policy::{ActionConstraint, Schema, SchemaFragment, ValidationMode, Val
 use serde_json::{Map, Value, json};
 
 use crate::config::{Config, ContextFact, ContextValue};
-use crate::policy::{PolicyLoadError, PolicyProblem, PolicySnapshot};
+use crate::policy::{LoadProgress, PolicyLoadError, PolicyProblem, PolicySnapshot};
 
 /// One mismatch between the policies or the schema and what cedargate builds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +44,22 @@ impl std::fmt::Display for ShapeProblem {
 /// provides, a claim-mapped attribute or parent type the schema doesn't declare. What `serve`,
 /// reload and every offline command load.
 pub fn load_checked(dir: &Path, config: &Config) -> Result<PolicySnapshot, PolicyLoadError> {
+    load_checked_reporting(dir, config, &mut |_| {})
+}
+
+/// [`load_checked`], telling `progress` how far it has come on a large policy set.
+pub fn load_checked_reporting(
+    dir: &Path,
+    config: &Config,
+    progress: &mut dyn FnMut(LoadProgress<'_>),
+) -> Result<PolicySnapshot, PolicyLoadError> {
     crate::policy_folder::check(dir)?;
-    let snapshot = PolicySnapshot::load(dir)?;
+    let snapshot = PolicySnapshot::load_reporting(dir, progress)?;
+    if snapshot.policy_bytes >= crate::policy::PROGRESS_BYTES {
+        progress(LoadProgress::Shapes {
+            policies: snapshot.info.len(),
+        });
+    }
     let problems: Vec<PolicyProblem> = check(config, &snapshot)
         .into_iter()
         .map(|p| {

@@ -300,7 +300,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// First 8 bytes of a digest as hex: enough to correlate log lines, useless for recovering input.
-pub fn hex_prefix(digest: &[u8; 32]) -> String {
+pub fn hex_prefix(digest: &[u8]) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 

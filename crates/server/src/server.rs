@@ -22,7 +22,7 @@ use crate::jwks::{self, Jwks};
 use crate::jwt::Verifier;
 use crate::reload::Reloader;
 use cedargate_core::config::Config;
-use cedargate_core::policy::PolicyLoadError;
+use cedargate_core::policy::{LoadProgress, PolicyLoadError};
 
 /// How long shutdown waits for queued decision records to be written.
 const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -93,13 +93,14 @@ pub struct Running {
 
 /// Starts serving `config`.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    // A large policy set takes a while: say how far it has come (only large ones report).
+    let mut progress = |step: LoadProgress<'_>| tracing::info!(%step, "policy.loading");
     let policies =
-        cedargate_core::shapes::load_checked(&config.policy_dir, &config).map_err(|source| {
-            ServeError::Policy {
+        cedargate_core::shapes::load_checked_reporting(&config.policy_dir, &config, &mut progress)
+            .map_err(|source| ServeError::Policy {
                 dir: config.policy_dir.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
     tracing::info!(
         version = %policies.version,
         policies = policies.info.len(),
