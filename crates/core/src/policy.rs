@@ -114,8 +114,13 @@ pub struct PolicySnapshot {
     entity_types: HashMap<String, cedar_policy::EntityTypeName>,
 }
 
-/// Merged entity sets kept per policy snapshot: one per distinct caller × resource in use.
-const ENTITY_CACHE_CAPACITY: u64 = 4_096;
+/// Merged entity sets kept per policy snapshot (one per distinct caller × resource in use),
+/// bounded by the entities they hold in all: a set is a map of ~100 bytes per entity (the
+/// entities themselves are shared), so the bound is ~6 MB whatever the callers. At least 8 sets
+/// always fit, however large `entities.json` is. A count bound (4,096 sets) let 10,000 live
+/// callers hold ~25 MB with the demo's 60 entities, and would hold 4,096 copies of a large file's
+/// map.
+const ENTITY_CACHE_ENTITIES: u64 = 65_536;
 
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,6 +421,7 @@ impl PolicySnapshot {
             return Err(PolicyLoadError(problems));
         }
         let entities = entities.unwrap_or_else(Entities::empty);
+        let entity_cache_bound = ENTITY_CACHE_ENTITIES.max(8 * (entities.len() as u64 + 8));
         let mut all_files = schema_files;
         all_files.extend(policy_files);
         if entities_file.is_file() {
@@ -452,7 +458,10 @@ impl PolicySnapshot {
             loaded_at: SystemTime::now(),
             policy_bytes: total_bytes,
             files: all_files,
-            entity_cache: moka::sync::Cache::new(ENTITY_CACHE_CAPACITY),
+            entity_cache: moka::sync::Cache::builder()
+                .max_capacity(entity_cache_bound)
+                .weigher(|_, set: &Entities| u32::try_from(set.len()).unwrap_or(u32::MAX))
+                .build(),
             decisions,
         })
     }
