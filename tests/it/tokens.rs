@@ -202,6 +202,18 @@ fn cases(iss: &str) -> Vec<(&'static str, String, u16, &'static str)> {
         ("not a JWT", "abc.def".into(), 401, "token_malformed"),
         ("garbage parts", "a.b.c".into(), 401, "token_malformed"),
         (
+            "exactly limits.max_token_bytes: accepted (the bound is inclusive)",
+            exactly(&good, 8192),
+            200,
+            "allow",
+        ),
+        (
+            "one byte over limits.max_token_bytes",
+            exactly(&good, 8193),
+            401,
+            "token_too_large",
+        ),
+        (
             "larger than the limit",
             format!("{}.{}.x", "a".repeat(9000), "b"),
             401,
@@ -217,6 +229,30 @@ fn cases(iss: &str) -> Vec<(&'static str, String, u16, &'static str)> {
             "token_missing_principal_claim",
         ),
     ]
+}
+
+/// A valid ES256 token of exactly `len` bytes: `good` with a `pad` claim (and, where base64
+/// skips a length, a padded header) sized to fit.
+fn exactly(good: &Value, len: usize) -> String {
+    for extra in 0..3 {
+        for pad in 0..len {
+            let mut c = good.clone();
+            c["pad"] = json!("p".repeat(pad));
+            let t = sign_raw(
+                &json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-ec", "x": "h".repeat(extra)}),
+                &c,
+                &key("ec"),
+                Algorithm::ES256,
+            );
+            if t.len() == len {
+                return t;
+            }
+            if t.len() > len {
+                break;
+            }
+        }
+    }
+    panic!("no token of exactly {len} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
