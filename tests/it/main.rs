@@ -8,6 +8,10 @@
 //! - `cli_conventions`: `--version`, `CEDARGATE_CONFIG`, `--color`/`NO_COLOR`, `validate
 //!   --format json`, through the real binary.
 //! - `check`, `tokens`: the Check API through a tonic client with keys served over HTTP.
+//! - `jwt_attacks`: the JWT attack list (RFC 8725, jwt_tool, CVEs) through the real Envoy: every
+//!   case 401 with its reason, no token text in any log.
+//! - `token_cache`: a cached token refused once it expires and once its key leaves the real
+//!   IdP's JWKS.
 //! - `decision_logs`: records from a real run read back by `logs`, replayed by `replay`.
 //! - `decision_otlp`: records to a real OTLP/gRPC logs receiver; a collector that never answers.
 //! - `record_bounds`: a long header value cut in the record but decided whole; replay reports
@@ -45,11 +49,13 @@ mod e2e;
 mod edge_e2e;
 mod entity_provider;
 mod faults;
+mod jwt_attacks;
 mod observability;
 mod policy_cli;
 mod record_bounds;
 mod route_properties;
 mod stack;
 mod support;
+mod token_cache;
 mod tokens;
 mod upstream_token;

@@ -51,6 +51,8 @@ pub fn free_port() -> u16 {
 pub struct Proc {
     child: Option<Child>,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// stderr lines, collected like `lines`.
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
@@ -87,6 +89,7 @@ impl Proc {
         let proc = Proc {
             child: Some(child),
             lines,
+            stderr: stderr.clone(),
         };
         if !wait {
             return (proc, String::new());
@@ -303,6 +306,7 @@ pub fn start_envoy(dir: &Path, config_text: &str, admin_port: u16) -> Proc {
     let proc = Proc {
         child: Some(child),
         lines: Arc::new(Mutex::new(Vec::new())),
+        stderr: Arc::new(Mutex::new(Vec::new())),
     };
     let deadline = Instant::now() + START_DEADLINE;
     let url = format!("http://127.0.0.1:{admin_port}/ready");

@@ -399,3 +399,27 @@ pub fn service(idp: &FakeIdp, client: &str, scope: &str) -> String {
         "exp": now() + 600, "iat": now(), "jti": format!("cc-{client}"), "scope": scope,
     })))
 }
+
+/// One GET through Envoy (HTTP/1.1, headers sent as given, repeats included): the status and the
+/// decision id, from the upstream's echo of `x-cedargate-decision-id` on an allow and from the
+/// JSON body of a deny. A response with neither (Envoy answering by itself) panics.
+pub async fn get_decided(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let id = body["headers"]["x-cedargate-decision-id"]
+        .as_str()
+        .or(body["decision_id"].as_str())
+        .unwrap_or_else(|| panic!("{status} without a decision id"))
+        .to_string();
+    (status, id)
+}

@@ -202,6 +202,18 @@ fn cases(iss: &str) -> Vec<(&'static str, String, u16, &'static str)> {
         ("not a JWT", "abc.def".into(), 401, "token_malformed"),
         ("garbage parts", "a.b.c".into(), 401, "token_malformed"),
         (
+            "exactly limits.max_token_bytes: accepted (the bound is inclusive)",
+            exactly(&good, 8192),
+            200,
+            "allow",
+        ),
+        (
+            "one byte over limits.max_token_bytes",
+            exactly(&good, 8193),
+            401,
+            "token_too_large",
+        ),
+        (
             "larger than the limit",
             format!("{}.{}.x", "a".repeat(9000), "b"),
             401,
@@ -217,6 +229,30 @@ fn cases(iss: &str) -> Vec<(&'static str, String, u16, &'static str)> {
             "token_missing_principal_claim",
         ),
     ]
+}
+
+/// A valid ES256 token of exactly `len` bytes: `good` with a `pad` claim (and, where base64
+/// skips a length, a padded header) sized to fit.
+fn exactly(good: &Value, len: usize) -> String {
+    for extra in 0..3 {
+        for pad in 0..len {
+            let mut c = good.clone();
+            c["pad"] = json!("p".repeat(pad));
+            let t = sign_raw(
+                &json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-ec", "x": "h".repeat(extra)}),
+                &c,
+                &key("ec"),
+                Algorithm::ES256,
+            );
+            if t.len() == len {
+                return t;
+            }
+            if t.len() > len {
+                break;
+            }
+        }
+    }
+    panic!("no token of exactly {len} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,4 +412,76 @@ async fn new_kid_is_fetched_once_and_a_kid_flood_does_not_reach_the_idp() {
     }
     let hits = idp.jwks_hits.load(Ordering::SeqCst);
     assert!(hits <= 3, "a kid flood caused {hits} JWKS fetches");
+}
+
+/// The `check_request` fuzz target's seeds (`fuzz/seeds/check_request/`) are the Envoy-shaped
+/// requests these tests send, prost-encoded: with `UPDATE_SEEDS=1` they are rewritten; otherwise
+/// each must decode and map to the request it was made from.
+#[test]
+fn check_request_fuzz_seeds_are_the_test_requests() {
+    use prost::Message as _;
+    let dir = repo().join("fuzz/seeds/check_request");
+    let token = token(&claims("http://127.0.0.1:9400", "alice", &["admins"]));
+    let auth = bearer(&token);
+    let seeds = [
+        (
+            "get-order",
+            check_request("orders", "GET", "/orders/1", &[("authorization", &auth)]),
+        ),
+        (
+            "anonymous-status",
+            check_request("orders", "GET", "/orders/status?limit=5#top", &[]),
+        ),
+        (
+            "lowercase-method",
+            check_request("orders", "get", "/orders/1", &[("user-agent", "curl")]),
+        ),
+        (
+            "grpc",
+            check_request(
+                "health",
+                "POST",
+                "/grpc.health.v1.Health/Check",
+                &[("content-type", "application/grpc")],
+            ),
+        ),
+        (
+            "basic",
+            check_request(
+                "payments",
+                "POST",
+                "/payments",
+                &[("authorization", "Basic dXNlcjpwdw==")],
+            ),
+        ),
+    ];
+    if std::env::var_os("UPDATE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, request) in &seeds {
+            std::fs::write(dir.join(name), request.encode_to_vec()).unwrap();
+        }
+    }
+    for (name, request) in seeds {
+        let bytes = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("seed {name}: {e} (UPDATE_SEEDS=1 writes it)"));
+        let decoded =
+            envoy_types::pb::envoy::service::auth::v3::CheckRequest::decode(&bytes[..]).unwrap();
+        let mapped = cedargate_server::grpc::http_request(decoded);
+        let want = cedargate_server::grpc::http_request(request);
+        assert_eq!(
+            (
+                &mapped.method,
+                &mapped.path,
+                &mapped.query,
+                &mapped.context_extensions
+            ),
+            (
+                &want.method,
+                &want.path,
+                &want.query,
+                &want.context_extensions
+            ),
+            "seed {name}"
+        );
+    }
 }

@@ -117,11 +117,36 @@ impl Verifier {
         Ok((verified, false))
     }
 
+    /// Verifies `token` with the keys at hand, never refetching (an unknown `kid` is
+    /// `token_unknown_kid` at once) and never caching: the whole path of [`Verifier::verify`]
+    /// minus its waits, for the `token` fuzz target.
+    pub fn verify_with_known_keys(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        let peeked = self.peek(token)?;
+        let set = usable(peeked.keys)?;
+        finish(&peeked, &set, token, &sha256(token.as_bytes()))
+    }
+
     async fn verify_uncached(
         &self,
         token: &str,
         digest: &[u8; 32],
     ) -> Result<VerifiedToken, TokenError> {
+        let peeked = self.peek(token)?;
+        let mut set = usable(peeked.keys)?;
+        if let Some(kid) = peeked.header.kid.as_deref()
+            && set.candidates(Some(kid), peeked.alg).next().is_none()
+        {
+            set = refetch(peeked.keys, kid).await?;
+        }
+        finish(&peeked, &set, token, digest)
+    }
+
+    /// What the token says about itself, judged before any key is used: three parts, header
+    /// (no `crit`), claim types, a trusted `iss`, an allowed `alg`.
+    fn peek(&self, token: &str) -> Result<Peeked<'_>, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(_sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -146,42 +171,59 @@ impl Verifier {
             None => return Err(TokenError::MissingClaim),
         };
         let keys = self.jwks.issuer(&iss).ok_or(TokenError::UnknownIssuer)?;
-        let issuer = &keys.config;
         let alg = header
             .alg
             .parse::<Algorithm>()
             .ok()
-            .filter(|a| issuer.algorithms.contains(a))
+            .filter(|a| keys.config.algorithms.contains(a))
             .ok_or(TokenError::AlgorithmNotAllowed)?;
-        let validation = validation(alg);
-
-        let mut set = keys.usable().map_err(|u| match u {
-            Unusable::Missing => TokenError::KeysUnavailable,
-            Unusable::Stale => TokenError::KeysStale,
-        })?;
-        if let Some(kid) = header.kid.as_deref()
-            && set.candidates(Some(kid), alg).next().is_none()
-        {
-            set = refetch(keys, kid).await?;
-        }
-        let (claims, version) = verify_with(&set, header.kid.as_deref(), alg, token, &validation)?;
-        // Only a token whose signature verified has its claims judged: the same order as
-        // before, one rule shared with the policy test runner.
-        check_typ(issuer, header.typ.as_ref())?;
-        check_claims(issuer, &claims, now_secs())?;
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or(TokenError::InvalidClaim)?;
-        Ok(VerifiedToken {
-            issuer: issuer.clone(),
-            claims,
-            exp,
-            hash: hex_prefix(digest).into(),
-            keys_version: version,
-            mapped: std::sync::OnceLock::new(),
-        })
+        Ok(Peeked { header, keys, alg })
     }
+}
+
+/// A token's header and issuer, peeked at and found acceptable (see [`Verifier::peek`]).
+struct Peeked<'v> {
+    header: PeekHeader,
+    /// The keys of the issuer its `iss` names.
+    keys: &'v Arc<IssuerKeys>,
+    /// Its `alg`, in the issuer's allow-list.
+    alg: Algorithm,
+}
+
+/// The issuer's keys, if fresh enough to verify with.
+fn usable(keys: &IssuerKeys) -> Result<Arc<KeySet>, TokenError> {
+    keys.usable().map_err(|u| match u {
+        Unusable::Missing => TokenError::KeysUnavailable,
+        Unusable::Stale => TokenError::KeysStale,
+    })
+}
+
+/// Signature and claims, with `set`.
+fn finish(
+    peeked: &Peeked<'_>,
+    set: &KeySet,
+    token: &str,
+    digest: &[u8; 32],
+) -> Result<VerifiedToken, TokenError> {
+    let issuer = &peeked.keys.config;
+    let kid = peeked.header.kid.as_deref();
+    let (claims, version) = verify_with(set, kid, peeked.alg, token, &validation(peeked.alg))?;
+    // Only a token whose signature verified has its claims judged: the same order as
+    // before, one rule shared with the policy test runner.
+    check_typ(issuer, peeked.header.typ.as_ref())?;
+    check_claims(issuer, &claims, now_secs())?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(TokenError::InvalidClaim)?;
+    Ok(VerifiedToken {
+        issuer: issuer.clone(),
+        claims,
+        exp,
+        hash: hex_prefix(digest).into(),
+        keys_version: version,
+        mapped: std::sync::OnceLock::new(),
+    })
 }
 
 async fn refetch(keys: &Arc<IssuerKeys>, kid: &str) -> Result<Arc<KeySet>, TokenError> {
