@@ -178,7 +178,6 @@ impl BundleSource {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("cedargate/", env!("CARGO_PKG_VERSION")))
-            .timeout(settings.fetch_timeout)
             .build()
             .map_err(|e| BundleFetchError::Fetch {
                 url: settings.url.clone(),
@@ -226,16 +225,23 @@ impl BundleSource {
     }
 
     /// Asks the server for a bundle newer than the one in force (`If-None-Match`), and checks
-    /// and unpacks it. `keys` are the configured public key files, read now so a replaced key
-    /// applies to the next poll.
-    pub async fn poll(&self, key_files: &[PathBuf]) -> Result<Poll, BundleFetchError> {
+    /// and unpacks it. `settings` are those of the config in force (keys, timeout and size
+    /// follow reloads; the URLs and the cache folder are this source's); the key files are read
+    /// now, so a replaced key applies to the next poll.
+    pub async fn poll(&self, settings: &PolicyBundleConfig) -> Result<Poll, BundleFetchError> {
         let etag = self
             .enforced
             .load()
             .as_ref()
             .as_ref()
             .and_then(|e| e.etag.clone());
-        let Some((archive, etag)) = self.fetch_bundle(etag.as_deref()).await? else {
+        let limits = Limits {
+            max_archive_bytes: settings.max_bytes,
+            ..bundle::DEFAULT_LIMITS
+        };
+        let timeout = settings.fetch_timeout;
+        let Some((archive, etag)) = self.fetch_bundle(etag.as_deref(), &limits, timeout).await?
+        else {
             return Ok(Poll::NotModified);
         };
         let current = self.enforced.load().as_ref().clone();
@@ -246,13 +252,13 @@ impl BundleSource {
             self.record_enforced(Enforced { etag, ..current })?;
             return Ok(Poll::NotModified);
         }
-        let signature = self.fetch_signature().await?;
-        let keys = load_keys(key_files)?;
+        let signature = self.fetch_signature(timeout).await?;
+        let keys = load_keys(&settings.public_key_files)?;
         let candidate = check(
             archive,
             signature,
             &keys,
-            &self.limits(),
+            &limits,
             etag,
             "server",
             &self.settings.cache_dir,
@@ -316,20 +322,15 @@ impl BundleSource {
         point_current(dir, &enforced.dir)
     }
 
-    fn limits(&self) -> Limits {
-        Limits {
-            max_archive_bytes: self.settings.max_bytes,
-            ..bundle::DEFAULT_LIMITS
-        }
-    }
-
     /// GET the bundle; `None` on 304.
     async fn fetch_bundle(
         &self,
         etag: Option<&str>,
+        limits: &Limits,
+        timeout: Duration,
     ) -> Result<Option<(Vec<u8>, Option<String>)>, BundleFetchError> {
         let url = &self.settings.url;
-        let mut request = self.http.get(url);
+        let mut request = self.http.get(url).timeout(timeout);
         if let Some(etag) = etag {
             request = request.header(reqwest::header::IF_NONE_MATCH, etag);
         }
@@ -342,14 +343,23 @@ impl BundleSource {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = read_body(response, url, self.settings.max_bytes).await?;
+        let body = read_body(response, url, limits.max_archive_bytes).await?;
         Ok(Some((body, etag)))
     }
 
     /// GET the signature; a 404 means an unsigned bundle.
-    async fn fetch_signature(&self) -> Result<Option<Vec<u8>>, BundleFetchError> {
+    async fn fetch_signature(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<Vec<u8>>, BundleFetchError> {
         let url = &self.settings.signature_url;
-        let response = self.http.get(url).send().await.map_err(fetch_error(url))?;
+        let response = self
+            .http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(fetch_error(url))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }

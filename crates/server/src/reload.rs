@@ -16,7 +16,8 @@
 //! reload re-reads it, and a new bundle found by the poller (`bundle_fetch`) is validated here
 //! like a policy folder and swapped in the same way; only a bundle that loads is recorded as the
 //! last good one. The bundle's `url`, `signature_url` and `cache_dir`, and switching between
-//! `policy_dir` and `policy_bundle`, need a restart; keys and the poll interval reload.
+//! `policy_dir` and `policy_bundle`, need a restart; keys, poll interval, timeout and size
+//! bound reload.
 //!
 //! The watched folders follow the config: the policy folder, the shadow candidate's folder (which
 //! a reload may name, change or drop), the config file's folder and the folders of the key files
@@ -312,7 +313,7 @@ impl Reloader {
                 .clone()
                 .unwrap_or_else(|| source.settings().clone());
             tokio::time::sleep(settings.poll_interval).await;
-            let outcome = match source.poll(&settings.public_key_files).await {
+            let outcome = match source.poll(&settings).await {
                 Ok(Poll::NotModified) => Ok("not_modified"),
                 Ok(Poll::New(candidate)) => {
                     let this = self.clone();
