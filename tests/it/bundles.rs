@@ -454,7 +454,7 @@ async fn signed_bundles_through_envoy() {
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x20;
     let truncated = r3[..r3.len() - 100].to_vec();
-    let cases: [(&str, Vec<u8>, Option<Vec<u8>>, &str); 4] = [
+    let cases = [
         (
             "tampered",
             tampered,

@@ -470,9 +470,12 @@ mod tests {
         ])
     }
 
+    /// One raw tar entry: path bytes, type, content.
+    type Entry<'a> = (&'a [u8], tar::EntryType, &'a [u8]);
+
     /// A raw tar.gz with entries as given (path bytes, type, content): what a hostile publisher
     /// could send, bypassing `build`'s checks.
-    fn raw(entries: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+    fn raw(entries: &[Entry]) -> Vec<u8> {
         let mut tar = tar::Builder::new(Vec::new());
         for (path, kind, content) in entries {
             let mut header = tar::Header::new_old();
@@ -536,8 +539,8 @@ mod tests {
         let file = tar::EntryType::Regular;
         let ok = ("a.cedar", "permit(principal, action, resource);");
         let manifest = manifest_for(&[ok]);
-        let m: (&[u8], tar::EntryType, &[u8]) = (b"manifest.json", file, &manifest);
-        let cases: Vec<(&str, Vec<(&[u8], tar::EntryType, &[u8])>, &str)> = vec![
+        let m: Entry = (b"manifest.json", file, &manifest);
+        let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
             (
                 "traversal",
                 vec![m, (b"../a.cedar", file, b"x")],

@@ -530,17 +530,19 @@ pub async fn prepare(mut config: Config) -> Result<Config, BundleFetchError> {
     std::fs::create_dir_all(cache_dir).map_err(io(format!("creating {}", cache_dir.display())))?;
     let keys = load_keys(&settings.public_key_files)?;
     let source = BundleSource::new(settings.clone())?;
-    let limits = source.limits();
+    let limits = Limits {
+        max_archive_bytes: settings.max_bytes,
+        ..bundle::DEFAULT_LIMITS
+    };
     let fetched = async {
-        let (archive, etag) =
-            source
-                .fetch_bundle(None)
-                .await?
-                .ok_or_else(|| BundleFetchError::Fetch {
-                    url: settings.url.clone(),
-                    why: "answered 304 to a request without If-None-Match".into(),
-                })?;
-        let signature = source.fetch_signature().await?;
+        let (archive, etag) = source
+            .fetch_bundle(None, &limits, settings.fetch_timeout)
+            .await?
+            .ok_or_else(|| BundleFetchError::Fetch {
+                url: settings.url.clone(),
+                why: "answered 304 to a request without If-None-Match".into(),
+            })?;
+        let signature = source.fetch_signature(settings.fetch_timeout).await?;
         check(
             archive, signature, &keys, &limits, etag, "server", cache_dir,
         )
