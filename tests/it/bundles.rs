@@ -287,6 +287,34 @@ fn metric(text: &str, line_start: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Starts `cedargate serve -c config` with its stderr appended to `log`; waits for `/readyz`.
+async fn serve(config: &Path, log: &Path, admin_port: u16) -> Proc {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "exec '{}' serve -c '{}' 2>>'{}'",
+        env!("CARGO_BIN_EXE_cedargate"),
+        config.display(),
+        log.display()
+    ));
+    cmd.env("RUST_LOG", "info");
+    let (proc, _) = Proc::spawn("cedargate", cmd, None);
+    let started = Instant::now();
+    let ready = || async {
+        reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    };
+    while !ready().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cedargate did not become ready:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proc
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_bundles_through_envoy() {
     let work = tempfile::tempdir().unwrap();
@@ -310,15 +338,28 @@ async fn signed_bundles_through_envoy() {
         pub_b.display(),
         cache.display()
     );
-    let mut stack = Stack::start_with(|yaml| {
-        let line = yaml
-            .lines()
-            .find(|l| l.starts_with("policy_dir:"))
-            .unwrap()
-            .to_string();
-        yaml.replace(&line, &bundle_yaml)
-    });
+    // The stack starts on the example folder; its cedargate is then replaced by one on the
+    // bundle, whose stderr (operational logs) goes to a file the test reads.
+    let mut stack = Stack::start();
+    assert!(
+        stack.cedargate.terminate(),
+        "cedargate did not exit cleanly"
+    );
+    let stack_config = std::fs::read_to_string(stack.dir.path().join("cedargate.yaml")).unwrap();
+    let line = stack_config
+        .lines()
+        .find(|l| l.starts_with("policy_dir:"))
+        .unwrap()
+        .to_string();
+    let config = dir.join("cedargate.yaml");
+    std::fs::write(
+        &config,
+        stack_config.replacen(&format!("\n{line}\n"), &format!("\n{bundle_yaml}"), 1),
+    )
+    .unwrap();
+    let log = dir.join("cedargate.log");
     let port = stack.cedargate_admin;
+    stack.cedargate = serve(&config, &log, port).await;
 
     // r1 is enforced: the public permit answers 200.
     assert_eq!(status_of(&stack, "/orders/status").await, 200);
@@ -402,27 +443,7 @@ async fn signed_bundles_through_envoy() {
     );
     let server_port = server.addr.port();
     drop(server);
-    let log = dir.join("cedargate.log");
-    let config = stack.dir.path().join("cedargate.yaml");
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!(
-        "exec '{}' serve -c '{}' 2>>'{}'",
-        env!("CARGO_BIN_EXE_cedargate"),
-        config.display(),
-        log.display()
-    ));
-    cmd.env("RUST_LOG", "warn");
-    let (restarted, _) = Proc::spawn("cedargate (restarted)", cmd, None);
-    stack.cedargate = restarted;
-    let started = Instant::now();
-    while admin(port, "/readyz").await.is_none() {
-        assert!(
-            started.elapsed() < WITHIN,
-            "cedargate did not restart from its cache:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.cedargate = serve(&config, &log, port).await;
     let p = policy(port).await;
     assert_eq!(p["bundle"]["enforced"]["revision"], "r2", "{p:#}");
     assert_eq!(p["bundle"]["enforced"]["source"], "cache");
