@@ -381,7 +381,7 @@ async fn signed_bundles_through_envoy() {
         "took {took:?}"
     );
     assert_eq!(p["bundle"]["enforced"]["digest"], sha256(&r2));
-    assert_eq!(status_of(&stack, "/orders/status").await, 403);
+    assert_eq!(status_of(&stack, "/orders/status").await, 401);
     let metrics = admin(port, "/metrics").await.unwrap();
     assert_eq!(
         metric(
@@ -447,7 +447,7 @@ async fn signed_bundles_through_envoy() {
     let p = policy(port).await;
     assert_eq!(p["bundle"]["enforced"]["revision"], "r2", "{p:#}");
     assert_eq!(p["bundle"]["enforced"]["source"], "cache");
-    assert_eq!(status_of(&stack, "/orders/status").await, 403);
+    assert_eq!(status_of(&stack, "/orders/status").await, 401);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("policy_bundle.fetch_failed") && text.contains("could not connect"),
