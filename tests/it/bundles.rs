@@ -512,7 +512,7 @@ async fn signed_bundles_through_envoy() {
         assert_eq!(p["bundle"]["last_poll"][1], "rejected", "{name}");
         assert_eq!(
             status_of(&stack, "/orders/status").await,
-            403,
+            401,
             "{name}: the old policies answer"
         );
         let deadline = Instant::now() + WITHIN;
