@@ -29,6 +29,9 @@
 //! - `entity_provider`: the HTTP entity provider against the real upstream process serving
 //!   entities: decisions only its data explains, every failure (down, slow, garbage, huge,
 //!   undeclared type) denied `entities_unavailable`, one fetch per uid, records that replay.
+//! - `bundles`: signed policy bundles served over real HTTP to the real binary behind the real
+//!   Envoy: enforced, updated within the poll interval, 304 without reload, tampered / unsigned /
+//!   truncated / wrongly signed bundles refused, restart from the cache; the `bundle` commands.
 //! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
 //!   traffic, an unreachable collector, alert rules (promtool) and the dashboard.
 
@@ -40,6 +43,7 @@
 )]
 
 mod bad_input;
+mod bundles;
 mod check;
 mod cli_conventions;
 mod conformance;

@@ -3,7 +3,7 @@
 //! of a decision ([`explain`]) and of the entities it read ([`evaluated`]) that `check` and `test`
 //! share, and where each entity type's data comes from ([`sources`], for `validate`); and the
 //! decision log's readers, `logs` and `replay`, with the record reading and filters they share
-//! ([`records`]).
+//! ([`records`]); and `bundle` (build, sign, verify signed policy bundles, make keys).
 //!
 //! Everything here runs offline: no IdP, no Envoy, no sockets. A test case or a `check` request
 //! goes through the same [`identity::without_token`](cedargate_core::identity::without_token),
@@ -17,6 +17,7 @@
 //! Problems in files are [`Diagnostic`]s, rendered with file:line:column and a snippet with a
 //! caret. Failing to write output is a [`CliError`]; `anyhow` stays in `main.rs`.
 
+pub mod bundle;
 pub mod case;
 pub mod check;
 pub mod evaluated;

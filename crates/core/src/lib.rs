@@ -16,7 +16,10 @@
 //! - [`mapping`] — request + identity → Cedar `(principal, action, resource, context)`.
 //! - [`policy_folder`] — that the policy folder is a folder whose entries can all be followed;
 //!   [`policy_text`] — a policy file cut into statements; [`policy`] — the policy set (load,
-//!   merge of entity data, evaluation) through [`policy_index`]; [`shapes`] — the load-time check that policies fit what mapping builds.
+//!   merge of entity data, evaluation) through [`policy_index`]; [`shapes`] — the load-time
+//!   check that policies fit what mapping builds.
+//! - [`bundle`] — a policy folder packed into one signed file: format, manifest, archive checks;
+//!   [`bundle_signature`] — its detached Ed25519 / ES256 signature.
 //! - [`decision`] — every failure becomes a deny here, with one reason code.
 //! - [`record`] — the decision record; [`redaction`] — what of a request a record may carry.
 //!
@@ -26,6 +29,8 @@
 //! cedargate-core` shows it), never does network IO, and reads files only when asked to load a
 //! config or a policy folder.
 
+pub mod bundle;
+pub mod bundle_signature;
 pub mod cedar_value;
 pub mod config;
 pub mod decision;

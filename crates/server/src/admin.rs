@@ -172,6 +172,9 @@ async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
         "policies": snapshot.info.len(),
         "files": snapshot.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "reload": admin.reload.status(),
+        // With `policy_bundle`: the bundle in force (revision, digest, signer) and the last poll
+        // (null when policies come from policy_dir).
+        "bundle": admin.reload.bundle_status(),
         // Shadow mode: the candidate set evaluated beside this one (null when off).
         "shadow": active.shadow.as_ref().map(|shadow| json!({
             "version": &*shadow.version,

@@ -17,13 +17,15 @@
 //!   OpenTelemetry collector.
 //!
 //! Around it: [`server`] (wiring, drain), [`admin`] (probes, `/metrics`, JWKS), [`reload`] (hot
-//! reload of config and policies), [`metrics`] (Prometheus) and [`telemetry`] (logs, spans).
+//! reload of config and policies, and of the signed policy bundles [`bundle_fetch`] polls for),
+//! [`metrics`] (Prometheus) and [`telemetry`] (logs, spans).
 //!
 //! # Invariants
 //!
 //! Never imports `cedargate-cli`: the offline commands and the server share only the core.
 
 pub mod admin;
+pub mod bundle_fetch;
 pub mod decision_log;
 pub mod decision_otlp;
 pub mod entity_provider;

@@ -78,6 +78,16 @@ pub const ENTITY_CACHE_LOOKUPS: &str = "cedargate_entity_provider_cache_lookups_
 pub const DECISION_CACHE_LOOKUPS: &str = "cedargate_decision_cache_lookups_total";
 /// Time one entity provider fetch took, answer read and checked.
 pub const ENTITY_FETCH_DURATION: &str = "cedargate_entity_provider_fetch_duration_seconds";
+/// The policy bundle in force (`policy_bundle`): value 1, `revision` and `digest` labels; one
+/// sample with value 0 and empty labels when policies come from a local `policy_dir`.
+pub const POLICY_BUNDLE_INFO: &str = "cedargate_policy_bundle_info";
+/// Bundle polls by `result`: updated (a new bundle swapped in), not_modified (304 or the same
+/// bundle), error (the server could not be asked or answered an error), rejected (signature,
+/// archive or policy checks refused the bundle; the last good one stays).
+pub const POLICY_BUNDLE_FETCHES: &str = "cedargate_policy_bundle_fetches_total";
+/// When a poll last confirmed or replaced the bundle in force; 0 before the first.
+pub const POLICY_BUNDLE_LAST_SUCCESS: &str =
+    "cedargate_policy_bundle_last_success_timestamp_seconds";
 /// 1 while `/readyz` answers 200.
 pub const READY: &str = "cedargate_ready";
 /// Build information: value 1, `version` label.
@@ -292,6 +302,24 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        POLICY_BUNDLE_INFO,
+        Kind::Gauge,
+        "The policy bundle in force (value 1) by revision and digest; 0 with empty labels when policies come from policy_dir.",
+        &["revision", "digest"],
+    ),
+    family(
+        POLICY_BUNDLE_FETCHES,
+        Kind::Counter,
+        "Policy bundle polls by result: updated, not_modified, error (server), rejected (bundle refused; the last good one stays).",
+        &["result"],
+    ),
+    family(
+        POLICY_BUNDLE_LAST_SUCCESS,
+        Kind::Gauge,
+        "Unix time a bundle poll last confirmed or replaced the bundle in force (0 before the first).",
+        &[],
+    ),
+    family(
         READY,
         Kind::Gauge,
         "1 while /readyz answers 200 (every issuer has usable keys, not draining).",
@@ -415,6 +443,10 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
         metrics::counter!(TRACE_SPANS, "result" => result).absolute(0);
         metrics::counter!(DECISION_LOG_OTLP, "result" => result).absolute(0);
     }
+    for result in BUNDLE_RESULTS {
+        metrics::counter!(POLICY_BUNDLE_FETCHES, "result" => result).absolute(0);
+    }
+    metrics::gauge!(POLICY_BUNDLE_LAST_SUCCESS).set(0.0);
     for result in ["agree", "would_allow", "would_deny"] {
         metrics::counter!(SHADOW_DECISIONS, "result" => result).absolute(0);
     }
@@ -629,6 +661,34 @@ pub fn decision_log_otlp(outcome: ExportOutcome, n: u64) {
     metrics::counter!(DECISION_LOG_OTLP, "result" => outcome.label()).increment(n);
 }
 
+/// The `result` labels of [`POLICY_BUNDLE_FETCHES`].
+const BUNDLE_RESULTS: [&str; 4] = ["updated", "not_modified", "error", "rejected"];
+
+/// The bundle in force (revision, digest), for [`POLICY_BUNDLE_INFO`]. Process-wide like the
+/// recorder: set by `bundle_fetch` when a bundle is enforced, rendered at scrape time, so the
+/// series is replaced (not accumulated) when the revision changes.
+static BUNDLE_ENFORCED: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+/// Notes the policy bundle in force.
+pub fn bundle_enforced(revision: &str, digest: &str) {
+    *BUNDLE_ENFORCED.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((revision.to_string(), digest.to_string()));
+}
+
+/// Counts one bundle poll (`result`: one of `updated`, `not_modified`, `error`, `rejected`).
+pub fn bundle_fetch(result: &'static str) {
+    metrics::counter!(POLICY_BUNDLE_FETCHES, "result" => result).increment(1);
+}
+
+/// Notes a successful bundle poll.
+pub fn bundle_success(at: SystemTime) {
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    metrics::gauge!(POLICY_BUNDLE_LAST_SUCCESS).set(secs);
+}
+
 /// The server state the scrape-time metrics are read from.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -684,7 +744,11 @@ pub fn render(state: &State) -> String {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
-    render_state(state, &mut out);
+    let bundle = BUNDLE_ENFORCED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    render_state(state, bundle.as_ref(), &mut out);
     out
 }
 
@@ -707,7 +771,7 @@ fn issuer_family(
     }
 }
 
-fn render_state(state: &State, out: &mut String) {
+fn render_state(state: &State, bundle: Option<&(String, String)>, out: &mut String) {
     sample(
         out,
         BUILD_INFO,
@@ -754,6 +818,20 @@ fn render_state(state: &State, out: &mut String) {
     issuer_family(out, JWKS_KEYS_USABLE, &state.issuers, |i| {
         Some(bool_value(i.usable))
     });
+    match bundle {
+        Some((revision, digest)) => sample(
+            out,
+            POLICY_BUNDLE_INFO,
+            &[("revision", revision), ("digest", digest)],
+            1.0,
+        ),
+        None => sample(
+            out,
+            POLICY_BUNDLE_INFO,
+            &[("revision", ""), ("digest", "")],
+            0.0,
+        ),
+    }
     sample(out, DECISION_LOG_QUEUED, &[], state.log_queued as f64);
     sample(out, DECISION_LOG_DROPPED, &[], state.log_dropped as f64);
 }
@@ -838,7 +916,7 @@ mod tests {
     #[test]
     fn state_is_rendered_as_prometheus_text() {
         let mut out = String::new();
-        render_state(&state(), &mut out);
+        render_state(&state(), None, &mut out);
         for line in [
             "cedargate_ready 0",
             "cedargate_policy_set_info{version=\"4be1d07a93c25f16\"} 1",
@@ -853,11 +931,21 @@ mod tests {
             "cedargate_jwks_keys_usable{issuer=\"we\\\"ird\\\\name\"} 0",
             "cedargate_decision_log_records_queued_total 18234",
             "cedargate_decision_log_records_dropped_total 7",
+            "cedargate_policy_bundle_info{revision=\"\",digest=\"\"} 0",
             "# TYPE cedargate_policy_reloads_total counter",
             "# TYPE cedargate_jwks_key_age_seconds gauge",
         ] {
             assert!(out.lines().any(|l| l == line), "missing `{line}` in\n{out}");
         }
+        let mut with_bundle = String::new();
+        let bundle = ("2026.12.1".to_string(), "9a1e".to_string());
+        render_state(&state(), Some(&bundle), &mut with_bundle);
+        assert!(
+            with_bundle
+                .lines()
+                .any(|l| l
+                    == "cedargate_policy_bundle_info{revision=\"2026.12.1\",digest=\"9a1e\"} 1")
+        );
         // An issuer never fetched has no age sample (rather than a made-up 0).
         assert!(!out.contains("cedargate_jwks_key_age_seconds{issuer=\"we"));
         // Every family is declared once, before its samples.

@@ -12,6 +12,13 @@
 //! `upstream_token` reloads, key files included (re-read by the config's validation): a bad key
 //! file refuses the whole reload and the old keys stay. A key generated at start is carried over.
 //!
+//! With `policy_bundle`, the policy folder is the unpacked bundle in force: a file or SIGHUP
+//! reload re-reads it, and a new bundle found by the poller (`bundle_fetch`) is validated here
+//! like a policy folder and swapped in the same way; only a bundle that loads is recorded as the
+//! last good one. The bundle's `url`, `signature_url` and `cache_dir`, and switching between
+//! `policy_dir` and `policy_bundle`, need a restart; keys, poll interval, timeout and size
+//! bound reload.
+//!
 //! The watched folders follow the config: the policy folder, the shadow candidate's folder (which
 //! a reload may name, change or drop), the config file's folder and the folders of the key files
 //! it names (`upstream_token.key_files`, `decision_log.redaction_key_file`: replacing a key
@@ -29,6 +36,7 @@ use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::bundle_fetch::{BundleFetchError, BundleSource, BundleStatus, Candidate, Poll};
 use crate::gate::{Active, Gate};
 use cedargate_core::config::Config;
 use cedargate_core::record::rfc3339;
@@ -91,6 +99,8 @@ pub struct Reloader {
     /// The folders actually watched, for [`ReloadStatus::watching`] (read without `watch`'s
     /// lock, which a reload holds while it waits for `notify`).
     watching: ArcSwap<Vec<PathBuf>>,
+    /// The policy bundle source, with `policy_bundle`.
+    bundle: Option<Arc<BundleSource>>,
 }
 
 /// A running file watcher and what it watches.
@@ -125,7 +135,14 @@ impl Reloader {
     /// A reloader for `gate`, reading `config_path`.
     pub fn new(gate: Arc<Gate>, config_path: PathBuf) -> Reloader {
         let config_file = absolute(&config_path);
+        let bundle = gate.config().policy_bundle.clone().and_then(|settings| {
+            BundleSource::new(settings)
+                .map(Arc::new)
+                .map_err(|e| tracing::error!(error = %e, "policy_bundle.unavailable: bundle polling is off"))
+                .ok()
+        });
         Reloader {
+            bundle,
             gate,
             config_path,
             ok: AtomicU64::new(0),
@@ -159,14 +176,43 @@ impl Reloader {
         }
     }
 
+    /// The policy bundle's status for `/policy`; `None` without `policy_bundle`.
+    pub fn bundle_status(&self) -> Option<BundleStatus> {
+        let source = self.bundle.as_ref()?;
+        let interval = self
+            .gate
+            .config()
+            .policy_bundle
+            .as_ref()
+            .map_or(source.settings().poll_interval, |b| b.poll_interval);
+        Some(source.status(interval))
+    }
+
     /// Validates the config and policy folder and swaps them in; on any problem keeps the last
     /// good set. Returns the new policy-set version.
     pub fn reload(&self, trigger: &str) -> Result<Arc<str>, ReloadError> {
+        self.reload_with(trigger, None)
+    }
+
+    /// [`Reloader::reload`], with a new bundle's folder as the policy folder when `candidate` is
+    /// given; on success the bundle becomes the one in force (and the last good one on disk).
+    fn reload_with(
+        &self,
+        trigger: &str,
+        candidate: Option<&Candidate>,
+    ) -> Result<Arc<str>, ReloadError> {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
         self.last_attempt
             .store(Some(Arc::new((SystemTime::now(), trigger.to_string()))));
-        match self.load() {
+        match self.load(candidate.map(|c| c.enforced.dir.as_path())) {
             Ok(active) => {
+                if let (Some(source), Some(candidate)) = (&self.bundle, candidate)
+                    && let Err(e) = source.commit(candidate)
+                {
+                    // Enforced in memory all the same; a restart falls back to the previous
+                    // last good bundle.
+                    tracing::error!(error = %e, "policy_bundle.cache_failed");
+                }
                 let version = active.policies.version.clone();
                 let previous = self.gate.active.load().policies.version.clone();
                 let config = active.config.clone();
@@ -187,8 +233,16 @@ impl Reloader {
         }
     }
 
-    fn load(&self) -> Result<Active, ReloadError> {
-        let config = Config::load(&self.config_path)?;
+    fn load(&self, bundle_dir: Option<&Path>) -> Result<Active, ReloadError> {
+        let mut config = Config::load(&self.config_path)?;
+        if config.policy_bundle.is_some() {
+            // The bundle in force (or the new one being tried), never the `current` link, so the
+            // folder read is the one recorded as enforced.
+            let enforced = self.bundle.as_ref().and_then(|b| b.enforced_dir());
+            if let Some(dir) = bundle_dir.map(Path::to_path_buf).or(enforced) {
+                config.policy_dir = dir;
+            }
+        }
         log_config_warnings(&config);
         let current = self.gate.config();
         if let Some(what) = restart_only_change(&current, &config) {
@@ -223,8 +277,13 @@ impl Reloader {
     pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         let (tx, mut rx) = mpsc::channel::<&'static str>(64);
         self.start_watching(tx);
+        let poller = self
+            .bundle
+            .clone()
+            .map(|source| tokio::spawn(self.clone().poll_bundles(source)));
         tokio::spawn(async move {
             let _stop_watching = StopWatching(self.clone());
+            let _stop_polling = poller.map(StopPolling);
             let mut hangup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
@@ -241,6 +300,53 @@ impl Reloader {
                 let _ = tokio::task::spawn_blocking(move || this.reload(trigger)).await;
             }
         })
+    }
+
+    /// Polls the bundle server every `poll_interval` (read from the config in force each time);
+    /// a new bundle that passes every check is tried as a reload.
+    async fn poll_bundles(self: Arc<Self>, source: Arc<BundleSource>) {
+        loop {
+            let settings = self
+                .gate
+                .config()
+                .policy_bundle
+                .clone()
+                .unwrap_or_else(|| source.settings().clone());
+            tokio::time::sleep(settings.poll_interval).await;
+            let outcome = match source.poll(&settings).await {
+                Ok(Poll::NotModified) => Ok("not_modified"),
+                Ok(Poll::New(candidate)) => {
+                    let this = self.clone();
+                    let tried = tokio::task::spawn_blocking(move || {
+                        let result = this.reload_with("bundle", Some(&candidate));
+                        (result, candidate)
+                    })
+                    .await;
+                    match tried {
+                        Ok((Ok(_), _)) => Ok("updated"),
+                        Ok((Err(e), candidate)) => {
+                            source.discard(&candidate);
+                            Err(BundleFetchError::Policies(e.to_string()))
+                        }
+                        Err(e) => Err(BundleFetchError::Policies(e.to_string())),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match &outcome {
+                Ok(result) => tracing::debug!(result, "policy_bundle.polled"),
+                Err(e) if e.is_rejection() => tracing::error!(
+                    url = %settings.url,
+                    error = %e,
+                    "policy_bundle.rejected: the last good policy set stays in force"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "policy_bundle.fetch_failed: the last good policy set stays in force"
+                ),
+            }
+            source.note_poll(outcome.as_ref().map(|r| *r));
+        }
     }
 
     /// Starts the watcher on the folders of the config in force. Events in a policy folder
@@ -288,7 +394,11 @@ impl Reloader {
         let policy_dirs: BTreeSet<PathBuf> = configs
             .iter()
             .flat_map(|c| {
-                std::iter::once(&c.policy_dir).chain(c.shadow.as_ref().map(|s| &s.policy_dir))
+                // A bundle's folder changes only through the poller, which reloads by itself.
+                let local = c.policy_bundle.is_none().then_some(&c.policy_dir);
+                local
+                    .into_iter()
+                    .chain(c.shadow.as_ref().map(|s| &s.policy_dir))
             })
             .map(|d| absolute(d))
             .collect();
@@ -331,6 +441,15 @@ impl Reloader {
         }
         self.watching
             .store(Arc::new(watch.dirs.iter().cloned().collect()));
+    }
+}
+
+/// Stops the bundle poller when the reload task ends (or is aborted on shutdown).
+struct StopPolling(tokio::task::JoinHandle<()>);
+
+impl Drop for StopPolling {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -393,8 +512,18 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     if old.limits.max_concurrent_checks != new.limits.max_concurrent_checks {
         return Some("limits.max_concurrent_checks");
     }
-    if old.policy_dir != new.policy_dir {
-        return Some("policy_dir");
+    match (&old.policy_bundle, &new.policy_bundle) {
+        (None, None) if old.policy_dir != new.policy_dir => return Some("policy_dir"),
+        (None, None) => {}
+        (Some(a), Some(b))
+            if a.url != b.url
+                || a.signature_url != b.signature_url
+                || a.cache_dir != b.cache_dir =>
+        {
+            return Some("policy_bundle");
+        }
+        (Some(_), Some(_)) => {}
+        _ => return Some("policy_dir / policy_bundle"),
     }
     if old.telemetry != new.telemetry {
         return Some("telemetry");

@@ -55,6 +55,9 @@ pub enum ServeError {
     /// The upstream-token keys could not be loaded or generated.
     #[error("upstream_token.key_files: {0}")]
     Keys(#[from] crate::mint::MintError),
+    /// `policy_bundle`: no bundle to enforce (none fetched, none cached).
+    #[error("policy_bundle: {0}")]
+    Bundle(#[from] crate::bundle_fetch::BundleFetchError),
     /// The entity provider's client could not be built.
     #[error(transparent)]
     EntityProvider(#[from] crate::entity_provider::BuildError),
@@ -93,6 +96,9 @@ pub struct Running {
 
 /// Starts serving `config`.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    // With `policy_bundle`: fetch (or fall back to the cached last good bundle), verify, unpack;
+    // `policy_dir` becomes the unpacked bundle's folder.
+    let config = crate::bundle_fetch::prepare(config).await?;
     // A large policy set takes a while: say how far it has come (only large ones report).
     let mut progress = |step: LoadProgress<'_>| tracing::info!(%step, "policy.loading");
     let policies =

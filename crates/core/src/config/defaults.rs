@@ -140,3 +140,12 @@ pub(super) const DEFAULT_PROVIDER_CACHE_TTL_SECS: u64 = 30;
 pub(super) const DEFAULT_PROVIDER_CACHE_CAPACITY: u64 = 10_000;
 /// An entity answer is a handful of entities; 1 MiB bounds a runaway provider's cost.
 pub(super) const DEFAULT_PROVIDER_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Time between two bundle polls: a conditional GET answered 304 costs the bundle server almost
+/// nothing, and 30 s puts a fleet on a new policy revision within a minute.
+pub(super) const DEFAULT_BUNDLE_POLL_SECS: u64 = 30;
+/// Timeout for one bundle or signature fetch: a large bundle over a slow link still arrives,
+/// a hung server does not stall the next poll for long.
+pub(super) const DEFAULT_BUNDLE_FETCH_TIMEOUT_MS: u64 = 10_000;
+/// The folder inside `policy_bundle.cache_dir` that holds the bundle in force, unpacked: what
+/// `policy_dir` is with a bundle, so `cedargate validate` and `test` read what is enforced.
+pub(super) const BUNDLE_CURRENT_DIR: &str = "current";

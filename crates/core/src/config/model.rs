@@ -41,8 +41,13 @@ pub struct Config {
     pub resource_type: Arc<str>,
     /// Request facts copied into the Cedar context.
     pub context: ContextConfig,
-    /// Folder with `*.cedar`, `*.cedarschema` and `entities.json`.
+    /// Folder with `*.cedar`, `*.cedarschema` and `entities.json`. With `policy_bundle`, the
+    /// folder the bundle in force is unpacked to (`<cache_dir>/current`), which the server
+    /// points at the bundle it enforces.
     pub policy_dir: PathBuf,
+    /// Policies from a signed bundle over HTTP(S) instead of a local `policy_dir`; `None` (the
+    /// default): the local folder.
+    pub policy_bundle: Option<PolicyBundleConfig>,
     /// Bounds on input sizes.
     pub limits: Limits,
     /// Verified-token cache settings.
@@ -151,6 +156,28 @@ impl UpstreamTokenConfig {
             token.to_string()
         }
     }
+}
+
+/// `policy_bundle`: where the signed bundle is, who may sign it, how often to ask, and where the
+/// last good one is kept. Names key files; never holds keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyBundleConfig {
+    /// The bundle (a `.tar.gz` from `cedargate bundle build`); https unless loopback.
+    pub url: String,
+    /// Its detached signature; by default `url` + `.sig`.
+    pub signature_url: String,
+    /// PEM public keys (Ed25519 or P-256) a bundle may be signed with: any one suffices, so a key
+    /// rotation lists the old and the new key.
+    pub public_key_files: Vec<PathBuf>,
+    /// The last good bundle and its unpacked files, so a restart enforces it with the bundle
+    /// server unreachable.
+    pub cache_dir: PathBuf,
+    /// Time between two polls (conditional GETs with `If-None-Match`).
+    pub poll_interval: Duration,
+    /// Timeout for one fetch (bundle and signature).
+    pub fetch_timeout: Duration,
+    /// Largest bundle accepted, compressed.
+    pub max_bytes: u64,
 }
 
 /// Shadow mode: where the candidate policy set is.

@@ -26,6 +26,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) context: RawContext,
     pub(super) policy_dir: Option<String>,
+    pub(super) policy_bundle: Option<Spanned<RawPolicyBundle>>,
     #[serde(default)]
     pub(super) limits: RawLimits,
     #[serde(default)]
@@ -55,6 +56,21 @@ pub(super) struct RawUpstreamToken {
     pub(super) strip_headers: Option<Vec<Spanned<String>>>,
     pub(super) key_files: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) algorithm: Option<Spanned<String>>,
+}
+
+/// `policy_bundle`: policies from a signed bundle fetched over HTTP(S).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicyBundle {
+    pub(super) url: Spanned<String>,
+    pub(super) signature_url: Option<Spanned<String>>,
+    pub(super) public_key_files: Spanned<Vec<Spanned<String>>>,
+    pub(super) cache_dir: Spanned<String>,
+    pub(super) poll_interval_seconds: Option<Spanned<u64>>,
+    pub(super) fetch_timeout_ms: Option<Spanned<u64>>,
+    pub(super) max_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(super) allow_insecure_http: bool,
 }
 
 #[derive(Debug, Deserialize)]

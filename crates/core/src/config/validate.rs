@@ -2,7 +2,7 @@
 //! invalid, collecting *every* problem with its position instead of stopping at the first. Out of
 //! range values are reported, never clamped. Reads only the files the config names as secrets it
 //! must check (the redaction key; upstream-token key files are only checked to exist: the server
-//! reads keys).
+//! reads keys) and the public keys of `policy_bundle`, parsed to catch a wrong file at load.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -157,10 +157,23 @@ pub(super) fn validate(
         }
     }
 
-    let policy_dir = resolve(
-        base,
-        raw.policy_dir.as_deref().unwrap_or(DEFAULT_POLICY_DIR),
-    );
+    let policy_bundle = raw
+        .policy_bundle
+        .as_ref()
+        .and_then(|b| policy_bundle(b, base, problems));
+    if let (Some(bundle), Some(_)) = (&raw.policy_bundle, &raw.policy_dir) {
+        problems.at(
+            bundle,
+            "policy_dir and policy_bundle are both set: policies come from one or the other (remove policy_dir to serve the bundle)",
+        );
+    }
+    let policy_dir = match &policy_bundle {
+        Some(bundle) => bundle.cache_dir.join(BUNDLE_CURRENT_DIR),
+        None => resolve(
+            base,
+            raw.policy_dir.as_deref().unwrap_or(DEFAULT_POLICY_DIR),
+        ),
+    };
 
     let limits = Limits {
         max_token_bytes: positive(
@@ -233,6 +246,7 @@ pub(super) fn validate(
             attributes: context_attributes(&raw.context.attributes, problems),
         },
         policy_dir,
+        policy_bundle,
         limits,
         token_cache: TokenCacheConfig {
             capacity: raw
@@ -1216,6 +1230,100 @@ fn entity_provider(
     })
 }
 
+fn policy_bundle(
+    spanned: &Spanned<RawPolicyBundle>,
+    base: &Path,
+    problems: &mut Collected,
+) -> Option<PolicyBundleConfig> {
+    let raw = &spanned.value;
+    let mut ok = true;
+    let mut check_url = |field: &Spanned<String>, name: &str, problems: &mut Collected| {
+        if let Some(why) = url_problem(&field.value, raw.allow_insecure_http) {
+            problems.at(field, format!("policy_bundle.{name} {why}"));
+            ok = false;
+        }
+    };
+    check_url(&raw.url, "url", problems);
+    let signature_url = match &raw.signature_url {
+        Some(s) => {
+            check_url(s, "signature_url", problems);
+            s.value.clone()
+        }
+        None => format!("{}.sig", raw.url.value),
+    };
+    if raw.public_key_files.value.is_empty() {
+        problems.at(
+            &raw.public_key_files,
+            "policy_bundle.public_key_files must name at least one public key: an unsigned bundle is never served",
+        );
+        ok = false;
+    }
+    let mut public_key_files = Vec::new();
+    for file in &raw.public_key_files.value {
+        let path = resolve(base, &file.value);
+        // Read now so a missing or wrong key stops the load with its position; the server reads
+        // the files again on every verification, so replacing a key needs no restart.
+        match std::fs::read(&path) {
+            Ok(pem) => {
+                if let Err(e) = crate::bundle_signature::PublicKey::from_pem(&pem) {
+                    problems.at(
+                        file,
+                        format!("policy_bundle.public_key_files: {}: {e}", path.display()),
+                    );
+                    ok = false;
+                }
+            }
+            Err(e) => {
+                problems.at(
+                    file,
+                    format!(
+                        "policy_bundle.public_key_files: {}: {}",
+                        path.display(),
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            "no such file".to_string()
+                        } else {
+                            super::io_words(&e)
+                        }
+                    ),
+                );
+                ok = false;
+            }
+        }
+        public_key_files.push(path);
+    }
+    if raw.cache_dir.value.is_empty() {
+        problems.at(&raw.cache_dir, "policy_bundle.cache_dir must name a folder");
+        ok = false;
+    }
+    let poll_interval = Duration::from_secs(positive(
+        raw.poll_interval_seconds.as_ref(),
+        DEFAULT_BUNDLE_POLL_SECS,
+        "policy_bundle.poll_interval_seconds",
+        problems,
+    ));
+    let fetch_timeout = Duration::from_millis(positive(
+        raw.fetch_timeout_ms.as_ref(),
+        DEFAULT_BUNDLE_FETCH_TIMEOUT_MS,
+        "policy_bundle.fetch_timeout_ms",
+        problems,
+    ));
+    let max_bytes = positive(
+        raw.max_bytes.as_ref(),
+        crate::bundle::DEFAULT_LIMITS.max_archive_bytes,
+        "policy_bundle.max_bytes",
+        problems,
+    );
+    ok.then(|| PolicyBundleConfig {
+        url: raw.url.value.clone(),
+        signature_url,
+        public_key_files,
+        cache_dir: resolve(base, &raw.cache_dir.value),
+        poll_interval,
+        fetch_timeout,
+        max_bytes,
+    })
+}
+
 fn validate_route(spanned: &Spanned<RawRoute>, problems: &mut Collected) -> Option<Route> {
     let raw = &spanned.value;
     let template = match PathTemplate::parse(&raw.path.value) {
@@ -1306,6 +1414,74 @@ mod tests {
                 .collect(),
             Err(e) => vec![e.to_string()],
         }
+    }
+
+    #[test]
+    fn policy_bundle_is_checked_and_replaces_policy_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, public) =
+            crate::bundle_signature::generate(crate::bundle_signature::Algorithm::Ed25519).unwrap();
+        std::fs::write(dir.path().join("k.pub.pem"), public).unwrap();
+        std::fs::write(dir.path().join("bad.pem"), "hello").unwrap();
+        let path = dir.path().join("c.yaml");
+        let good = "policy_bundle:\n  url: https://b.example/p.tar.gz\n  public_key_files: [k.pub.pem]\n  cache_dir: cache\n";
+        let config = Config::parse(good, &path).unwrap();
+        let bundle = config.policy_bundle.unwrap();
+        assert_eq!(bundle.signature_url, "https://b.example/p.tar.gz.sig");
+        assert_eq!(bundle.public_key_files, vec![dir.path().join("k.pub.pem")]);
+        assert_eq!(
+            bundle.poll_interval,
+            Duration::from_secs(DEFAULT_BUNDLE_POLL_SECS)
+        );
+        assert_eq!(config.policy_dir, dir.path().join("cache").join("current"));
+        let bad = "policy_dir: policies\npolicy_bundle:\n  url: http://user@b.example/p.tar.gz\n  signature_url: http://b.example/p.sig\n  public_key_files: [bad.pem, gone.pem]\n  cache_dir: cache\n  poll_interval_seconds: 0\n";
+        let got = match Config::parse(bad, &path) {
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .into_iter()
+                .map(|p| format!("{}:{} {}", p.line, p.column, p.message))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got.len(), 6, "{got:#?}");
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("3:8 policy_bundle.url must not carry user info")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("4:18 policy_bundle.signature_url must be an https URL")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("5:22 policy_bundle.public_key_files:")
+                    && p.contains("bad.pem: not a PEM file")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|p| p.starts_with("5:31 ") && p.contains("gone.pem: no such file")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|p| p
+                    .starts_with("7:26 policy_bundle.poll_interval_seconds must be at least 1")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|p| p.contains("policy_dir and policy_bundle are both set")),
+            "{got:#?}"
+        );
+        let unsigned = "policy_bundle:\n  url: https://b.example/p.tar.gz\n  public_key_files: []\n  cache_dir: cache\n";
+        assert!(
+            Config::parse(unsigned, &path)
+                .unwrap_err()
+                .to_string()
+                .contains("an unsigned bundle is never served")
+        );
     }
 
     #[test]
