@@ -18,6 +18,7 @@
 //!
 //! Around it: [`server`] (wiring, drain), [`admin`] (probes, `/metrics`, JWKS), [`reload`] (hot
 //! reload of config and policies), [`metrics`] (Prometheus) and [`telemetry`] (logs, spans).
+//! [`probe`] is the other side of the admin port: `cedargate health` asking a running server.
 //!
 //! # Invariants
 //!
@@ -34,6 +35,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod mint;
+pub mod probe;
 pub mod reload;
 pub mod server;
 pub mod shadow;

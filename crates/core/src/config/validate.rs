@@ -41,6 +41,20 @@ pub(super) fn validate(
     if grpc_listen == admin_listen && grpc_listen.port() != 0 {
         problems.nowhere("listen.grpc and listen.admin must differ");
     }
+    let drain = match &raw.listen.drain_seconds {
+        None => DEFAULT_DRAIN_SECS,
+        Some(d) if d.value > MAX_DRAIN_SECS => {
+            problems.at(
+                d,
+                format!(
+                    "listen.drain_seconds {} exceeds the maximum {MAX_DRAIN_SECS}",
+                    d.value
+                ),
+            );
+            MAX_DRAIN_SECS
+        }
+        Some(d) => d.value,
+    };
 
     let mut names = BTreeSet::new();
     let mut issuer_urls = BTreeSet::new();
@@ -218,6 +232,7 @@ pub(super) fn validate(
         source: path.to_path_buf(),
         grpc_listen,
         admin_listen,
+        drain: Duration::from_secs(drain),
         realm: realm(raw.realm.as_ref(), problems),
         issuers,
         mtls,
