@@ -79,18 +79,8 @@ impl Replica {
         self.proc = Some(proc);
     }
 
-    /// The replica's process id, found by its config path (for its resident memory).
     fn pid(&self) -> Option<u32> {
-        let needle = self.config.to_string_lossy().to_string();
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .find_map(|entry| {
-                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                (cmdline.contains("serve") && cmdline.contains(&needle)).then_some(pid)
-            })
+        pid_of(&self.config)
     }
 
     /// Peak resident set (VmHWM) in KiB.
@@ -103,17 +93,52 @@ impl Replica {
     }
 }
 
+/// The process id of the `cedargate serve -c <config>` running, found by its command line.
+pub fn pid_of(config: &std::path::Path) -> Option<u32> {
+    let needle = config.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains(" serve ") && cmdline.contains(&needle)).then_some(pid)
+        })
+}
+
+/// Waits (deadline 20 s) until process `pid` has exited (gone, or a zombie its parent has not
+/// reaped yet). Sends nothing: a second SIGTERM would cut cedargate's drain short.
+pub fn wait_exit(pid: u32) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let exited = state
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
+        if exited {
+            return;
+        }
+        assert!(Instant::now() < until, "process {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The fleet: IdP, upstream, replicas, Envoy on the loopback variant of envoy-fleet.yaml.
 struct Fleet {
     /// Holds the configs and Envoy's files until the fleet drops.
     _dir: tempfile::TempDir,
-    idp: Idp,
+    /// The IdP, kept running for the replicas' key refreshes.
+    _idp: Idp,
     _upstream: Proc,
     replicas: Vec<Replica>,
     _envoy: Proc,
     listener: u16,
     envoy_admin: u16,
     http: reqwest::Client,
+    /// Access tokens from the IdP: alice may read orders, mallory may not.
+    alice: String,
+    mallory: String,
 }
 
 fn client() -> reqwest::Client {
@@ -173,11 +198,8 @@ impl Fleet {
     async fn start() -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let idp = Idp::start(dir.path(), "idp", 3600);
-        let mut up = node("upstream/upstream.mjs");
-        up.args(["--port", "0", "--grpc-port", "0"]);
-        let (upstream, line) = Proc::spawn("upstream", up, Some("upstream listening on "));
-        let app_port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
 
+        // Replicas first: their policy loads and key fetches overlap with the rest of the setup.
         let mut replicas: Vec<Replica> = (0..REPLICAS)
             .map(|i| {
                 let (grpc, admin) = (free_port(), free_port());
@@ -194,6 +216,19 @@ impl Fleet {
         for replica in &mut replicas {
             replica.start();
         }
+        // Tokens from real authorization-code flows (node) meanwhile, and the upstream.
+        let ((alice, mallory), (upstream, app_port)) = std::thread::scope(|s| {
+            let alice = s.spawn(|| idp.user("alice"));
+            let mallory = s.spawn(|| idp.user("mallory"));
+            let mut up = node("upstream/upstream.mjs");
+            up.args(["--port", "0", "--grpc-port", "0"]);
+            let (upstream, line) = Proc::spawn("upstream", up, Some("upstream listening on "));
+            let app_port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+            (
+                (alice.join().unwrap(), mallory.join().unwrap()),
+                (upstream, app_port),
+            )
+        });
         let http = client();
         for replica in &replicas {
             wait_ready(&http, replica.admin).await;
@@ -205,13 +240,15 @@ impl Fleet {
         let envoy = start_envoy(dir.path(), &config, envoy_admin);
         let fleet = Fleet {
             _dir: dir,
-            idp,
+            _idp: idp,
             _upstream: upstream,
             replicas,
             _envoy: envoy,
             listener,
             envoy_admin,
             http,
+            alice,
+            mallory,
         };
         for i in 0..REPLICAS {
             fleet.wait_health(i, true, Duration::from_secs(15)).await;
@@ -251,6 +288,28 @@ impl Fleet {
         }
     }
 
+    /// What Envoy saw so far: Checks that failed (fail closed), retried, and why retries
+    /// stopped, as `name=value` words.
+    async fn why(&self) -> Vec<String> {
+        let mut stats = Vec::new();
+        for stat in [
+            "http.ingress_http.ext_authz.error",
+            "cluster.cedargate.upstream_rq_retry",
+            "cluster.cedargate.upstream_rq_retry_success",
+            "cluster.cedargate.upstream_rq_retry_overflow",
+            "cluster.cedargate.upstream_rq_retry_limit_exceeded",
+            "cluster.cedargate.upstream_cx_destroy_remote_with_active_rq",
+            "cluster.cedargate.upstream_cx_connect_fail",
+            "cluster.cedargate.upstream_rq_timeout",
+            "cluster.cedargate.upstream_rq_pending_failure_eject",
+            "cluster.cedargate.outlier_detection.ejections_enforced_total",
+        ] {
+            let short = stat.rsplit_once('.').map_or(stat, |(_, s)| s);
+            stats.push(format!("{short}={}", self.envoy_stat(stat).await));
+        }
+        stats
+    }
+
     /// An Envoy counter from its admin `/stats`.
     async fn envoy_stat(&self, name: &str) -> u64 {
         let url = format!(
@@ -283,8 +342,8 @@ fn replica_config(issuer: &str, grpc: u16, admin: u16) -> String {
             format!("  admin: 127.0.0.1:{admin}\n  drain_seconds: {DRAIN_SECONDS}\n"),
         ),
         (
-            "policy_dir: policies".to_string(),
-            format!("policy_dir: {}", repo().join("policies").display()),
+            "\npolicy_dir: policies\n".to_string(),
+            format!("\npolicy_dir: {}\n", repo().join("policies").display()),
         ),
         ("output: stdout".to_string(), "output: off".to_string()),
     ];
@@ -420,8 +479,8 @@ fn rate(samples: &[Sample]) -> f64 {
 async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     let started = Instant::now();
     let mut fleet = Fleet::start().await;
-    let alice = fleet.idp.user("alice");
-    let mallory = fleet.idp.user("mallory");
+    let (alice, mallory) = (fleet.alice.clone(), fleet.mallory.clone());
+    let setup = started.elapsed();
     let url = format!("http://127.0.0.1:{}/orders/1", fleet.listener);
     let retries_before = fleet
         .envoy_stat("cluster.cedargate.upstream_rq_retry")
@@ -437,6 +496,7 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     tokio::time::sleep(Duration::from_secs(2)).await; // load on the two survivors
     let kill_samples = load.finish().await;
     fleet.replicas[0].proc = None; // reap it
+    let kill_stats = fleet.why().await;
     // Resident memory of the survivors, which carried the whole load (debug build).
     let rss: Vec<String> = fleet.replicas[1..]
         .iter()
@@ -446,19 +506,39 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
         })
         .collect();
 
+    let kill_failures = failed(&kill_samples);
+    eprintln!(
+        "fleet, kill phase: detection {:.2} s; failures (sent, after the kill): {:?}; {}",
+        detection.as_secs_f64(),
+        kill_failures
+            .iter()
+            .map(|s| format!(
+                "{}{:.3}s {}",
+                if s.sent < killed_at { "-" } else { "+" },
+                if s.sent < killed_at {
+                    (killed_at - s.sent).as_secs_f64()
+                } else {
+                    (s.sent - killed_at).as_secs_f64()
+                },
+                s.status
+            ))
+            .collect::<Vec<_>>(),
+        kill_stats.join(" ")
+    );
     let wrong = against_policy(&kill_samples);
     assert!(
         wrong.is_empty(),
         "answered against policy after a SIGKILL: {:?}",
         &wrong[..wrong.len().min(5)]
     );
-    let kill_failures = failed(&kill_samples);
     // A failure (Envoy's fail-closed 503, or no answer) only between the kill and detection,
-    // give or take one Check's deadline (0.5 s) for requests already on their way.
+    // give or take one Check's deadline (0.5 s) for requests already on their way (a request
+    // sent just before the kill can have its Check on the dying replica).
+    let window_start = killed_at - Duration::from_millis(500);
     let window_end = detected_at + Duration::from_millis(600);
     let outside: Vec<_> = kill_failures
         .iter()
-        .filter(|s| s.sent < killed_at || s.sent > window_end)
+        .filter(|s| s.sent < window_start || s.sent > window_end)
         .collect();
     assert!(
         outside.is_empty(),
@@ -484,12 +564,17 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rolling_started = Instant::now();
     let mut drained = Vec::new();
+    let mut terms = Vec::new();
     for i in 0..REPLICAS {
+        let pid = fleet.replicas[i].pid().unwrap();
         let term_at = Instant::now();
-        let mut proc = fleet.replicas[i].proc.take().unwrap();
-        let clean = tokio::task::block_in_place(|| proc.terminate());
-        assert!(clean, "replica {i} did not exit cleanly after SIGTERM");
+        terms.push(rolling_started.elapsed());
+        let proc = fleet.replicas[i].proc.take().unwrap();
+        proc.signal("TERM");
+        tokio::task::block_in_place(|| wait_exit(pid));
         drained.push(term_at.elapsed());
+        drop(proc);
+        terms.push(rolling_started.elapsed());
         fleet.replicas[i].start();
         wait_ready(&fleet.http, fleet.replicas[i].admin).await;
         fleet.wait_health(i, true, Duration::from_secs(15)).await;
@@ -498,6 +583,25 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rolling_samples = load.finish().await;
     let rolling_failures = failed(&rolling_samples);
+    if !rolling_failures.is_empty() {
+        eprintln!(
+            "fleet, rolling phase: failures at {:?} s (from its start); SIGTERMs at {:?} s; Envoy: {}",
+            rolling_failures
+                .iter()
+                .map(|s| format!(
+                    "{:.3}",
+                    s.sent
+                        .saturating_duration_since(rolling_started)
+                        .as_secs_f64()
+                ))
+                .collect::<Vec<_>>(),
+            terms
+                .iter()
+                .map(|t| format!("{:.3}", t.as_secs_f64()))
+                .collect::<Vec<_>>(),
+            fleet.why().await.join(" ")
+        );
+    }
     assert!(
         rolling_failures.is_empty(),
         "{} of {} requests failed during the rolling restart: {:?}",
@@ -526,7 +630,7 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
          {} of {} requests failed (all fail-closed 503s{}), 0 answered against policy; \
          rolling restart with drain ({DRAIN_SECONDS} s each, {:.1} s for {REPLICAS} replicas): \
          {} of {} requests failed; Check retries by Envoy: {retries}; peak RSS of the \
-         survivors: {}; test wall time {:.1} s",
+         survivors: {}; setup {:.1} s, test wall time {:.1} s; Envoy after the kill: {}",
         rate(&kill_samples),
         detection.as_secs_f64(),
         kill_failures.len(),
@@ -539,6 +643,8 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
         rolling_failures.len(),
         rolling_samples.len(),
         rss.join(", "),
+        setup.as_secs_f64(),
         started.elapsed().as_secs_f64(),
+        kill_stats.join(" "),
     );
 }

@@ -1385,6 +1385,20 @@ context:
     }
 
     #[test]
+    fn drain_seconds_defaults_to_none_and_is_bounded() {
+        let none = Config::parse("{}", Path::new("/c.yaml")).map(|c| c.drain);
+        assert_eq!(none.ok(), Some(Duration::ZERO));
+        let five = Config::parse("listen: { drain_seconds: 5 }", Path::new("/c.yaml"));
+        assert_eq!(five.map(|c| c.drain).ok(), Some(Duration::from_secs(5)));
+        let got = problems("listen:\n  drain_seconds: 9000\n");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with("2:18 listen.drain_seconds 9000 exceeds the maximum 300"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
     fn unknown_fields_are_errors_not_silent_defaults() {
         let got = problems("issuers:\n  - issuer: https://x\n    audience: [a]\n");
         assert_eq!(got.len(), 1, "{got:#?}");
