@@ -548,8 +548,9 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     let error_window = kill_failures
         .last()
         .map(|s| s.sent.saturating_duration_since(killed_at));
+    // ~3 s at a few hundred requests/s (less on a busy machine; the pace is fixed, not the rate).
     assert!(
-        kill_samples.len() > 500,
+        kill_samples.len() > 300,
         "too little load: {} requests",
         kill_samples.len()
     );
