@@ -7,10 +7,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-echo "==> installing test dependencies (Envoy, oidc-provider, promtool)"
+echo "==> installing test dependencies (Envoy, oidc-provider, promtool, kubectl + kubernetes-validate)"
 bash scripts/install-envoy.sh
 bash scripts/install-idp.sh
 bash scripts/install-promtool.sh
+bash scripts/install-kube-tools.sh   # tests/it/manifests.rs renders and validates deploy/kubernetes/
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

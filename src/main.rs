@@ -121,6 +121,31 @@ enum Command {
     },
     /// Print the man page (roff) to stdout (e.g. `cedargate man > cedargate.1`).
     Man,
+    /// Ask a running cedargate whether it is ready (exit 0) or not (exit 1), in one line: the
+    /// container health check (the image has no shell and no curl).
+    Health(HealthArgs),
+}
+
+/// `cedargate health`: which admin port to ask, and what.
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The admin URL to GET, e.g. `http://127.0.0.1:9192/readyz` (overrides -c and --live).
+    #[arg(long, conflicts_with = "config")]
+    url: Option<String>,
+    /// Config file whose `listen.admin` names the port (`0.0.0.0` is asked on 127.0.0.1).
+    #[arg(
+        short,
+        long,
+        env = "CEDARGATE_CONFIG",
+        default_value = "cedargate.yaml"
+    )]
+    config: PathBuf,
+    /// Ask `/healthz` (alive) instead of `/readyz` (ready for traffic).
+    #[arg(long)]
+    live: bool,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
 }
 
 /// The command line as clap describes it, with the long version; for help, completions and the
@@ -168,6 +193,7 @@ fn main() -> ExitCode {
             .render(&mut out)
             .map(|()| true)
             .context("writing the man page"),
+        Command::Health(args) => health(&args),
         Command::Replay(args) => match cli::replay::run(&args, &mut out, &mut err) {
             Ok(status) => return ExitCode::from(status.code()),
             Err(e) => Err(e.into()),
@@ -199,6 +225,30 @@ fn chain(e: &anyhow::Error) -> String {
     text
 }
 
+/// `cedargate health`: one GET on the admin port; the verdict line on stdout (healthy) or stderr.
+fn health(args: &HealthArgs) -> anyhow::Result<bool> {
+    use cedargate_server::probe::{self, Probe};
+    let kind = if args.live { Probe::Live } else { Probe::Ready };
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => probe::url_for(Config::load(&args.config)?.admin_listen, kind),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let outcome = runtime.block_on(probe::check(
+        &url,
+        std::time::Duration::from_millis(args.timeout_ms),
+    ));
+    if outcome.healthy {
+        println!("{}", outcome.line);
+    } else {
+        eprintln!("{}", outcome.line);
+    }
+    Ok(outcome.healthy)
+}
+
 fn serve(
     path: &std::path::Path,
     log_format: Option<config::LogFormat>,
@@ -218,7 +268,12 @@ fn serve(
     let served = runtime.block_on(async {
         let running = cedargate_server::server::start(config).await?;
         wait_for_signal().await?;
-        running.shutdown().await;
+        // A second SIGTERM/SIGINT ends the drain period early.
+        running
+            .shutdown_or(async {
+                let _ = wait_for_signal().await;
+            })
+            .await;
         Ok(())
     });
     // Export the last spans while the runtime (and the exporter's channel) still runs.

@@ -24,6 +24,12 @@
 //!   in-process, against an oracle); tricky paths through the real Envoy are authorized as the
 //!   upstream receives them.
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
+//! - `fleet`: three replicas behind `envoy/envoy-fleet.yaml` under load: one SIGKILLed, then a
+//!   rolling restart with drain (issue 16).
+//! - `health_cli`: `cedargate health` against the real binary (ready, loading, draining, down);
+//!   liveness while policies load.
+//! - `manifests`: `deploy/kubernetes/` rendered by `kubectl kustomize` and validated offline by
+//!   `kubernetes-validate`; the Dockerfile and docker-compose.yml read for what they promise.
 //! - `upstream_token`: minted upstream tokens verified against cedargate's JWKS, key rotation and
 //!   a bad key file on reload (in-process), and through the real Envoy to the echo upstream.
 //! - `entity_provider`: the HTTP entity provider against the real upstream process serving
@@ -53,7 +59,10 @@ mod e2e;
 mod edge_e2e;
 mod entity_provider;
 mod faults;
+mod fleet;
+mod health_cli;
 mod jwt_attacks;
+mod manifests;
 mod observability;
 mod policy_cli;
 mod record_bounds;

@@ -1,13 +1,17 @@
-//! The admin HTTP port: `/healthz` (the process is up), `/readyz` (policies loaded and every
-//! issuer has keys; the JSON body says which issuer is missing and why), `/policy` (active
+//! The admin HTTP port: `/healthz` (liveness: the process serves HTTP and its background loops
+//! run; it answers while policies are still loading), `/readyz` (policies loaded, every issuer
+//! has keys and not draining; the JSON body says what is missing and why), `/policy` (active
 //! policy-set version and load time), `/metrics` (Prometheus text, see `metrics`) and
 //! `/.well-known/jwks.json` (the public keys of minted upstream tokens; 404 when
 //! `upstream_token` is off).
 //!
+//! The port is bound before the policies load (`server::start`), so until then only `/healthz`
+//! says yes: everything that needs the gate answers 503 `policies loading`.
+//!
 //! Read-only: nothing here changes state, and nothing here sits on the Check path.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use axum::Router;
@@ -28,26 +32,79 @@ use cedargate_core::record::rfc3339;
 /// publishing a new key and signing with it.
 pub const JWKS_MAX_AGE_SECS: u64 = 300;
 
-/// Shared admin state.
-#[derive(Clone)]
+/// Why the admin port can't answer for the gate yet.
+const LOADING: &str = "policies loading";
+
+/// Shared admin state, as the router holds it from the moment the port is bound.
+#[derive(Clone, Default)]
 pub struct Admin {
-    /// The pipeline, for key and policy status.
-    pub gate: Arc<Gate>,
+    /// Set once, when policies are loaded and the Check port is bound; empty while loading.
+    /// A `OnceLock`: read without a lock on every probe, written once by `server::start`.
+    pub started: Arc<OnceLock<Started>>,
     /// Set when draining: readiness turns false so load balancers stop sending.
     pub draining: Arc<AtomicBool>,
+}
+
+/// What the admin port reports on once serving has started.
+pub struct Started {
+    /// The pipeline, for key and policy status.
+    pub gate: Arc<Gate>,
     /// Hot-reload state, for `/policy`.
     pub reload: Arc<Reloader>,
+    /// The background loops liveness watches (Check server, key refresh per issuer, reload):
+    /// each should run until shutdown, so one that has ended means the process is broken.
+    pub loops: Vec<Loop>,
+}
+
+/// A background task that must not end before shutdown.
+pub struct Loop {
+    /// What it is, for `/healthz` (`grpc`, `jwks demo-idp`, `reload`).
+    pub name: String,
+    /// Its task, asked only whether it has finished.
+    pub task: tokio::task::AbortHandle,
 }
 
 /// The admin router.
 pub fn router(admin: Admin) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/policy", get(policy))
         .route("/metrics", get(prometheus))
         .route("/.well-known/jwks.json", get(jwks))
         .with_state(admin)
+}
+
+/// Liveness: `200 ok` while every background loop runs (and while policies load: a large set
+/// takes time, and restarting the process would not make it faster); `503` naming the loop that
+/// ended otherwise. Once draining, loops stop on purpose and are not judged.
+async fn healthz(State(admin): State<Admin>) -> axum::response::Response {
+    let ended: Vec<&str> = match admin.started.get() {
+        Some(started) if !admin.draining.load(Ordering::Relaxed) => started
+            .loops
+            .iter()
+            .filter(|l| l.task.is_finished())
+            .map(|l| l.name.as_str())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if ended.is_empty() {
+        return "ok\n".into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("stopped: {}\n", ended.join(", ")),
+    )
+        .into_response()
+}
+
+/// The 503 every gate-backed endpoint answers while policies load.
+fn loading() -> axum::response::Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"ready": false, "reasons": [LOADING], "error": LOADING})),
+    )
+        .into_response()
 }
 
 /// Whether this replica should get traffic, and why not: every issuer's keys usable (fetched and
@@ -62,8 +119,8 @@ struct Readiness {
     issuers: Vec<IssuerStatus>,
 }
 
-fn readiness(admin: &Admin) -> Readiness {
-    let issuers: Vec<IssuerStatus> = admin
+fn readiness(admin: &Admin, started: &Started) -> Readiness {
+    let issuers: Vec<IssuerStatus> = started
         .gate
         .verifier
         .jwks()
@@ -97,12 +154,15 @@ fn readiness(admin: &Admin) -> Readiness {
     }
 }
 
-async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
+async fn readyz(State(admin): State<Admin>) -> axum::response::Response {
+    let Some(started) = admin.started.get() else {
+        return loading();
+    };
     let Readiness {
         ready,
         reasons,
         issuers,
-    } = readiness(&admin);
+    } = readiness(&admin, started);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -113,22 +173,23 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         Json(json!({
             "ready": ready,
             "reasons": reasons,
-            "policy_version": &*admin.gate.active.load().policies.version,
+            "policy_version": &*started.gate.active.load().policies.version,
             "decision_log": {
-                "queued": admin.gate.log.queued(),
-                "dropped": admin.gate.log.dropped(),
+                "queued": started.gate.log.queued(),
+                "dropped": started.gate.log.dropped(),
             },
             "issuers": issuers,
         })),
     )
+        .into_response()
 }
 
 /// The state `/metrics` reports beside the recorded events, read now.
-fn scrape_state(admin: &Admin) -> metrics::State {
-    let active = admin.gate.active.load();
-    let readiness = readiness(admin);
-    let reload = admin.reload.status();
-    let issuers = admin
+fn scrape_state(admin: &Admin, started: &Started) -> metrics::State {
+    let active = started.gate.active.load();
+    let readiness = readiness(admin, started);
+    let reload = started.reload.status();
+    let issuers = started
         .gate
         .verifier
         .jwks()
@@ -158,23 +219,26 @@ fn scrape_state(admin: &Admin) -> metrics::State {
             last_ok: reload.last_error.is_none(),
         },
         issuers,
-        log_queued: admin.gate.log.queued(),
-        log_dropped: admin.gate.log.dropped(),
+        log_queued: started.gate.log.queued(),
+        log_dropped: started.gate.log.dropped(),
     }
 }
 
-async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
-    let active = admin.gate.active.load();
+async fn policy(State(admin): State<Admin>) -> axum::response::Response {
+    let Some(started) = admin.started.get() else {
+        return loading();
+    };
+    let active = started.gate.active.load();
     let snapshot = &active.policies;
     Json(json!({
         "version": &*snapshot.version,
         "loaded_at": rfc3339(snapshot.loaded_at),
         "policies": snapshot.info.len(),
         "files": snapshot.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-        "reload": admin.reload.status(),
+        "reload": started.reload.status(),
         // With `policy_bundle`: the bundle in force (revision, digest, signer) and the last poll
         // (null when policies come from policy_dir).
-        "bundle": admin.reload.bundle_status(),
+        "bundle": started.reload.bundle_status(),
         // Shadow mode: the candidate set evaluated beside this one (null when off).
         "shadow": active.shadow.as_ref().map(|shadow| json!({
             "version": &*shadow.version,
@@ -183,11 +247,15 @@ async fn policy(State(admin): State<Admin>) -> impl IntoResponse {
             "files": shadow.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         })),
     }))
+    .into_response()
 }
 
 /// The upstream-token public keys in force (they follow hot reloads).
 async fn jwks(State(admin): State<Admin>) -> axum::response::Response {
-    let active = admin.gate.active.load();
+    let Some(started) = admin.started.get() else {
+        return loading();
+    };
+    let active = started.gate.active.load();
     let Some(keys) = &active.upstream_keys else {
         return (
             StatusCode::NOT_FOUND,
@@ -211,8 +279,11 @@ async fn jwks(State(admin): State<Admin>) -> axum::response::Response {
         .into_response()
 }
 
-async fn prometheus(State(admin): State<Admin>) -> impl IntoResponse {
-    let state = scrape_state(&admin);
+async fn prometheus(State(admin): State<Admin>) -> axum::response::Response {
+    let Some(started) = admin.started.get() else {
+        return loading();
+    };
+    let state = scrape_state(&admin, started);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -220,4 +291,5 @@ async fn prometheus(State(admin): State<Admin>) -> impl IntoResponse {
         )],
         metrics::render(&state),
     )
+        .into_response()
 }

@@ -18,7 +18,8 @@
 //!
 //! Around it: [`server`] (wiring, drain), [`admin`] (probes, `/metrics`, JWKS), [`reload`] (hot
 //! reload of config and policies, and of the signed policy bundles [`bundle_fetch`] polls for),
-//! [`metrics`] (Prometheus) and [`telemetry`] (logs, spans).
+//! [`metrics`] (Prometheus) and [`telemetry`] (logs, spans). [`probe`] is the other side of the
+//! admin port: `cedargate health` asking a running server.
 //!
 //! # Invariants
 //!
@@ -36,6 +37,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod mint;
+pub mod probe;
 pub mod reload;
 pub mod server;
 pub mod shadow;

@@ -1,7 +1,8 @@
-//! Wiring for `cedargate serve`: load policies (refusing to start on any problem), start key
-//! fetching, bind the Check port (gRPC `Authorization` + `grpc.health.v1.Health`) and the admin
-//! port, and drain on shutdown: health goes NOT_SERVING, readiness false, new connections are
-//! refused and in-flight Checks finish.
+//! Wiring for `cedargate serve`: bind the admin port (liveness answers from here on), load
+//! policies (refusing to start on any problem), start key fetching, bind the Check port (gRPC
+//! `Authorization` + `grpc.health.v1.Health`), and drain on shutdown: health goes NOT_SERVING,
+//! readiness false, Checks are still answered for `listen.drain_seconds`, then new connections
+//! are refused and in-flight Checks finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,38 +95,52 @@ pub struct Running {
     reload_task: JoinHandle<()>,
 }
 
-/// Starts serving `config`.
+/// Starts serving `config`: the admin port first (liveness answers while policies load), then
+/// the policies, keys, decision log and reloader, then the Check port. Readiness turns true
+/// once the policies are in force and every issuer has keys.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     // With `policy_bundle`: fetch (or fall back to the cached last good bundle), verify, unpack;
     // `policy_dir` becomes the unpacked bundle's folder.
     let config = crate::bundle_fetch::prepare(config).await?;
-    // A large policy set takes a while: say how far it has come (only large ones report).
-    let mut progress = |step: LoadProgress<'_>| tracing::info!(%step, "policy.loading");
-    let policies =
-        cedargate_core::shapes::load_checked_reporting(&config.policy_dir, &config, &mut progress)
-            .map_err(|source| ServeError::Policy {
-                dir: config.policy_dir.display().to_string(),
-                source,
-            })?;
-    tracing::info!(
-        version = %policies.version,
-        policies = policies.info.len(),
-        dir = %config.policy_dir.display(),
-        "policy.loaded"
-    );
-    let shadow = crate::shadow::load(&config).map_err(|source| ServeError::Policy {
-        dir: config
-            .shadow
-            .as_ref()
-            .map_or_else(String::new, |s| s.policy_dir.display().to_string()),
-        source,
-    })?;
-    let upstream_keys = match &config.upstream_token {
-        Some(settings) => Some(crate::mint::upstream_keys(settings, None)?),
-        None => None,
-    };
     let config = Arc::new(config);
     crate::metrics::start(&config);
+    let admin_state = Admin::default();
+    let draining = admin_state.draining.clone();
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(io(format!("binding {}", config.admin_listen)))?;
+    let admin_addr = admin_listener.local_addr().map_err(io("admin address"))?;
+    // Dropping `stop_admin` (an early return below) stops the admin server too.
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    let router = admin::router(admin_state.clone());
+    tokio::spawn(async move {
+        let served = axum::serve(admin_listener, router)
+            .with_graceful_shutdown(async {
+                let _ = admin_stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin.serve_failed");
+        }
+    });
+    tracing::info!(admin = %admin_addr, "admin.listening");
+
+    // Policy loading is CPU-bound and can take long for a large set: off the async workers, so
+    // the admin port keeps answering meanwhile.
+    let loaded = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || load(&config))
+            .await
+            .map_err(|e| ServeError::Io {
+                what: "loading policies".into(),
+                source: std::io::Error::other(e),
+            })??
+    };
+    let Loaded {
+        policies,
+        shadow,
+        upstream_keys,
+    } = loaded;
     let jwks = Arc::new(Jwks::new(&config.issuers, jwks::http_client()?));
     let refresh_tasks = jwks.spawn_refresh();
     let log = DecisionLog::start_configured(&config.decision_log)?;
@@ -150,11 +165,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let grpc_listener = TcpListener::bind(config.grpc_listen)
         .await
         .map_err(io(format!("binding {}", config.grpc_listen)))?;
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(io(format!("binding {}", config.admin_listen)))?;
     let grpc_addr = grpc_listener.local_addr().map_err(io("grpc address"))?;
-    let admin_addr = admin_listener.local_addr().map_err(io("admin address"))?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -177,22 +188,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }),
     );
 
-    let draining = Arc::new(AtomicBool::new(false));
-    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
-    let router = admin::router(Admin {
+    let loops = std::iter::once(("grpc".to_string(), grpc_task.abort_handle()))
+        .chain(std::iter::once((
+            "reload".to_string(),
+            reload_task.abort_handle(),
+        )))
+        .chain(
+            config
+                .issuers
+                .iter()
+                .zip(&refresh_tasks)
+                .map(|(issuer, task)| (format!("jwks {}", issuer.name), task.abort_handle())),
+        )
+        .map(|(name, task)| admin::Loop { name, task })
+        .collect();
+    // Only this function sets it, once; `set` fails only if already set.
+    let _ = admin_state.started.set(admin::Started {
         gate: gate.clone(),
-        draining: draining.clone(),
         reload: reload.clone(),
-    });
-    tokio::spawn(async move {
-        let served = axum::serve(admin_listener, router)
-            .with_graceful_shutdown(async {
-                let _ = admin_stopped.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin.serve_failed");
-        }
+        loops,
     });
 
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "cedargate.listening");
@@ -211,10 +225,63 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })
 }
 
+/// What `start` loads before it serves: the policy set, the shadow candidate, the upstream keys.
+struct Loaded {
+    /// The enforced policy set.
+    policies: cedargate_core::policy::PolicySnapshot,
+    /// The shadow candidate, when configured.
+    shadow: Option<Arc<cedargate_core::policy::PolicySnapshot>>,
+    /// Upstream-token keys, when `upstream_token` is on.
+    upstream_keys: Option<Arc<crate::mint::KeyRing>>,
+}
+
+/// Loads policies (refusing to start on any problem), the shadow candidate and upstream keys.
+fn load(config: &Config) -> Result<Loaded, ServeError> {
+    // A large policy set takes a while: say how far it has come (only large ones report).
+    let mut progress = |step: LoadProgress<'_>| tracing::info!(%step, "policy.loading");
+    let policies =
+        cedargate_core::shapes::load_checked_reporting(&config.policy_dir, config, &mut progress)
+            .map_err(|source| ServeError::Policy {
+                dir: config.policy_dir.display().to_string(),
+                source,
+            })?;
+    tracing::info!(
+        version = %policies.version,
+        policies = policies.info.len(),
+        dir = %config.policy_dir.display(),
+        "policy.loaded"
+    );
+    let shadow = crate::shadow::load(config).map_err(|source| ServeError::Policy {
+        dir: config
+            .shadow
+            .as_ref()
+            .map_or_else(String::new, |s| s.policy_dir.display().to_string()),
+        source,
+    })?;
+    let upstream_keys = match &config.upstream_token {
+        Some(settings) => Some(crate::mint::upstream_keys(settings, None)?),
+        None => None,
+    };
+    Ok(Loaded {
+        policies,
+        shadow,
+        upstream_keys,
+    })
+}
+
 impl Running {
-    /// Drains: NOT_SERVING, readiness false, stop accepting, let in-flight Checks finish.
+    /// Drains and stops (see [`Running::shutdown_or`]), waiting the whole drain period.
     pub async fn shutdown(self) {
-        tracing::info!("cedargate.draining");
+        self.shutdown_or(std::future::pending()).await;
+    }
+
+    /// Drains: gRPC health `NOT_SERVING` and readiness false, then keeps answering Checks for
+    /// `listen.drain_seconds` (of the config in force) so that Envoy's health checks and the
+    /// orchestrator stop sending here, unless `cut_short` resolves first (a second signal);
+    /// then stops accepting, lets in-flight Checks finish, flushes the decision log.
+    pub async fn shutdown_or(self, cut_short: impl std::future::Future<Output = ()>) {
+        let drain = self.gate.active.load().config.drain;
+        tracing::info!(drain_seconds = drain.as_secs(), "cedargate.draining");
         self.draining.store(true, Ordering::Relaxed);
         self.health
             .set_not_serving::<AuthorizationServer<CheckService>>()
@@ -222,6 +289,12 @@ impl Running {
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+        if !drain.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {}
+                () = cut_short => tracing::info!("cedargate.drain_cut_short"),
+            }
+        }
         let _ = self.stop_grpc.send(());
         match self.grpc_task.await {
             Ok(Ok(())) => {}

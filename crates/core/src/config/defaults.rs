@@ -8,6 +8,13 @@ pub(super) const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9191";
 /// Default admin HTTP listen address: next to the gRPC port, loopback only so probes and metrics
 /// are not exposed to the network unless the operator says so.
 pub(super) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9192";
+/// Drain period after SIGTERM: none by default, because a lone process has no load balancer to
+/// tell; a fleet behind Envoy's health checks sets it to cover their interval
+/// (`deploy/kubernetes/`, `envoy/envoy-fleet.yaml`).
+pub(super) const DEFAULT_DRAIN_SECS: u64 = 0;
+/// Longest drain period: Kubernetes' default termination grace period is 30 s; beyond a few
+/// minutes a shutdown that hangs is more likely than a health check that slow.
+pub(super) const MAX_DRAIN_SECS: u64 = 300;
 /// Clock-skew allowance for `exp`/`nbf` when an issuer does not set one: 30 s covers NTP-synced
 /// fleets without keeping expired tokens useful for long.
 pub(super) const DEFAULT_LEEWAY_SECS: u64 = 30;

@@ -21,6 +21,10 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Where the admin HTTP endpoints listen.
     pub admin_listen: SocketAddr,
+    /// How long the Check port keeps answering after SIGTERM, with gRPC health `NOT_SERVING`
+    /// and `/readyz` 503, before it stops accepting: the time Envoy's health checks (and a
+    /// Kubernetes endpoint update) need to stop sending Checks here.
+    pub drain: Duration,
     /// Realm announced in `WWW-Authenticate` challenges.
     pub realm: Arc<str>,
     /// Token issuers, in file order.

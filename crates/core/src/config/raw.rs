@@ -84,6 +84,7 @@ pub(super) struct RawShadow {
 pub(super) struct RawListen {
     pub(super) grpc: Option<Spanned<String>>,
     pub(super) admin: Option<Spanned<String>>,
+    pub(super) drain_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

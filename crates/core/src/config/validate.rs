@@ -41,6 +41,20 @@ pub(super) fn validate(
     if grpc_listen == admin_listen && grpc_listen.port() != 0 {
         problems.nowhere("listen.grpc and listen.admin must differ");
     }
+    let drain = match &raw.listen.drain_seconds {
+        None => DEFAULT_DRAIN_SECS,
+        Some(d) if d.value > MAX_DRAIN_SECS => {
+            problems.at(
+                d,
+                format!(
+                    "listen.drain_seconds {} exceeds the maximum {MAX_DRAIN_SECS}",
+                    d.value
+                ),
+            );
+            MAX_DRAIN_SECS
+        }
+        Some(d) => d.value,
+    };
 
     let mut names = BTreeSet::new();
     let mut issuer_urls = BTreeSet::new();
@@ -231,6 +245,7 @@ pub(super) fn validate(
         source: path.to_path_buf(),
         grpc_listen,
         admin_listen,
+        drain: Duration::from_secs(drain),
         realm: realm(raw.realm.as_ref(), problems),
         issuers,
         mtls,
@@ -1543,6 +1558,20 @@ context:
         assert!(got.iter().any(|p| p.starts_with("8:11 ")));
         assert!(got.iter().any(|p| p.contains("unmatched_route must be")));
         assert!(got.iter().any(|p| p.contains("must not include `cookie`")));
+    }
+
+    #[test]
+    fn drain_seconds_defaults_to_none_and_is_bounded() {
+        let none = Config::parse("{}", Path::new("/c.yaml")).map(|c| c.drain);
+        assert_eq!(none.ok(), Some(Duration::ZERO));
+        let five = Config::parse("listen: { drain_seconds: 5 }", Path::new("/c.yaml"));
+        assert_eq!(five.map(|c| c.drain).ok(), Some(Duration::from_secs(5)));
+        let got = problems("listen:\n  drain_seconds: 9000\n");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with("2:18 listen.drain_seconds 9000 exceeds the maximum 300"),
+            "{got:#?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,651 @@
+//! A fleet through the real Envoy (issue 16): three `cedargate` replicas behind
+//! `envoy/envoy-fleet.yaml` (its gRPC health checks, outlier detection and Check retry as
+//! shipped), the real oidc-provider and the echo upstream, with steady bounded load from the
+//! test itself. A replica SIGKILLed under load, then a rolling restart with drain.
+//!
+//! The shipped file finds replicas through one DNS name (the headless Service: one A record per
+//! pod, one port). On loopback the replicas can only differ by port, so the test's copy lists
+//! three `127.0.0.1` endpoints in the same STRICT_DNS cluster; every other setting is the
+//! shipped one. Each test prints what it measured (`--nocapture`); docs/operations.md quotes it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::stack::{Idp, Proc, free_port, node, start_envoy};
+use crate::support::repo;
+
+/// Replicas in the fleet.
+const REPLICAS: usize = 3;
+/// cedargate's drain period in the test: longer than the shipped health checks take to mark a
+/// replica unhealthy (interval 1 s × unhealthy_threshold 2, plus jitter); the shipped
+/// Kubernetes config uses 5 s.
+const DRAIN_SECONDS: u64 = 3;
+/// Pace of each load worker; WORKERS / PACE is the offered load (~320 requests/s).
+const PACE: Duration = Duration::from_millis(25);
+const WORKERS: usize = 8;
+
+/// What a request is and what policy says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// Alice may read orders: 200, and the upstream sees `User::"alice"`.
+    Alice,
+    /// Mallory may not: 403.
+    Mallory,
+    /// No credential: 401.
+    Nobody,
+}
+
+impl Caller {
+    fn expected(self) -> u16 {
+        match self {
+            Caller::Alice => 200,
+            Caller::Mallory => 403,
+            Caller::Nobody => 401,
+        }
+    }
+}
+
+/// One request of the load: when it was sent and answered, by whom, with what.
+#[derive(Debug, Clone)]
+struct Sample {
+    sent: Instant,
+    caller: Caller,
+    /// HTTP status; 0 when the client got no answer at all.
+    status: u16,
+    /// For a 200: the principal the upstream received from cedargate.
+    principal: Option<String>,
+}
+
+/// A cedargate replica: its config and ports, and the running process (absent while stopped).
+struct Replica {
+    config: PathBuf,
+    grpc: u16,
+    admin: u16,
+    proc: Option<Proc>,
+}
+
+impl Replica {
+    fn start(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cedargate"));
+        cmd.args(["serve", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "warn");
+        let (proc, _) = Proc::spawn("cedargate replica", cmd, None);
+        self.proc = Some(proc);
+    }
+
+    fn pid(&self) -> Option<u32> {
+        pid_of(&self.config)
+    }
+
+    /// Peak resident set (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+/// The process id of the `cedargate serve -c <config>` running, found by its command line.
+pub fn pid_of(config: &std::path::Path) -> Option<u32> {
+    let needle = config.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains(" serve ") && cmdline.contains(&needle)).then_some(pid)
+        })
+}
+
+/// Waits (deadline 20 s) until process `pid` has exited (gone, or a zombie its parent has not
+/// reaped yet). Sends nothing: a second SIGTERM would cut cedargate's drain short.
+pub fn wait_exit(pid: u32) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let exited = state
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
+        if exited {
+            return;
+        }
+        assert!(Instant::now() < until, "process {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The fleet: IdP, upstream, replicas, Envoy on the loopback variant of envoy-fleet.yaml.
+struct Fleet {
+    /// Holds the configs and Envoy's files until the fleet drops.
+    _dir: tempfile::TempDir,
+    /// The IdP, kept running for the replicas' key refreshes.
+    _idp: Idp,
+    _upstream: Proc,
+    replicas: Vec<Replica>,
+    _envoy: Proc,
+    listener: u16,
+    envoy_admin: u16,
+    http: reqwest::Client,
+    /// Access tokens from the IdP: alice may read orders, mallory may not.
+    alice: String,
+    mallory: String,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap()
+}
+
+/// `envoy/envoy-fleet.yaml` with free loopback ports, and the DNS name of the headless Service
+/// replaced by one `127.0.0.1` endpoint per replica (see the module docs for why).
+fn render_fleet_envoy(listener: u16, admin: u16, grpc: &[u16], app: u16) -> String {
+    let shipped = std::fs::read_to_string(repo().join("envoy/envoy-fleet.yaml")).unwrap();
+    let endpoint = "        - endpoint:\n            address:\n              socket_address: { address: cedargate-headless.cedargate.svc.cluster.local, port_value: 9191 }\n";
+    let replicas: String = grpc
+        .iter()
+        .map(|port| {
+            format!(
+                "        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {port} }}\n"
+            )
+        })
+        .collect();
+    let edits = [
+        (endpoint.to_string(), replicas),
+        (
+            "socket_address: { address: 0.0.0.0, port_value: 10000 }".to_string(),
+            format!("socket_address: {{ address: 127.0.0.1, port_value: {listener} }}"),
+        ),
+        (
+            "port_value: 9901 }".to_string(),
+            format!("port_value: {admin} }}"),
+        ),
+        (
+            "socket_address: { address: app.default.svc.cluster.local, port_value: 8081 }"
+                .to_string(),
+            format!("socket_address: {{ address: 127.0.0.1, port_value: {app} }}"),
+        ),
+    ];
+    let mut text = shipped;
+    for (from, to) in edits {
+        assert_eq!(
+            text.matches(&from).count(),
+            1,
+            "envoy/envoy-fleet.yaml: `{from}` must occur exactly once"
+        );
+        text = text.replace(&from, &to);
+    }
+    assert!(
+        !text.contains("svc.cluster.local"),
+        "a cluster-only name is left"
+    );
+    text
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = Idp::start(dir.path(), "idp", 3600);
+
+        // Replicas first: their policy loads and key fetches overlap with the rest of the setup.
+        let mut replicas: Vec<Replica> = (0..REPLICAS)
+            .map(|i| {
+                let (grpc, admin) = (free_port(), free_port());
+                let config = dir.path().join(format!("cedargate-{i}.yaml"));
+                std::fs::write(&config, replica_config(&idp.issuer, grpc, admin)).unwrap();
+                Replica {
+                    config,
+                    grpc,
+                    admin,
+                    proc: None,
+                }
+            })
+            .collect();
+        for replica in &mut replicas {
+            replica.start();
+        }
+        // Tokens from real authorization-code flows (node) meanwhile, and the upstream.
+        let ((alice, mallory), (upstream, app_port)) = std::thread::scope(|s| {
+            let alice = s.spawn(|| idp.user("alice"));
+            let mallory = s.spawn(|| idp.user("mallory"));
+            let mut up = node("upstream/upstream.mjs");
+            up.args(["--port", "0", "--grpc-port", "0"]);
+            let (upstream, line) = Proc::spawn("upstream", up, Some("upstream listening on "));
+            let app_port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+            (
+                (alice.join().unwrap(), mallory.join().unwrap()),
+                (upstream, app_port),
+            )
+        });
+        let http = client();
+        for replica in &replicas {
+            wait_ready(&http, replica.admin).await;
+        }
+
+        let (listener, envoy_admin) = (free_port(), free_port());
+        let grpc: Vec<u16> = replicas.iter().map(|r| r.grpc).collect();
+        let config = render_fleet_envoy(listener, envoy_admin, &grpc, app_port);
+        let envoy = start_envoy(dir.path(), &config, envoy_admin);
+        let fleet = Fleet {
+            _dir: dir,
+            _idp: idp,
+            _upstream: upstream,
+            replicas,
+            _envoy: envoy,
+            listener,
+            envoy_admin,
+            http,
+            alice,
+            mallory,
+        };
+        for i in 0..REPLICAS {
+            fleet.wait_health(i, true, Duration::from_secs(15)).await;
+        }
+        fleet
+    }
+
+    /// Envoy's view of replica `i`: healthy, or not (any failure flag, or unknown).
+    async fn envoy_healthy(&self, i: usize) -> bool {
+        let url = format!("http://127.0.0.1:{}/clusters", self.envoy_admin);
+        let Ok(r) = self.http.get(&url).send().await else {
+            return false;
+        };
+        let text = r.text().await.unwrap_or_default();
+        let prefix = format!(
+            "cedargate::127.0.0.1:{}::health_flags::",
+            self.replicas[i].grpc
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .is_some_and(|flags| flags.trim() == "healthy")
+    }
+
+    /// Waits (deadline) until Envoy sees replica `i` as `healthy` or not; returns when.
+    async fn wait_health(&self, i: usize, healthy: bool, deadline: Duration) -> Instant {
+        let until = Instant::now() + deadline;
+        loop {
+            if self.envoy_healthy(i).await == healthy {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < until,
+                "Envoy never saw replica {i} as {}",
+                if healthy { "healthy" } else { "unhealthy" }
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What Envoy saw so far: Checks that failed (fail closed), retried, and why retries
+    /// stopped, as `name=value` words.
+    async fn why(&self) -> Vec<String> {
+        let mut stats = Vec::new();
+        for stat in [
+            "http.ingress_http.ext_authz.error",
+            "cluster.cedargate.upstream_rq_retry",
+            "cluster.cedargate.upstream_rq_retry_success",
+            "cluster.cedargate.upstream_rq_retry_overflow",
+            "cluster.cedargate.upstream_rq_retry_limit_exceeded",
+            "cluster.cedargate.upstream_cx_destroy_remote_with_active_rq",
+            "cluster.cedargate.upstream_cx_connect_fail",
+            "cluster.cedargate.upstream_rq_timeout",
+            "cluster.cedargate.upstream_rq_pending_failure_eject",
+            "cluster.cedargate.outlier_detection.ejections_enforced_total",
+        ] {
+            let short = stat.rsplit_once('.').map_or(stat, |(_, s)| s);
+            stats.push(format!("{short}={}", self.envoy_stat(stat).await));
+        }
+        stats
+    }
+
+    /// An Envoy counter from its admin `/stats`.
+    async fn envoy_stat(&self, name: &str) -> u64 {
+        let url = format!(
+            "http://127.0.0.1:{}/stats?filter=^{name}$",
+            self.envoy_admin
+        );
+        let body = match self.http.get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// The example config pointed at this fleet's IdP and ports, with the drain period set and
+/// decision records off (the load's statuses are the evidence here; records are tested elsewhere).
+fn replica_config(issuer: &str, grpc: u16, admin: u16) -> String {
+    let example = std::fs::read_to_string(repo().join("cedargate.yaml")).unwrap();
+    let edits = [
+        ("http://127.0.0.1:9400".to_string(), issuer.to_string()),
+        (
+            "  grpc: 127.0.0.1:9191".to_string(),
+            format!("  grpc: 127.0.0.1:{grpc}"),
+        ),
+        (
+            "  admin: 127.0.0.1:9192    # /healthz, /readyz, /policy, /metrics\n".to_string(),
+            format!("  admin: 127.0.0.1:{admin}\n  drain_seconds: {DRAIN_SECONDS}\n"),
+        ),
+        (
+            "\npolicy_dir: policies\n".to_string(),
+            format!("\npolicy_dir: {}\n", repo().join("policies").display()),
+        ),
+        ("output: stdout".to_string(), "output: off".to_string()),
+    ];
+    let mut yaml = example;
+    for (from, to) in edits {
+        assert_eq!(
+            yaml.matches(&from).count(),
+            1,
+            "cedargate.yaml: `{from}` must occur exactly once"
+        );
+        yaml = yaml.replace(&from, &to);
+    }
+    yaml
+}
+
+async fn wait_ready(http: &reqwest::Client, admin: u16) {
+    let url = format!("http://127.0.0.1:{admin}/readyz");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(&url).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < until, "replica on {admin} never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Steady load: WORKERS tasks, each sending one request per PACE, callers in turn.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    fn start(url: String, alice: String, mallory: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..WORKERS)
+            .map(|w| {
+                let (stop, url) = (stop.clone(), url.clone());
+                let (alice, mallory) = (alice.clone(), mallory.clone());
+                tokio::spawn(async move {
+                    let http = client();
+                    let mut tick = tokio::time::interval(PACE);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let callers = [Caller::Alice, Caller::Mallory, Caller::Nobody];
+                    let mut samples = Vec::new();
+                    let mut n = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        let caller = callers[n % callers.len()];
+                        n += 1;
+                        let mut request = http.get(&url);
+                        match caller {
+                            Caller::Alice => request = request.bearer_auth(&alice),
+                            Caller::Mallory => request = request.bearer_auth(&mallory),
+                            Caller::Nobody => {}
+                        }
+                        let sent = Instant::now();
+                        let (status, principal) = match request.send().await {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                let body = r.text().await.unwrap_or_default();
+                                let principal = (status == 200)
+                                    .then(|| serde_json::from_str::<Value>(&body).ok())
+                                    .flatten()
+                                    .and_then(|v| {
+                                        v["headers"]["x-cedargate-principal"]
+                                            .as_str()
+                                            .map(str::to_string)
+                                    });
+                                (status, principal)
+                            }
+                            Err(_) => (0, None),
+                        };
+                        samples.push(Sample {
+                            sent,
+                            caller,
+                            status,
+                            principal,
+                        });
+                    }
+                    samples
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    async fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for task in self.tasks {
+            all.extend(task.await.unwrap());
+        }
+        all.sort_by_key(|s| s.sent);
+        all
+    }
+}
+
+/// Samples answered against policy: a status that is neither the policy's answer nor Envoy's
+/// fail-closed 503, or a 200 whose upstream didn't get cedargate's principal for the caller.
+fn against_policy(samples: &[Sample]) -> Vec<&Sample> {
+    samples
+        .iter()
+        .filter(|s| {
+            let wrong_status = s.status != s.caller.expected() && s.status != 503;
+            let wrong_principal =
+                s.status == 200 && s.principal.as_deref() != Some("User::\"alice\"");
+            wrong_status || wrong_principal
+        })
+        .collect()
+}
+
+fn failed(samples: &[Sample]) -> Vec<&Sample> {
+    samples
+        .iter()
+        .filter(|s| s.status != s.caller.expected())
+        .collect()
+}
+
+fn rate(samples: &[Sample]) -> f64 {
+    match (samples.first(), samples.last()) {
+        (Some(a), Some(b)) if b.sent > a.sent => {
+            samples.len() as f64 / (b.sent - a.sent).as_secs_f64()
+        }
+        _ => 0.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
+    let started = Instant::now();
+    let mut fleet = Fleet::start().await;
+    let (alice, mallory) = (fleet.alice.clone(), fleet.mallory.clone());
+    let setup = started.elapsed();
+    let url = format!("http://127.0.0.1:{}/orders/1", fleet.listener);
+    let retries_before = fleet
+        .envoy_stat("cluster.cedargate.upstream_rq_retry")
+        .await;
+
+    // --- A replica SIGKILLed under load. ---
+    let load = Load::start(url.clone(), alice.clone(), mallory.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await; // steady state before the fault
+    let killed_at = Instant::now();
+    fleet.replicas[0].proc.as_ref().unwrap().signal("KILL");
+    let detected_at = fleet.wait_health(0, false, Duration::from_secs(10)).await;
+    let detection = detected_at - killed_at;
+    tokio::time::sleep(Duration::from_secs(2)).await; // load on the two survivors
+    let kill_samples = load.finish().await;
+    fleet.replicas[0].proc = None; // reap it
+    let kill_stats = fleet.why().await;
+    // Resident memory of the survivors, which carried the whole load (debug build).
+    let rss: Vec<String> = fleet.replicas[1..]
+        .iter()
+        .map(|r| {
+            r.peak_rss_kib()
+                .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+        })
+        .collect();
+
+    let kill_failures = failed(&kill_samples);
+    eprintln!(
+        "fleet, kill phase: detection {:.2} s; failures (sent, after the kill): {:?}; {}",
+        detection.as_secs_f64(),
+        kill_failures
+            .iter()
+            .map(|s| format!(
+                "{}{:.3}s {}",
+                if s.sent < killed_at { "-" } else { "+" },
+                if s.sent < killed_at {
+                    (killed_at - s.sent).as_secs_f64()
+                } else {
+                    (s.sent - killed_at).as_secs_f64()
+                },
+                s.status
+            ))
+            .collect::<Vec<_>>(),
+        kill_stats.join(" ")
+    );
+    let wrong = against_policy(&kill_samples);
+    assert!(
+        wrong.is_empty(),
+        "answered against policy after a SIGKILL: {:?}",
+        &wrong[..wrong.len().min(5)]
+    );
+    // A failure (Envoy's fail-closed 503, or no answer) only between the kill and detection,
+    // give or take one Check's deadline (0.5 s) for requests already on their way (a request
+    // sent just before the kill can have its Check on the dying replica).
+    let window_start = killed_at - Duration::from_millis(500);
+    let window_end = detected_at + Duration::from_millis(600);
+    let outside: Vec<_> = kill_failures
+        .iter()
+        .filter(|s| s.sent < window_start || s.sent > window_end)
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "failures outside the detection window ({detection:?}): {:?}",
+        &outside[..outside.len().min(5)]
+    );
+    let error_window = kill_failures
+        .last()
+        .map(|s| s.sent.saturating_duration_since(killed_at));
+    // ~3 s at a few hundred requests/s (less on a busy machine; the pace is fixed, not the rate).
+    assert!(
+        kill_samples.len() > 300,
+        "too little load: {} requests",
+        kill_samples.len()
+    );
+
+    // Back to three before the rolling restart.
+    fleet.replicas[0].start();
+    wait_ready(&fleet.http, fleet.replicas[0].admin).await;
+    fleet.wait_health(0, true, Duration::from_secs(15)).await;
+
+    // --- A rolling restart with drain: SIGTERM, wait for exit, restart, wait healthy, next. ---
+    let load = Load::start(url, alice, mallory);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rolling_started = Instant::now();
+    let mut drained = Vec::new();
+    let mut terms = Vec::new();
+    for i in 0..REPLICAS {
+        let pid = fleet.replicas[i].pid().unwrap();
+        let term_at = Instant::now();
+        terms.push(rolling_started.elapsed());
+        let proc = fleet.replicas[i].proc.take().unwrap();
+        proc.signal("TERM");
+        tokio::task::block_in_place(|| wait_exit(pid));
+        drained.push(term_at.elapsed());
+        drop(proc);
+        terms.push(rolling_started.elapsed());
+        fleet.replicas[i].start();
+        wait_ready(&fleet.http, fleet.replicas[i].admin).await;
+        fleet.wait_health(i, true, Duration::from_secs(15)).await;
+    }
+    let rolling = rolling_started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rolling_samples = load.finish().await;
+    let rolling_failures = failed(&rolling_samples);
+    if !rolling_failures.is_empty() {
+        eprintln!(
+            "fleet, rolling phase: failures at {:?} s (from its start); SIGTERMs at {:?} s; Envoy: {}",
+            rolling_failures
+                .iter()
+                .map(|s| format!(
+                    "{:.3}",
+                    s.sent
+                        .saturating_duration_since(rolling_started)
+                        .as_secs_f64()
+                ))
+                .collect::<Vec<_>>(),
+            terms
+                .iter()
+                .map(|t| format!("{:.3}", t.as_secs_f64()))
+                .collect::<Vec<_>>(),
+            fleet.why().await.join(" ")
+        );
+    }
+    assert!(
+        rolling_failures.is_empty(),
+        "{} of {} requests failed during the rolling restart: {:?}",
+        rolling_failures.len(),
+        rolling_samples.len(),
+        &rolling_failures[..rolling_failures.len().min(5)]
+    );
+    assert!(
+        rolling_samples.len() > 1000,
+        "too little load: {} requests",
+        rolling_samples.len()
+    );
+    for d in &drained {
+        assert!(
+            *d >= Duration::from_secs(DRAIN_SECONDS),
+            "a replica exited before its drain period: {d:?}"
+        );
+    }
+
+    let retries = fleet
+        .envoy_stat("cluster.cedargate.upstream_rq_retry")
+        .await
+        - retries_before;
+    eprintln!(
+        "fleet: {REPLICAS} replicas, load {:.0} req/s; SIGKILL: detected by Envoy after {:.2} s, \
+         {} of {} requests failed (all fail-closed 503s{}), 0 answered against policy; \
+         rolling restart with drain ({DRAIN_SECONDS} s each, {:.1} s for {REPLICAS} replicas): \
+         {} of {} requests failed; Check retries by Envoy: {retries}; peak RSS of the \
+         survivors: {}; setup {:.1} s, test wall time {:.1} s; Envoy after the kill: {}",
+        rate(&kill_samples),
+        detection.as_secs_f64(),
+        kill_failures.len(),
+        kill_samples.len(),
+        error_window.map_or(String::new(), |w| format!(
+            ", the last one sent {:.2} s after the kill",
+            w.as_secs_f64()
+        )),
+        rolling.as_secs_f64(),
+        rolling_failures.len(),
+        rolling_samples.len(),
+        rss.join(", "),
+        setup.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        kill_stats.join(" "),
+    );
+}
