@@ -110,6 +110,8 @@ enum Command {
     /// Re-evaluate recorded decisions against a candidate policy set and report what would
     /// change; exit 1 on what --fail-on names (default: any deny -> allow), 2 if it can't run.
     Replay(cli::replay::ReplayArgs),
+    /// Create, revoke, remove and list API keys in a key file (api_keys.file).
+    Apikey(cli::apikey::ApiKeyArgs),
     /// Print a shell completion script to stdout (e.g. `cedargate completions bash >
     /// /etc/bash_completion.d/cedargate`).
     Completions {
@@ -153,6 +155,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Schema(args) => cli::schema::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Logs(args) => cli::logs::run(&args, &mut out, &mut err).map_err(Into::into),
+        Command::Apikey(args) => cli::apikey::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Completions { shell } => {
             // Into memory first: `generate` panics when its writer fails (a closed pipe).
             let mut script = Vec::new();

@@ -25,6 +25,11 @@
 //! - `entity_provider`: the HTTP entity provider against the real upstream process serving
 //!   entities: decisions only its data explains, every failure (down, slow, garbage, huge,
 //!   undeclared type) denied `entities_unavailable`, one fetch per uid, records that replay.
+//! - `api_keys`: keys made by `cedargate apikey`, through the real Envoy: mapped principals,
+//!   rotation, removal, revocation, expiry, a wrong secret, hot reload; no key in any output.
+//! - `introspection`: opaque tokens from the real oidc-provider introspected (RFC 7662) through
+//!   the real Envoy: policy decisions, one IdP request for repeated Checks, revoked/inactive
+//!   tokens, the IdP down (`introspection_unavailable`).
 //! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
 //!   traffic, an unreachable collector, alert rules (promtool) and the dashboard.
 
@@ -35,6 +40,7 @@
     clippy::indexing_slicing
 )]
 
+mod api_keys;
 mod bad_input;
 mod check;
 mod cli_conventions;
@@ -45,6 +51,7 @@ mod e2e;
 mod edge_e2e;
 mod entity_provider;
 mod faults;
+mod introspection;
 mod observability;
 mod policy_cli;
 mod record_bounds;
