@@ -162,7 +162,10 @@ impl KeyStack {
             if let Some(r) = found {
                 return r;
             }
-            assert!(Instant::now() < deadline, "no decision record {decision_id}");
+            assert!(
+                Instant::now() < deadline,
+                "no decision record {decision_id}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -218,12 +221,18 @@ async fn api_keys_through_envoy_rotation_revocation_and_reload() {
     let mut all_keys = Vec::new();
 
     // A key for a service the shipped policies know: allowed on GET /orders, mapped principal.
-    let old = stack.create(r#"Service::"reporting-service""#, &["--note", "rotation: old"]);
+    let old = stack.create(
+        r#"Service::"reporting-service""#,
+        &["--note", "rotation: old"],
+    );
     all_keys.push(old.clone());
     stack.wait_for(&old, 200).await;
     let (status, body, record) = stack.get("/orders", &[("x-api-key", &old)]).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["headers"]["x-cedargate-principal"], "Service::\"reporting-service\"");
+    assert_eq!(
+        body["headers"]["x-cedargate-principal"],
+        "Service::\"reporting-service\""
+    );
     assert!(
         body["headers"].get("x-api-key").is_none(),
         "Envoy removed the key before the upstream: {body}"
@@ -233,7 +242,10 @@ async fn api_keys_through_envoy_rotation_revocation_and_reload() {
     assert_eq!(record["cedar"]["context"]["authenticated"], true);
     // The same key where the policies don't allow it: 403, not 401.
     let (status, _, record) = stack.get("/payments/1", &[("x-api-key", &old)]).await;
-    assert_eq!((status, record["reason"].as_str()), (403, Some("no_permit")));
+    assert_eq!(
+        (status, record["reason"].as_str()),
+        (403, Some("no_permit"))
+    );
 
     // Attributes and parents from the key file merge with the entity data: the parent
     // Group::"staff" is what the staff-read-orders policy allows.
@@ -251,7 +263,10 @@ async fn api_keys_through_envoy_rotation_revocation_and_reload() {
     assert_eq!(entity["parents"][0]["id"], "staff");
 
     // Rotation: a second key for the same principal; both work during the change.
-    let new = stack.create(r#"Service::"reporting-service""#, &["--note", "rotation: new"]);
+    let new = stack.create(
+        r#"Service::"reporting-service""#,
+        &["--note", "rotation: new"],
+    );
     all_keys.push(new.clone());
     stack.wait_for(&new, 200).await;
     assert_eq!(stack.get("/orders", &[("x-api-key", &old)]).await.0, 200);
@@ -281,7 +296,10 @@ async fn api_keys_through_envoy_rotation_revocation_and_reload() {
     let (status, body, record) = stack.get("/orders/7", &[("x-api-key", &kiosk)]).await;
     refused(status, &body, &record, "api_key_revoked", &kiosk);
     let listed = stack.apikey(&["list"]);
-    assert!(listed.contains(&format!("{}  User::\"kiosk\"", id_of(&kiosk))), "{listed}");
+    assert!(
+        listed.contains(&format!("{}  User::\"kiosk\"", id_of(&kiosk))),
+        "{listed}"
+    );
     assert!(listed.contains("revoked"), "{listed}");
 
     // Two credentials at once: refused, whichever is good.
@@ -291,11 +309,17 @@ async fn api_keys_through_envoy_rotation_revocation_and_reload() {
             &[("x-api-key", &new), ("authorization", "Bearer x.y.z")],
         )
         .await;
-    assert_eq!((status, record["reason"].as_str()), (401, Some("credentials_ambiguous")));
+    assert_eq!(
+        (status, record["reason"].as_str()),
+        (401, Some("credentials_ambiguous"))
+    );
 
     let file = std::fs::read_to_string(&stack.keys).unwrap();
     for key in &all_keys {
-        assert!(!file.contains(secret_of(key)), "the key file holds hashes only");
+        assert!(
+            !file.contains(secret_of(key)),
+            "the key file holds hashes only"
+        );
     }
 
     // A broken key file keeps the last good keys in force, and says so.
@@ -316,7 +340,10 @@ async fn api_keys_through_envoy_rotation_revocation_and_reload() {
     }
     assert!(written.contains(id_of(&new)), "records name key ids");
     for key in &all_keys {
-        assert!(!written.contains(secret_of(key)), "a key's secret was written");
+        assert!(
+            !written.contains(secret_of(key)),
+            "a key's secret was written"
+        );
         assert!(!written.contains(key.as_str()));
     }
 }

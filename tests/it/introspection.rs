@@ -52,7 +52,10 @@ fn revocation(token: &str) -> String {
 
 fn introspection_hits(stack: &Stack) -> u64 {
     let body = std::process::Command::new("curl")
-        .args(["-s", &format!("{}/test/introspection-hits", stack.idp.issuer)])
+        .args([
+            "-s",
+            &format!("{}/test/introspection-hits", stack.idp.issuer),
+        ])
         .output()
         .unwrap()
         .stdout;
@@ -117,17 +120,36 @@ async fn opaque_tokens_are_introspected_cached_and_fail_closed() {
     let started = Instant::now();
     for _ in 0..5 {
         let (status, _, record) = get(&stack, "/orders/1", &alice).await;
-        assert_eq!((status, &record["token"]["cached"]), (200, &Value::Bool(true)));
+        assert_eq!(
+            (status, &record["token"]["cached"]),
+            (200, &Value::Bool(true))
+        );
     }
     let repeated = started.elapsed() / 5;
-    assert_eq!(introspection_hits(&stack) - before, 1, "one introspection for six Checks");
-    assert!(metric(&stack, "cedargate_introspection_cache_lookups_total{result=\"hit\"}").await >= 5.0);
-    println!("introspection: 6 Checks of one opaque token, 1 IdP request; a cached Check through Envoy takes {repeated:?}");
+    assert_eq!(
+        introspection_hits(&stack) - before,
+        1,
+        "one introspection for six Checks"
+    );
+    assert!(
+        metric(
+            &stack,
+            "cedargate_introspection_cache_lookups_total{result=\"hit\"}"
+        )
+        .await
+            >= 5.0
+    );
+    println!(
+        "introspection: 6 Checks of one opaque token, 1 IdP request; a cached Check through Envoy takes {repeated:?}"
+    );
 
     // Allowed or not is the policies' call: mallory (no groups) is denied with 403.
     let mallory = opaque_user(&stack, "mallory");
     let (status, _, record) = get(&stack, "/orders/1", &mallory).await;
-    assert_eq!((status, record["reason"].as_str()), (403, Some("no_permit")));
+    assert_eq!(
+        (status, record["reason"].as_str()),
+        (403, Some("no_permit"))
+    );
 
     // A service's opaque token: scopes reach context.token.scopes as from a JWT.
     let service = stack.idp.token(&[
@@ -154,11 +176,17 @@ async fn opaque_tokens_are_introspected_cached_and_fail_closed() {
         .unwrap();
     assert!(revoked.status().is_success());
     let (status, challenge, record) = get(&stack, "/orders/1", &bob).await;
-    assert_eq!((status, record["reason"].as_str()), (401, Some("token_inactive")));
+    assert_eq!(
+        (status, record["reason"].as_str()),
+        (401, Some("token_inactive"))
+    );
     assert!(challenge.unwrap().contains("error=\"invalid_token\""));
     // A token the IdP never issued: inactive too.
     let (status, _, record) = get(&stack, "/orders/1", "never-issued-token-0123456789").await;
-    assert_eq!((status, record["reason"].as_str()), (401, Some("token_inactive")));
+    assert_eq!(
+        (status, record["reason"].as_str()),
+        (401, Some("token_inactive"))
+    );
 
     // IdP down: a token not yet seen can't be introspected → introspection_unavailable, within
     // the time budget, with a bare challenge; the cached one still works until its entry ends.
@@ -167,12 +195,25 @@ async fn opaque_tokens_are_introspected_cached_and_fail_closed() {
     let started = Instant::now();
     let (status, challenge, record) = get(&stack, "/orders/1", &carol).await;
     let outage = started.elapsed();
-    assert_eq!((status, record["reason"].as_str()), (401, Some("introspection_unavailable")));
-    assert!(!challenge.unwrap().contains("error="), "the token may be fine: bare challenge");
-    assert!(outage < Duration::from_millis(450), "denied within the budget: {outage:?}");
+    assert_eq!(
+        (status, record["reason"].as_str()),
+        (401, Some("introspection_unavailable"))
+    );
+    assert!(
+        !challenge.unwrap().contains("error="),
+        "the token may be fine: bare challenge"
+    );
+    assert!(
+        outage < Duration::from_millis(450),
+        "denied within the budget: {outage:?}"
+    );
     assert_eq!(get(&stack, "/orders/1", &alice).await.0, 200);
     assert!(
-        metric(&stack, "cedargate_introspection_requests_total{issuer=\"demo-idp\",result=\"error\"}").await
+        metric(
+            &stack,
+            "cedargate_introspection_requests_total{issuer=\"demo-idp\",result=\"error\"}"
+        )
+        .await
             >= 1.0
     );
     println!("introspection: IdP down → introspection_unavailable in {outage:?} (budget 300 ms)");

@@ -104,9 +104,9 @@ pub fn run(args: &ApiKeyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resul
             let now = SystemTime::now();
             entry.created = Some(humantime::format_rfc3339_seconds(now).to_string());
             entry.expires = match (expires_in, expires) {
-                (Some(d), _) => Some(
-                    humantime::format_rfc3339_seconds(now + Duration::from(*d)).to_string(),
-                ),
+                (Some(d), _) => {
+                    Some(humantime::format_rfc3339_seconds(now + Duration::from(*d)).to_string())
+                }
                 (None, Some(at)) => {
                     humantime::parse_rfc3339(at).map_err(|_| {
                         CliError::Usage(format!(
@@ -180,9 +180,8 @@ pub fn run(args: &ApiKeyArgs, out: &mut dyn Write, err: &mut dyn Write) -> Resul
 
 fn attribute_value(text: &str) -> Result<(String, Value), CliError> {
     if let Some((name, json)) = text.split_once(":=") {
-        let value = serde_json::from_str(json).map_err(|e| {
-            CliError::Usage(format!("--attr {text}: `{json}` is not JSON ({e})"))
-        })?;
+        let value = serde_json::from_str(json)
+            .map_err(|e| CliError::Usage(format!("--attr {text}: `{json}` is not JSON ({e})")))?;
         return Ok((name.to_string(), value));
     }
     match text.split_once('=') {

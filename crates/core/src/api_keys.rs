@@ -182,14 +182,23 @@ impl KeyFile {
             if !seen.insert(key.id.as_str()) {
                 return Err(at("id", format!("`{}` is used twice", key.id)));
             }
-            if key.principal.entity_type.parse::<cedar_policy::EntityTypeName>().is_err() {
+            if key
+                .principal
+                .entity_type
+                .parse::<cedar_policy::EntityTypeName>()
+                .is_err()
+            {
                 return Err(at(
                     "principal.type",
                     format!("`{}` is not a Cedar entity type", key.principal.entity_type),
                 ));
             }
             for (p, parent) in key.parents.iter().enumerate() {
-                if parent.entity_type.parse::<cedar_policy::EntityTypeName>().is_err() {
+                if parent
+                    .entity_type
+                    .parse::<cedar_policy::EntityTypeName>()
+                    .is_err()
+                {
                     return Err(at(
                         &format!("parents[{p}].type"),
                         format!("`{}` is not a Cedar entity type", parent.entity_type),
@@ -353,10 +362,7 @@ pub fn generate(principal: KeyUid) -> Result<(String, KeyEntry), aws_lc_rs::erro
     aws_lc_rs::rand::fill(&mut salt)?;
     let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
     let secret = URL_SAFE_NO_PAD.encode(secret);
-    let tag = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, &salt),
-        secret.as_bytes(),
-    );
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &salt), secret.as_bytes());
     let entry = KeyEntry {
         id: id.clone(),
         principal,
@@ -419,7 +425,10 @@ mod tests {
             assert_eq!(index.verify(presented, 0).unwrap_err(), want, "{presented}");
         }
         let wrong = format!("{KEY_PREFIX}{id}_{}", "A".repeat(43));
-        assert_eq!(index.verify(&wrong, 0).unwrap_err(), ApiKeyError::WrongSecret);
+        assert_eq!(
+            index.verify(&wrong, 0).unwrap_err(),
+            ApiKeyError::WrongSecret
+        );
         let (key, index) = index_with(|e| e.revoked = true);
         assert_eq!(index.verify(&key, 0).unwrap_err(), ApiKeyError::Revoked);
         let (key, index) = index_with(|e| e.expires = Some("2020-01-01T00:00:00Z".into()));
@@ -448,7 +457,10 @@ mod tests {
             k.expires = Some("tomorrow".into());
         }
         let e = KeyFile::parse(&file.to_text(), path).unwrap_err();
-        assert_eq!(e.to_string(), "keys.json: keys[0].expires: `tomorrow` is not an RFC 3339 time (2027-01-31T00:00:00Z)");
+        assert_eq!(
+            e.to_string(),
+            "keys.json: keys[0].expires: `tomorrow` is not an RFC 3339 time (2027-01-31T00:00:00Z)"
+        );
         assert!(parse_uid("billing").is_err());
     }
 }

@@ -80,7 +80,13 @@ impl ApiKeys {
 /// Reads and parses `file` into `index`; on failure keeps the index in force and says why.
 fn load(file: &Path, index: &ArcSwapOption<KeyIndex>, trigger: &'static str) {
     let parsed = std::fs::read_to_string(file)
-        .map_err(|e| format!("{}: {}", file.display(), cedargate_core::config::io_words(&e)))
+        .map_err(|e| {
+            format!(
+                "{}: {}",
+                file.display(),
+                cedargate_core::config::io_words(&e)
+            )
+        })
         .and_then(|text| KeyFile::parse(&text, file).map_err(|e| e.to_string()));
     match parsed {
         Ok(parsed) => {

@@ -21,7 +21,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use cedargate_core::config::{Config, IntrospectionConfig, IssuerConfig, url_problem};
-use cedargate_core::token::{TokenError, VerifiedToken, check_claims, hex_prefix, now_secs, sha256};
+use cedargate_core::token::{
+    TokenError, VerifiedToken, check_claims, hex_prefix, now_secs, sha256,
+};
 
 /// Requests to introspection endpoints, by issuer and result (`active`, `inactive`, `error`).
 pub const INTROSPECTION_REQUESTS: &str = "cedargate_introspection_requests_total";
@@ -330,7 +332,11 @@ fn without_url(e: &reqwest::Error) -> String {
         "request failed"
     };
     match e.url() {
-        Some(url) => format!("{kind} ({}{})", url.origin().ascii_serialization(), url.path()),
+        Some(url) => format!(
+            "{kind} ({}{})",
+            url.origin().ascii_serialization(),
+            url.path()
+        ),
         None => kind.to_string(),
     }
 }

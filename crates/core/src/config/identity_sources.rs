@@ -110,11 +110,7 @@ pub(super) fn api_keys(
         None => DEFAULT_API_KEY_HEADER.to_string(),
         Some(h) => {
             let name = h.value.to_ascii_lowercase();
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 problems.at(
                     h,
                     format!("api_keys.header `{}` is not a header name", h.value),
@@ -135,11 +131,16 @@ pub(super) fn api_keys(
             name
         }
     };
-    for (list, field) in [(recorded, "decision_log.headers"), (in_context, "context.headers")] {
+    for (list, field) in [
+        (recorded, "decision_log.headers"),
+        (in_context, "context.headers"),
+    ] {
         if let Some(h) = list.iter().find(|h| h.value.eq_ignore_ascii_case(&header)) {
             problems.at(
                 h,
-                format!("{field} must not include `{header}`: it carries API keys (api_keys.header)"),
+                format!(
+                    "{field} must not include `{header}`: it carries API keys (api_keys.header)"
+                ),
             );
         }
     }
@@ -200,8 +201,7 @@ pub(super) fn introspection(
             ),
         ),
     }
-    let positive = |v: &Option<Spanned<u64>>, default: u64, name: &str, p: &mut Collected| match v
-    {
+    let positive = |v: &Option<Spanned<u64>>, default: u64, name: &str, p: &mut Collected| match v {
         Some(v) if v.value == 0 => {
             p.at(v, format!("introspection.{name} must be at least 1"));
             default
