@@ -270,3 +270,104 @@ async fn a_revoked_token_is_refused_once_its_cache_entry_ends() {
         deadline - flipped
     );
 }
+
+/// An introspection endpoint that misbehaves in the way the token names (in-process, real
+/// socket): every failure is `introspection_unavailable` within the budget, never an allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_endpoint_fails_closed_within_the_budget() {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+
+    use crate::support::{FakeIdp, Gate, check_request};
+
+    let idp = FakeIdp::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/introspect", listener.local_addr().unwrap());
+    let auth_seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = auth_seen.clone();
+    let issuer = idp.issuer.clone();
+    let app = axum::Router::new().route(
+        "/introspect",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let seen = seen.clone();
+            let issuer = issuer.clone();
+            async move {
+                if let Some(a) = headers.get("authorization") {
+                    seen.lock().unwrap().push(a.to_str().unwrap().to_string());
+                }
+                let active = format!(
+                    r#"{{"active":true,"sub":"alice","iss":"{issuer}","aud":"{}","exp":{},"groups":["admins"]}}"#,
+                    crate::support::AUDIENCE,
+                    crate::support::now() + 600
+                );
+                let (status, answer) = if body.contains("slow") {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    (200, active)
+                } else if body.contains("garbage") {
+                    (200, "<html>sign in</html>".to_string())
+                } else if body.contains("noactive") {
+                    (200, r#"{"sub":"alice"}"#.to_string())
+                } else if body.contains("error") {
+                    (500, "{}".to_string())
+                } else {
+                    (200, active)
+                };
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    [("content-type", "application/json")],
+                    answer,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("secret");
+    std::fs::write(&secret, "s3cret:&=\n").unwrap();
+    let mut gate = Gate::start_with(&idp.issuer, |yaml| {
+        yaml.replace(
+            "    algorithms: [ES256, RS256, EdDSA]\n",
+            &format!(
+                "    algorithms: [ES256, RS256, EdDSA]\n    introspection:\n      endpoint: {endpoint}\n      client_id: cedar gate\n      client_secret_file: {}\n      timeout_ms: 200\n",
+                secret.display()
+            ),
+        )
+    })
+    .await;
+
+    let check = |token: &str| {
+        check_request("orders", "GET", "/orders/1", &[("authorization", &bearer(token))])
+    };
+    let answer = gate.check(check("good-opaque-token-1")).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // RFC 6749 §2.3.1: id and secret form-encoded, then Basic.
+    let expected = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "cedar+gate:s3cret%3A%26%3D"
+        )
+    );
+    assert_eq!(auth_seen.lock().unwrap().first(), Some(&expected));
+
+    for token in ["slow-1", "garbage-1", "noactive-1", "error-1"] {
+        let started = Instant::now();
+        let answer = gate.check(check(token)).await;
+        let took = started.elapsed();
+        let body: Value = serde_json::from_str(&answer.body).unwrap();
+        let record = gate.record(body["decision_id"].as_str().unwrap()).await;
+        assert_eq!(
+            (answer.status, record["reason"].as_str()),
+            (401, Some("introspection_unavailable")),
+            "{token}"
+        );
+        assert!(took < Duration::from_millis(1000), "{token}: {took:?}");
+        if token == "slow-1" {
+            assert!(took >= Duration::from_millis(200), "cut at timeout_ms: {took:?}");
+        }
+    }
+    let log = gate.log_bytes();
+    for token in ["good-opaque-token-1", "garbage-1", "s3cret"] {
+        assert!(!log.contains(token), "{token} in the decision log");
+    }
+}
