@@ -336,7 +336,12 @@ async fn a_broken_endpoint_fails_closed_within_the_budget() {
     .await;
 
     let check = |token: &str| {
-        check_request("orders", "GET", "/orders/1", &[("authorization", &bearer(token))])
+        check_request(
+            "orders",
+            "GET",
+            "/orders/1",
+            &[("authorization", &bearer(token))],
+        )
     };
     let answer = gate.check(check("good-opaque-token-1")).await;
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -363,7 +368,10 @@ async fn a_broken_endpoint_fails_closed_within_the_budget() {
         );
         assert!(took < Duration::from_millis(1000), "{token}: {took:?}");
         if token == "slow-1" {
-            assert!(took >= Duration::from_millis(200), "cut at timeout_ms: {took:?}");
+            assert!(
+                took >= Duration::from_millis(200),
+                "cut at timeout_ms: {took:?}"
+            );
         }
     }
     let log = gate.log_bytes();

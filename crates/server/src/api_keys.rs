@@ -112,7 +112,7 @@ fn watch(file: &Path, index: &Arc<ArcSwapOption<KeyIndex>>) -> Option<notify::Re
         if matches!(event.kind, notify::EventKind::Access(_)) {
             return;
         }
-        if event.paths.iter().any(|p| *p == target) && target.is_file() {
+        if event.paths.contains(&target) && target.is_file() {
             load(&target, &index, "file");
         }
     };
