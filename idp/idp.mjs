@@ -25,12 +25,14 @@
 //   idp listening on <issuer>                once, when the provider is ready
 //                                            (http://127.0.0.1:N unless --issuer is given)
 //   jwks_request count=N                     per request to the JWKS endpoint (/jwks)
+//   introspection_request count=N            per request to the introspection endpoint
 //   keys_reloaded signing=KID published=K1,K2   after a key reload (see below)
 // Everything else (oidc-provider's warnings, the Node 20 "unsupported runtime" notice) goes to stderr.
 //
 // Test endpoints (not part of OIDC):
 //   GET  /test/jwks-hits          -> {"hits": N}   JWKS requests served since start (or reset)
 //   POST /test/jwks-hits/reset    -> {"hits": 0}
+//   GET  /test/introspection-hits -> {"hits": N}   introspection requests served since start
 //   POST /test/reload-keys        -> same as SIGHUP, answers once the new keys are in force
 //
 // KEY ROTATION. Two ways, both keep the issuer and port:
@@ -51,8 +53,12 @@
 // Clients (static, see CLIENTS below): orders-service / orders-service-secret and
 // reporting-service / reporting-service-secret (client_credentials), webapp (public client,
 // authorization code + PKCE S256, redirect http://127.0.0.1:1/callback).
+// cedargate-introspector / cedargate-introspector-secret authenticates cedargate at the RFC 7662
+// introspection endpoint (/token/introspection); it has no grant of its own.
 // Users (any password): alice, bob, carol, mallory — see USERS. Access tokens are RFC 9068 JWTs
-// (typ at+jwt, ES256) carrying groups, tenant and client_id.
+// (typ at+jwt, ES256) carrying groups, tenant and client_id — except for the resource
+// https://opaque.cedargate.test (get-token.mjs --resource), whose access tokens are OPAQUE: only
+// the introspection endpoint can read them (same claims: sub, client_id, groups, tenant, scope).
 
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
@@ -101,6 +107,8 @@ const AUDIENCE = args.audience;
 // A second resource server, so tests can obtain a validly signed token for the WRONG audience
 // (get-token.mjs --resource https://other.cedargate.test).
 const OTHER_AUDIENCE = 'https://other.cedargate.test';
+// A resource server that receives opaque access tokens (RFC 7662 introspection tests).
+const OPAQUE_AUDIENCE = 'https://opaque.cedargate.test';
 const ACCESS_TOKEN_TTL = Number.parseInt(args['access-token-ttl'], 10);
 
 // Every scope a resource server here understands. Clients are limited further by their `scope`.
@@ -133,6 +141,15 @@ const CLIENTS = [
     redirect_uris: [],
     token_endpoint_auth_method: 'client_secret_basic',
     scope: 'reports:read',
+  },
+  {
+    // cedargate's own client for RFC 7662 introspection (client_secret_basic); no grants.
+    client_id: 'cedargate-introspector',
+    client_secret: 'cedargate-introspector-secret',
+    grant_types: [],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
   },
   {
     // Public browser-style client: no secret, PKCE (S256) required.
@@ -214,6 +231,14 @@ function buildProvider(issuer, jwks) {
           if (resourceIndicator === AUDIENCE || resourceIndicator === OTHER_AUDIENCE) {
             return resourceServer(resourceIndicator);
           }
+          if (resourceIndicator === OPAQUE_AUDIENCE) {
+            return {
+              audience: OPAQUE_AUDIENCE,
+              scope: RESOURCE_SCOPES.join(' '),
+              accessTokenTTL: ACCESS_TOKEN_TTL,
+              accessTokenFormat: 'opaque',
+            };
+          }
           throw new errors.InvalidTarget();
         },
       },
@@ -252,6 +277,7 @@ function buildProvider(issuer, jwks) {
 }
 
 let jwksHits = 0;
+let introspectionHits = 0;
 let handler; // current provider's request listener; replaced atomically on key reload
 let reloadKeys;
 
@@ -273,6 +299,13 @@ const server = http.createServer((req, res) => {
     } catch (err) {
       return sendJson(res, 500, { error: String(err.message ?? err) });
     }
+  }
+  if (path === '/test/introspection-hits' && req.method === 'GET') {
+    return sendJson(res, 200, { hits: introspectionHits });
+  }
+  if (path === '/token/introspection') {
+    introspectionHits += 1;
+    console.log(`introspection_request count=${introspectionHits}`);
   }
   if (path === '/jwks') {
     jwksHits += 1;

@@ -112,6 +112,8 @@ enum Command {
     Replay(cli::replay::ReplayArgs),
     /// Signed policy bundles for `policy_bundle`: build, sign, verify, keygen.
     Bundle(cli::bundle::BundleArgs),
+    /// Create, revoke, remove and list API keys in a key file (api_keys.file).
+    Apikey(cli::apikey::ApiKeyArgs),
     /// Print a shell completion script to stdout (e.g. `cedargate completions bash >
     /// /etc/bash_completion.d/cedargate`).
     Completions {
@@ -181,6 +183,7 @@ fn main() -> ExitCode {
         Command::Schema(args) => cli::schema::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Logs(args) => cli::logs::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Bundle(args) => cli::bundle::run(&args, &mut out, &mut err).map_err(Into::into),
+        Command::Apikey(args) => cli::apikey::run(&args, &mut out, &mut err).map_err(Into::into),
         Command::Completions { shell } => {
             // Into memory first: `generate` panics when its writer fails (a closed pipe).
             let mut script = Vec::new();

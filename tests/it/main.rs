@@ -38,6 +38,11 @@
 //! - `bundles`: signed policy bundles served over real HTTP to the real binary behind the real
 //!   Envoy: enforced, updated within the poll interval, 304 without reload, tampered / unsigned /
 //!   truncated / wrongly signed bundles refused, restart from the cache; the `bundle` commands.
+//! - `api_keys`: keys made by `cedargate apikey`, through the real Envoy: mapped principals,
+//!   rotation, removal, revocation, expiry, a wrong secret, hot reload; no key in any output.
+//! - `introspection`: opaque tokens from the real oidc-provider introspected (RFC 7662) through
+//!   the real Envoy: policy decisions, one IdP request for repeated Checks, revoked/inactive
+//!   tokens, the IdP down (`introspection_unavailable`).
 //! - `observability`: traces joined with Envoy's (real OTLP receiver), `/metrics` after known
 //!   traffic, an unreachable collector, alert rules (promtool) and the dashboard.
 
@@ -48,6 +53,7 @@
     clippy::indexing_slicing
 )]
 
+mod api_keys;
 mod bad_input;
 mod bundles;
 mod check;
@@ -61,6 +67,7 @@ mod entity_provider;
 mod faults;
 mod fleet;
 mod health_cli;
+mod introspection;
 mod jwt_attacks;
 mod manifests;
 mod observability;

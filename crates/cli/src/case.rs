@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
 use crate::{Diagnostic, one_line};
+use cedargate_core::api_keys::ApiKeyError;
 use cedargate_core::config::{Config, IssuerConfig, action_type};
 use cedargate_core::decision::{self, Decision};
 use cedargate_core::identity::{self, Identity, IdentityError};
@@ -1281,6 +1282,8 @@ fn rejections() -> Vec<IdentityError> {
         TokenError::WrongType,
         TokenError::LifetimeTooLong,
         TokenError::IssuedInFuture,
+        TokenError::Inactive,
+        TokenError::IntrospectionUnavailable,
     ];
     for e in &all {
         match e {
@@ -1302,14 +1305,28 @@ fn rejections() -> Vec<IdentityError> {
             | TokenError::MissingPrincipalClaim
             | TokenError::WrongType
             | TokenError::LifetimeTooLong
-            | TokenError::IssuedInFuture => {}
+            | TokenError::IssuedInFuture
+            | TokenError::Inactive
+            | TokenError::IntrospectionUnavailable => {}
         }
     }
     let mut out: Vec<IdentityError> = all.into_iter().map(IdentityError::Token).collect();
     out.extend([
         IdentityError::UnsupportedScheme,
         IdentityError::UntrustedPeer,
+        IdentityError::AmbiguousCredentials,
     ]);
+    out.extend(
+        [
+            ApiKeyError::Malformed,
+            ApiKeyError::Unknown,
+            ApiKeyError::WrongSecret,
+            ApiKeyError::Revoked,
+            ApiKeyError::Expired,
+            ApiKeyError::Unavailable,
+        ]
+        .map(|error| IdentityError::ApiKey { id: None, error }),
+    );
     out
 }
 

@@ -320,6 +320,7 @@ fn caller_text(config: &Config, case: &Case) -> String {
     match case.identity(config) {
         Ok(cedargate_core::identity::Identity::Anonymous) => "anonymous (no credential)".into(),
         Ok(cedargate_core::identity::Identity::Peer(p)) => format!("mTLS peer {p}"),
+        Ok(cedargate_core::identity::Identity::ApiKey(key)) => format!("api key {}", key.id),
         Ok(cedargate_core::identity::Identity::Token { token, .. }) => {
             let claims = Value::Object(token.claims.clone());
             format!(

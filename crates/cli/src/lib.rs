@@ -17,6 +17,7 @@
 //! Problems in files are [`Diagnostic`]s, rendered with file:line:column and a snippet with a
 //! caret. Failing to write output is a [`CliError`]; `anyhow` stays in `main.rs`.
 
+pub mod apikey;
 pub mod bundle;
 pub mod case;
 pub mod check;

@@ -15,7 +15,6 @@ use crate::identity::{Identity, IdentityError};
 use crate::mapping::{self, CedarRequest, MappingError};
 use crate::policy::{ENTITIES_UNAVAILABLE, PolicySnapshot};
 use crate::request::HttpRequest;
-use crate::token::TokenError;
 
 /// Whether a decision with `reason` on `cedar` was denied before the policies ran because the
 /// entity provider failed: nothing was fetched, so evaluating the request again (replay, shadow)
@@ -170,12 +169,7 @@ pub fn prepare(
             let mut d = Decision::deny(401, e.reason(), version);
             // RFC 6750 §3.1: an error code only for a bad bearer token; a request with another
             // scheme or no token gets a bare challenge.
-            d.challenge_error = match e {
-                // The issuer's keys are missing or stale: the token may be fine, we cannot tell.
-                IdentityError::Token(TokenError::KeysUnavailable | TokenError::KeysStale) => None,
-                IdentityError::Token(_) => Some("invalid_token"),
-                IdentityError::UnsupportedScheme | IdentityError::UntrustedPeer => None,
-            };
+            d.challenge_error = e.challenge_error();
             return Err(Box::new(d));
         }
     };

@@ -1,4 +1,5 @@
-//! Who is calling: a verified bearer token, an mTLS peer Envoy verified, or nobody.
+//! Who is calling: a verified bearer token (a JWT, or an opaque token its issuer's RFC 7662
+//! introspection endpoint vouched for), an API key, an mTLS peer Envoy verified, or nobody.
 //!
 //! A credential that is present but bad is an error here, never "anonymous": the decision core
 //! turns it into a 401 whatever the policies say. This module owns the identity types and the
@@ -8,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::api_keys::{ApiKey, ApiKeyError};
 use crate::config::Config;
 use crate::request::HttpRequest;
 use crate::token::{TokenError, VerifiedToken};
@@ -26,6 +28,8 @@ pub enum Identity {
     },
     /// An mTLS peer with no bearer token.
     Peer(String),
+    /// An API key from the key file, checked (secret, revocation, expiry).
+    ApiKey(Arc<ApiKey>),
 }
 
 /// Why a presented credential was rejected.
@@ -40,6 +44,18 @@ pub enum IdentityError {
     /// The mTLS peer's SPIFFE trust domain is not accepted.
     #[error("peer trust domain is not accepted")]
     UntrustedPeer,
+    /// The API key in the configured header was refused.
+    #[error("api key {}: {error}", id.as_deref().unwrap_or("(no id)"))]
+    ApiKey {
+        /// The presented key's public id, when it has the key form (safe to record).
+        id: Option<String>,
+        /// Why it was refused.
+        error: ApiKeyError,
+    },
+    /// Both an `Authorization` header and an API key: one credential per request, so that
+    /// which one decided is never a guess.
+    #[error("more than one credential (authorization and an api key)")]
+    AmbiguousCredentials,
 }
 
 impl IdentityError {
@@ -49,6 +65,27 @@ impl IdentityError {
             IdentityError::Token(e) => e.reason(),
             IdentityError::UnsupportedScheme => "unsupported_auth_scheme",
             IdentityError::UntrustedPeer => "peer_untrusted",
+            IdentityError::ApiKey { error, .. } => error.reason(),
+            IdentityError::AmbiguousCredentials => "credentials_ambiguous",
+        }
+    }
+
+    /// The `error` of the 401's `WWW-Authenticate: Bearer` challenge (RFC 6750 §3.1): only for a
+    /// bad bearer token. A request with another scheme, an API key or no token gets a bare
+    /// challenge, and so does a token whose issuer can't be consulted (keys missing or stale,
+    /// introspection unreachable): the token may be fine, we cannot tell.
+    pub fn challenge_error(&self) -> Option<&'static str> {
+        match self {
+            IdentityError::Token(
+                TokenError::KeysUnavailable
+                | TokenError::KeysStale
+                | TokenError::IntrospectionUnavailable,
+            ) => None,
+            IdentityError::Token(_) => Some("invalid_token"),
+            IdentityError::UnsupportedScheme
+            | IdentityError::UntrustedPeer
+            | IdentityError::ApiKey { .. }
+            | IdentityError::AmbiguousCredentials => None,
         }
     }
 }

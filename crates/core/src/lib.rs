@@ -9,7 +9,8 @@
 //!
 //! - [`request`] — `HttpRequest`, the protocol-free request; [`routes`] — path templates and the
 //!   route table.
-//! - [`cedar_value`] — claim and constant values in Cedar's JSON form.
+//! - [`cedar_value`] — claim and constant values in Cedar's JSON form; [`api_keys`] — the API key
+//!   format, the key file (salted hashes) and the constant-time check of a presented key.
 //! - [`config`] — `cedargate.yaml`: the raw file mirror, validation into a typed `Config`.
 //! - [`token`] — verified-token types and the one set of token claim rules; [`identity`] — who is
 //!   calling (types, bearer and mTLS extraction).
@@ -29,6 +30,7 @@
 //! cedargate-core` shows it), never does network IO, and reads files only when asked to load a
 //! config or a policy folder.
 
+pub mod api_keys;
 pub mod bundle;
 pub mod bundle_signature;
 pub mod cedar_value;

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::api_keys::ApiKey;
 use crate::config::{Config, ContextFact, ContextValue, PrincipalMapping, Unmatched, action_type};
 use crate::identity::Identity;
 use crate::request::HttpRequest;
@@ -207,6 +208,15 @@ fn principal(
                 id: peer.clone(),
             })
         }
+        Identity::ApiKey(key) => {
+            if let Some(entity) = api_key_entity(key) {
+                entities.push(entity.clone());
+            }
+            Ok(EntityRef {
+                entity_type: key.principal.entity_type.clone(),
+                id: key.principal.id.clone(),
+            })
+        }
         Identity::Token { token, .. } => {
             let facts = token_facts(token).ok_or(TokenError::MissingPrincipalClaim)?;
             if let Some(entity) = &facts.entity {
@@ -259,6 +269,32 @@ fn token_facts(token: &VerifiedToken) -> Option<&TokenFacts> {
                 entity,
                 context: token_context(token),
             })
+        })
+        .as_ref()
+}
+
+/// What an API key says about its principal (the key file's attributes and parents), as the
+/// credential's entity, built once per key: merged with the entity data for the same uid exactly
+/// as a token's claim-mapped entity is (parents the union, the key's attributes win).
+fn api_key_entity(key: &ApiKey) -> Option<&Value> {
+    key.mapped
+        .get_or_init(|| {
+            let uid = EntityRef {
+                entity_type: key.principal.entity_type.clone(),
+                id: key.principal.id.clone(),
+            };
+            let mut parents: Vec<EntityRef> = Vec::new();
+            for p in &key.parents {
+                let parent = EntityRef {
+                    entity_type: p.entity_type.clone(),
+                    id: p.id.clone(),
+                };
+                if !parents.contains(&parent) {
+                    parents.push(parent);
+                }
+            }
+            (!key.attributes.is_empty() || !parents.is_empty())
+                .then(|| entity_json(&uid, key.attributes.clone(), &parents))
         })
         .as_ref()
 }
@@ -393,6 +429,16 @@ fn context(
         && let Some(facts) = token_facts(token)
     {
         ctx.insert("token".into(), facts.context.clone());
+    }
+    if let Identity::ApiKey(key) = identity {
+        // The key's public id, never its secret: policies can tell keys apart during a rotation,
+        // and the record names the key that was used.
+        let mut facts = Map::new();
+        facts.insert("id".into(), Value::from(&*key.id));
+        if let Some(expires) = key.expires.and_then(|e| i64::try_from(e).ok()) {
+            facts.insert("expires".into(), Value::from(expires));
+        }
+        ctx.insert("api_key".into(), Value::Object(facts));
     }
     if let Some((service, method)) = request.grpc_method() {
         ctx.insert(

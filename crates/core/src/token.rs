@@ -73,6 +73,14 @@ pub enum TokenError {
     /// `iat` is in the future (beyond leeway) and the issuer has `reject_future_iat`.
     #[error("token was issued in the future")]
     IssuedInFuture,
+    /// The issuer's introspection endpoint answered `active: false` (revoked, expired or never
+    /// issued).
+    #[error("token is not active")]
+    Inactive,
+    /// The introspection endpoint could not be asked in time or answered something that is not
+    /// an RFC 7662 response: fail closed.
+    #[error("token introspection is unavailable")]
+    IntrospectionUnavailable,
 }
 
 impl TokenError {
@@ -98,6 +106,8 @@ impl TokenError {
             TokenError::WrongType => "token_wrong_typ",
             TokenError::LifetimeTooLong => "token_lifetime_too_long",
             TokenError::IssuedInFuture => "token_issued_in_future",
+            TokenError::Inactive => "token_inactive",
+            TokenError::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct Gate {
     pub active: ArcSwap<Active>,
     /// Token verifier with its key registry and cache.
     pub verifier: Verifier,
+    /// API keys and introspection (built from the config at start).
+    pub sources: identity::Sources,
     /// Decision-log queue.
     pub log: DecisionLog,
     /// Upstream-token minting and its reuse cache (idle unless `upstream_token` is on).
@@ -107,6 +109,7 @@ impl Gate {
         log: DecisionLog,
     ) -> Gate {
         Gate {
+            sources: identity::Sources::new(&config),
             active: ArcSwap::from_pointee(Active {
                 config,
                 policies: Arc::new(policies),
@@ -154,7 +157,7 @@ impl Gate {
         let identity = if request.header_bytes > config.limits.max_header_bytes {
             Ok(Identity::Anonymous)
         } else {
-            identity::resolve(config, &self.verifier, &request).await
+            identity::resolve(config, &self.verifier, &self.sources, &request).await
         };
         let policies = &active.policies;
         let decision = match decision::prepare(config, policies, &request, &identity, arrived) {
@@ -195,6 +198,10 @@ impl Gate {
             arrived,
             started,
         );
+        // A refused API key is named by its public id, never its text.
+        if let Err(refused @ cedargate_core::identity::IdentityError::ApiKey { .. }) = &identity {
+            record.errors.push(refused.to_string());
+        }
         // Facts about the minted token, never the token itself.
         record.upstream_token = minted.map(|m| UpstreamTokenFacts {
             jti: m.jti.to_string(),

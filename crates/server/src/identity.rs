@@ -1,23 +1,70 @@
-//! Resolving the caller of a request with the verifier: a bearer token is verified (signature,
-//! keys, cache) by [`cedargate_core::token`]; without one, the caller is an mTLS peer or nobody
-//! ([`cedargate_core::identity::without_token`]). Owns no types: they are the core's.
+//! Resolving the caller of a request: an API key in `api_keys.header` ([`crate::api_keys`]), a
+//! bearer token (introspected at its issuer when it is opaque or its issuer is set to `only`
+//! ([`crate::introspection`]), otherwise verified as a JWT by [`crate::jwt`]), and without either
+//! an mTLS peer or nobody ([`cedargate_core::identity::without_token`]). A request with both an
+//! `Authorization` header and an API key is refused: one credential decides, never a guess.
+//! Owns no identity types (they are the core's), only the sources that need IO.
 
 use cedargate_core::config::Config;
 use cedargate_core::identity::{Identity, IdentityError, bearer, without_token};
 use cedargate_core::request::HttpRequest;
+use cedargate_core::token::TokenError;
 
+use crate::api_keys::ApiKeys;
+use crate::introspection::Introspection;
 use crate::jwt::Verifier;
+
+/// The identity sources beside the JWT verifier, built at start from the config (restart-only
+/// settings, like issuers).
+pub struct Sources {
+    /// The API key store, when `api_keys` is configured.
+    pub api_keys: Option<ApiKeys>,
+    /// Introspection per issuer (empty without any `introspection` section).
+    pub introspection: Introspection,
+}
+
+impl Sources {
+    /// The sources `config` asks for.
+    pub fn new(config: &Config) -> Sources {
+        Sources {
+            api_keys: config.api_keys.as_ref().map(ApiKeys::start),
+            introspection: Introspection::new(config),
+        }
+    }
+}
 
 /// Resolves the caller of `request`.
 pub async fn resolve(
     config: &Config,
     verifier: &Verifier,
+    sources: &Sources,
     request: &HttpRequest,
 ) -> Result<Identity, IdentityError> {
-    if let Some(authorization) = request.header("authorization") {
-        let token = bearer(authorization)?;
-        let (token, cached) = verifier.verify(token).await?;
-        return Ok(Identity::Token { token, cached });
+    let api_key = config
+        .api_keys
+        .as_ref()
+        .and_then(|settings| request.header(&settings.header).map(|key| (settings, key)));
+    match (request.header("authorization"), api_key) {
+        (Some(_), Some(_)) => Err(IdentityError::AmbiguousCredentials),
+        (None, Some((settings, key))) => {
+            let store = sources.api_keys.as_ref().ok_or(IdentityError::ApiKey {
+                id: cedargate_core::api_keys::presented_id(key).map(str::to_string),
+                error: cedargate_core::api_keys::ApiKeyError::Unavailable,
+            })?;
+            Ok(Identity::ApiKey(store.verify(settings, key)?))
+        }
+        (Some(authorization), None) => {
+            let token = bearer(authorization)?;
+            if let Some(at) = sources.introspection.route(token) {
+                if token.len() > config.limits.max_token_bytes {
+                    return Err(TokenError::TooLarge.into());
+                }
+                let (token, cached) = sources.introspection.introspect(at, token).await?;
+                return Ok(Identity::Token { token, cached });
+            }
+            let (token, cached) = verifier.verify(token).await?;
+            Ok(Identity::Token { token, cached })
+        }
+        (None, None) => without_token(config, request),
     }
-    without_token(config, request)
 }

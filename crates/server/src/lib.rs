@@ -10,7 +10,8 @@
 //! - [`grpc`] — the gRPC edge: `CheckRequest` → `HttpRequest`, verdict → `CheckResponse`.
 //! - [`gate`] — the pipeline: identity → decision → upstream token → decision log.
 //! - [`identity`] resolves the caller with [`jwt`] (bearer verification), which reads keys from
-//!   [`jwks`].
+//!   [`jwks`]; [`introspection`] (RFC 7662, opaque tokens) and [`api_keys`] (the key file,
+//!   watched) are its other sources.
 //! - [`mint`] — on allow, the short-lived JWT cedargate signs for the upstream, and its keys.
 //! - [`shadow`] — a candidate policy set evaluated beside the enforced one (recorded only).
 //! - [`decision_log`] — records written off the request path; [`decision_otlp`] sends them to an
@@ -26,6 +27,7 @@
 //! Never imports `cedargate-cli`: the offline commands and the server share only the core.
 
 pub mod admin;
+pub mod api_keys;
 pub mod bundle_fetch;
 pub mod decision_log;
 pub mod decision_otlp;
@@ -33,6 +35,7 @@ pub mod entity_provider;
 pub mod gate;
 pub mod grpc;
 pub mod identity;
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod metrics;

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod defaults;
+mod identity_sources;
 mod model;
 mod problems;
 mod raw;
@@ -24,6 +25,7 @@ mod validate;
 mod yaml;
 
 pub use defaults::DEFAULT_DECISION_CACHE_CAPACITY;
+pub use identity_sources::{ApiKeysConfig, IntrospectionConfig};
 pub use model::*;
 pub use problems::{ConfigError, ConfigProblem, io_words};
 pub use urls::{is_secure_url, url_problem};

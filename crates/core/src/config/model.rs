@@ -31,6 +31,8 @@ pub struct Config {
     pub issuers: Vec<Arc<IssuerConfig>>,
     /// Principal for mTLS callers without a bearer token, if enabled.
     pub mtls: Option<MtlsConfig>,
+    /// API keys in a request header (`api_keys`); `None` (the default): off.
+    pub api_keys: Option<super::ApiKeysConfig>,
     /// Entity type for callers with no credential.
     pub anonymous_type: Arc<str>,
     /// Entity id of the anonymous principal.
@@ -248,6 +250,8 @@ pub struct IssuerConfig {
     /// How client-only tokens (client_credentials: `sub` absent or equal to `client_id`, per
     /// RFC 9068 §2.2) become principals; `None` maps them like users.
     pub service: Option<PrincipalMapping>,
+    /// RFC 7662 introspection of this issuer's opaque tokens (`introspection`); `None`: off.
+    pub introspection: Option<super::IntrospectionConfig>,
 }
 
 /// Where an issuer's verification keys come from.
@@ -364,11 +368,12 @@ impl ContextFact {
 }
 
 /// Context keys cedargate always writes itself; a user-named attribute may not take one.
-pub const BUILTIN_CONTEXT_KEYS: [&str; 6] = [
+pub const BUILTIN_CONTEXT_KEYS: [&str; 7] = [
     "request",
     "source",
     "authenticated",
     "token",
+    "api_key",
     "grpc",
     "time",
 ];

@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) issuers: Vec<Spanned<RawIssuer>>,
     pub(super) mtls: Option<Spanned<RawMtls>>,
+    pub(super) api_keys: Option<Spanned<super::identity_sources::RawApiKeys>>,
     pub(super) anonymous_type: Option<Spanned<String>>,
     pub(super) anonymous_id: Option<Spanned<String>>,
     pub(super) entity_provider: Option<Spanned<RawEntityProvider>>,
@@ -113,6 +114,7 @@ pub(super) struct RawIssuer {
     #[serde(default)]
     pub(super) principal: RawPrincipal,
     pub(super) service_principal: Option<RawPrincipal>,
+    pub(super) introspection: Option<Spanned<super::identity_sources::RawIntrospection>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

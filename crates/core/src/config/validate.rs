@@ -76,6 +76,18 @@ pub(super) fn validate(
         issuers.push(Arc::new(issuer));
     }
 
+    let spans: Vec<_> = raw.issuers.iter().collect();
+    super::identity_sources::one_opaque_issuer(&issuers, &spans, problems);
+    let api_keys = raw.api_keys.as_ref().and_then(|a| {
+        super::identity_sources::api_keys(
+            a,
+            &raw.decision_log.headers,
+            &raw.context.headers,
+            base,
+            problems,
+        )
+    });
+
     let mtls = raw.mtls.as_ref().map(|m| MtlsConfig {
         entity_type: entity_type(m.value.entity_type.as_ref(), DEFAULT_MTLS_TYPE, problems),
         trust_domains: m.value.trust_domains.iter().cloned().collect(),
@@ -249,6 +261,7 @@ pub(super) fn validate(
         realm: realm(raw.realm.as_ref(), problems),
         issuers,
         mtls,
+        api_keys,
         anonymous_type,
         anonymous_id,
         entity_provider,
@@ -987,6 +1000,9 @@ fn validate_issuer(
         allow_insecure_http: raw.allow_insecure_http,
         user,
         service,
+        introspection: raw.introspection.as_ref().and_then(|i| {
+            super::identity_sources::introspection(i, raw.allow_insecure_http, base, problems)
+        }),
     }
 }
 

@@ -205,7 +205,7 @@ mod tests {
             ),
             (
                 "issuers:\n  - issuer: https://a\n    audience: [x]\n",
-                "3:5 unknown field `audience` in `issuers[0]`: expected one of name, issuer, audiences, algorithms, leeway_seconds, require_typ, max_token_lifetime_seconds, reject_future_iat, jwks_uri, jwks_file, refresh_seconds, min_refresh_seconds, max_staleness_seconds, kid_refetch_min_interval_seconds, kid_refetch_wait_ms, fetch_timeout_ms, allow_insecure_http, principal, service_principal (docs/configuration.md lists them)",
+                "3:5 unknown field `audience` in `issuers[0]`: expected one of name, issuer, audiences, algorithms, leeway_seconds, require_typ, max_token_lifetime_seconds, reject_future_iat, jwks_uri, jwks_file, refresh_seconds, min_refresh_seconds, max_staleness_seconds, kid_refetch_min_interval_seconds, kid_refetch_wait_ms, fetch_timeout_ms, allow_insecure_http, principal, service_principal, introspection (docs/configuration.md lists them)",
             ),
             (
                 "issuers:\n  - audiences: [x]\n",
