@@ -56,7 +56,7 @@ def with_policy_dir(config, folder):
         f.write(text)
 
 
-def live_tokens(tmp, tokens, policies):
+def live_tokens(tmp, tokens, policies, decision_cache):
     folder = os.path.join(tmp, "policies-live")
     generate(folder, policies)
     lines = subprocess.run(["node", os.path.join(ROOT, "bench/mint-token.mjs"), str(tokens)],
@@ -66,6 +66,11 @@ def live_tokens(tmp, tokens, policies):
         authz, cg_admin, listener, admin = (run.free_port() for _ in range(4))
         cfg = run.cedargate_config(tmp, authz, cg_admin, 10000)
         with_policy_dir(cfg, folder)
+        text = open(cfg).read()
+        marker = "capacity: 10000                          # per policy-set version"
+        assert marker in text, "cedargate.yaml's decision_cache.capacity line moved"
+        with open(cfg, "w") as f:
+            f.write(text.replace(marker, f"capacity: {decision_cache}  # per policy-set version", 1))
         server = procs.start([run.CEDARGATE, "serve", "-c", cfg], env={**os.environ, "RUST_LOG": "warn"})
         run.wait_http(f"http://127.0.0.1:{cg_admin}/readyz")
         config = run.render(os.path.join(ROOT, "bench/envoy-ext-authz.yaml"),
@@ -89,7 +94,8 @@ def live_tokens(tmp, tokens, policies):
             conn.close()
             rows.append((label, status_kb(server.pid, "VmRSS"), codes, time.time() - began))
         peak = status_kb(server.pid, "VmHWM")
-        print(f"\n## Live tokens: {len(lines)} distinct tokens, {policies} generated + shipped policies")
+        print(f"\n## Live tokens: {len(lines)} distinct tokens, {policies} generated + shipped policies, "
+              f"decision cache capacity {decision_cache}")
         print(f"| moment | cedargate RSS | answers |\n|---|---|---|")
         print(f"| after start (ready) | {mb(start):.1f} MB | |")
         for label, rss, codes, secs in rows:
@@ -141,10 +147,12 @@ def main():
     ap.add_argument("--policies", type=int, default=1000)
     ap.add_argument("--big", type=int, default=300000)
     ap.add_argument("--skip", choices=["tokens", "big"], action="append", default=[])
+    ap.add_argument("--decision-cache", type=int, default=10000,
+                    help="decision_cache.capacity for the live-token run (0: off), to see its share")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="cedargate-memory-") as tmp:
         if "tokens" not in args.skip:
-            live_tokens(tmp, args.tokens, args.policies)
+            live_tokens(tmp, args.tokens, args.policies, args.decision_cache)
         if "big" not in args.skip:
             big_file(tmp, args.big)
 

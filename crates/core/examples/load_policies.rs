@@ -7,14 +7,17 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = PathBuf::from(std::env::args().nth(1).ok_or("usage: load_policies CONFIG")?);
+    let config = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .ok_or("usage: load_policies CONFIG")?,
+    );
     let config = cedargate_core::config::Config::load(&config)?;
     let started = std::time::Instant::now();
-    let snapshot = cedargate_core::shapes::load_checked_reporting(
-        &config.policy_dir,
-        &config,
-        &mut |step| eprintln!("{:>7.1} s  {step}", started.elapsed().as_secs_f64()),
-    )?;
+    let snapshot =
+        cedargate_core::shapes::load_checked_reporting(&config.policy_dir, &config, &mut |step| {
+            eprintln!("{:>7.1} s  {step}", started.elapsed().as_secs_f64())
+        })?;
     eprintln!(
         "{:>7.1} s  loaded {} policies, version {}",
         started.elapsed().as_secs_f64(),

@@ -12,13 +12,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use notify::{RecursiveMode, Watcher};
 
+use crate::metrics::API_KEY_RELOADS;
 use cedargate_core::api_keys::{ApiKey, ApiKeyError, KeyFile, KeyIndex, presented_id};
 use cedargate_core::config::ApiKeysConfig;
 use cedargate_core::identity::IdentityError;
 use cedargate_core::token::now_secs;
 
-/// Key-file reloads by result (`ok`, `failed`).
-pub const API_KEY_RELOADS: &str = "cedargate_api_key_reloads_total";
 
 /// The keys of `api_keys.file`, kept current.
 pub struct ApiKeys {

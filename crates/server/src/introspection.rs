@@ -20,17 +20,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
+use crate::metrics::{INTROSPECTION_CACHE_LOOKUPS, INTROSPECTION_DURATION, INTROSPECTION_REQUESTS};
 use cedargate_core::config::{Config, IntrospectionConfig, IssuerConfig, url_problem};
 use cedargate_core::token::{
     TokenError, VerifiedToken, check_claims, hex_prefix, now_secs, sha256,
 };
 
-/// Requests to introspection endpoints, by issuer and result (`active`, `inactive`, `error`).
-pub const INTROSPECTION_REQUESTS: &str = "cedargate_introspection_requests_total";
-/// Introspection cache lookups by result (`hit`, `miss`).
-pub const INTROSPECTION_CACHE_LOOKUPS: &str = "cedargate_introspection_cache_lookups_total";
-/// Latency of one introspection request, by issuer.
-pub const INTROSPECTION_DURATION: &str = "cedargate_introspection_duration_seconds";
 
 /// Largest introspection answer read: real ones are a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -126,9 +121,6 @@ impl Introspection {
                 })
             })
             .collect();
-        if !issuers.is_empty() {
-            describe_metrics();
-        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
@@ -376,22 +368,6 @@ fn jwt_issuer(token: &str) -> Option<String> {
             .unwrap_or_default()
             .to_string(),
     )
-}
-
-fn describe_metrics() {
-    metrics::describe_counter!(
-        INTROSPECTION_REQUESTS,
-        "Requests to RFC 7662 introspection endpoints, by issuer and result (active, inactive, error)."
-    );
-    metrics::describe_counter!(
-        INTROSPECTION_CACHE_LOOKUPS,
-        "Introspection answer cache lookups, by result (hit, miss)."
-    );
-    metrics::describe_histogram!(
-        INTROSPECTION_DURATION,
-        metrics::Unit::Seconds,
-        "Latency of one introspection request, by issuer."
-    );
 }
 
 #[cfg(test)]

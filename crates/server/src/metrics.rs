@@ -78,6 +78,14 @@ pub const ENTITY_CACHE_LOOKUPS: &str = "cedargate_entity_provider_cache_lookups_
 pub const DECISION_CACHE_LOOKUPS: &str = "cedargate_decision_cache_lookups_total";
 /// Time one entity provider fetch took, answer read and checked.
 pub const ENTITY_FETCH_DURATION: &str = "cedargate_entity_provider_fetch_duration_seconds";
+/// Requests to introspection endpoints, by issuer and result (`active`, `inactive`, `error`).
+pub const INTROSPECTION_REQUESTS: &str = "cedargate_introspection_requests_total";
+/// Introspection cache lookups by result (`hit`, `miss`).
+pub const INTROSPECTION_CACHE_LOOKUPS: &str = "cedargate_introspection_cache_lookups_total";
+/// Latency of one introspection request, by issuer.
+pub const INTROSPECTION_DURATION: &str = "cedargate_introspection_duration_seconds";
+/// API key file reloads by result (`ok`, `failed`).
+pub const API_KEY_RELOADS: &str = "cedargate_api_key_reloads_total";
 /// The policy bundle in force (`policy_bundle`): value 1, `revision` and `digest` labels; one
 /// sample with value 0 and empty labels when policies come from a local `policy_dir`.
 pub const POLICY_BUNDLE_INFO: &str = "cedargate_policy_bundle_info";
@@ -300,6 +308,30 @@ pub const FAMILIES: &[Family] = &[
         Kind::Histogram,
         "Time one entity provider fetch took, from the request to the checked answer.",
         &[],
+    ),
+    family(
+        INTROSPECTION_REQUESTS,
+        Kind::Counter,
+        "Requests to RFC 7662 introspection endpoints, by issuer and result (active, inactive, error).",
+        &["issuer", "result"],
+    ),
+    family(
+        INTROSPECTION_CACHE_LOOKUPS,
+        Kind::Counter,
+        "Introspection answer cache lookups, by result (hit, miss).",
+        &["result"],
+    ),
+    family(
+        INTROSPECTION_DURATION,
+        Kind::Histogram,
+        "Latency of one introspection request, by issuer.",
+        &["issuer"],
+    ),
+    family(
+        API_KEY_RELOADS,
+        Kind::Counter,
+        "API key file reloads by result (ok, failed: the last good keys stay).",
+        &["result"],
     ),
     family(
         POLICY_BUNDLE_INFO,

@@ -242,9 +242,9 @@ fn load(config: &Config) -> Result<Loaded, ServeError> {
     let policies =
         cedargate_core::shapes::load_checked_reporting(&config.policy_dir, config, &mut progress)
             .map_err(|source| ServeError::Policy {
-                dir: config.policy_dir.display().to_string(),
-                source,
-            })?;
+            dir: config.policy_dir.display().to_string(),
+            source,
+        })?;
     tracing::info!(
         version = %policies.version,
         policies = policies.info.len(),
