@@ -18,7 +18,6 @@ use cedargate_core::config::ApiKeysConfig;
 use cedargate_core::identity::IdentityError;
 use cedargate_core::token::now_secs;
 
-
 /// The keys of `api_keys.file`, kept current.
 pub struct ApiKeys {
     /// The file, absolute (as the watcher reports paths).

@@ -26,7 +26,6 @@ use cedargate_core::token::{
     TokenError, VerifiedToken, check_claims, hex_prefix, now_secs, sha256,
 };
 
-
 /// Largest introspection answer read: real ones are a few hundred bytes.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
