@@ -18,6 +18,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+/// The static entities file of a policy folder: the one file name its layout fixes (policies and
+/// the schema go by extension).
+pub const ENTITIES_FILE: &str = "entities.json";
+
 /// The manifest's name inside a bundle; always the first entry.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -160,11 +164,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// under `tests/`. What `bundle build` packs and the only paths `unpack` accepts.
 pub fn is_policy_file(path: &str) -> bool {
     match path.split_once('/') {
-        None => {
-            path == crate::policy::ENTITIES_FILE
-                || path.ends_with(".cedar")
-                || path.ends_with(".cedarschema")
-        }
+        None => path == ENTITIES_FILE || path.ends_with(".cedar") || path.ends_with(".cedarschema"),
         Some((TESTS_DIR, rest)) => {
             !rest.is_empty() && (rest.ends_with(".yaml") || rest.ends_with(".yml"))
         }
@@ -237,7 +237,7 @@ pub fn build(
     let manifest = Manifest {
         format: FORMAT.to_string(),
         revision: revision.to_string(),
-        created: crate::record::rfc3339(created),
+        created: humantime::format_rfc3339_micros(created).to_string(),
         files: listed,
     };
     let manifest_json =

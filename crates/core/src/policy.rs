@@ -32,8 +32,7 @@ use crate::token::hex_prefix;
 /// provider failed, or its data doesn't conform to the schema).
 pub const ENTITIES_UNAVAILABLE: &str = "entities_unavailable";
 
-/// Static entities file in the policy folder.
-pub const ENTITIES_FILE: &str = "entities.json";
+pub use crate::bundle::ENTITIES_FILE;
 
 /// One problem in the policy folder.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -406,6 +406,14 @@ pub fn start(config: &Config) -> bool {
             metrics::counter!(JWKS_FETCHES, "issuer" => issuer.name.to_string(), "result" => result)
                 .absolute(0);
         }
+        // Every issuer, as for JWKS fetches: the family is on /metrics whether or not an issuer
+        // introspects (zeros where it doesn't).
+        for result in ["active", "inactive", "error"] {
+            metrics::counter!(INTROSPECTION_REQUESTS, "issuer" => issuer.name.to_string(), "result" => result)
+                .absolute(0);
+        }
+        // Registered now, so the family is on /metrics (empty) before the first request.
+        let _ = metrics::histogram!(INTROSPECTION_DURATION, "issuer" => issuer.name.to_string());
     }
     installed
 }
@@ -419,6 +427,13 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full(ENTITY_FETCH_DURATION.into()),
+                &ENTITY_FETCH_DURATION_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            // An introspection request is a network call like an entity fetch: same bounds.
+            b.set_buckets_for_metric(
+                Matcher::Full(INTROSPECTION_DURATION.into()),
                 &ENTITY_FETCH_DURATION_BUCKETS,
             )
         }) {
@@ -479,6 +494,12 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
         metrics::counter!(POLICY_BUNDLE_FETCHES, "result" => result).absolute(0);
     }
     metrics::gauge!(POLICY_BUNDLE_LAST_SUCCESS).set(0.0);
+    for result in ["hit", "miss"] {
+        metrics::counter!(INTROSPECTION_CACHE_LOOKUPS, "result" => result).absolute(0);
+    }
+    for result in ["ok", "failed"] {
+        metrics::counter!(API_KEY_RELOADS, "result" => result).absolute(0);
+    }
     for result in ["agree", "would_allow", "would_deny"] {
         metrics::counter!(SHADOW_DECISIONS, "result" => result).absolute(0);
     }

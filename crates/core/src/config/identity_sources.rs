@@ -237,9 +237,9 @@ pub(super) fn introspection(
 }
 
 /// Opaque tokens carry no `iss`: only one issuer may receive them.
-pub(super) fn one_opaque_issuer(
+pub(super) fn one_opaque_issuer<T>(
     issuers: &[Arc<super::IssuerConfig>],
-    spans: &[&Spanned<super::raw::RawIssuer>],
+    spans: &[&Spanned<T>],
     problems: &mut Collected,
 ) {
     let mut opaque = issuers
