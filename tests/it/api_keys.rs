@@ -129,22 +129,16 @@ impl KeyStack {
 
     /// GET through Envoy with `headers`: status, body, and the decision record.
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value, Value) {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let mut req = client.get(format!("http://127.0.0.1:{}{path}", self.listener));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+        let (status, body) = self.send(path, headers).await;
         let id = body["decision_id"]
             .as_str()
             .or_else(|| body["headers"]["x-cedargate-decision-id"].as_str())
             .unwrap_or_default()
             .to_string();
+        assert!(
+            !id.is_empty(),
+            "an answer cedargate did not give: {status} {body}"
+        );
         (status, body, self.record(&id))
     }
 
@@ -170,11 +164,28 @@ impl KeyStack {
         }
     }
 
-    /// Waits until a key's Check comes out with `status` (the key file was reloaded).
+    /// GET through Envoy with `headers`: status and body only.
+    async fn send(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut req = client.get(format!("http://127.0.0.1:{}{path}", self.listener));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Waits until a key's Check comes out with `status` (the key file was reloaded). Answers
+    /// on the way need no record: while a reload is under way Envoy may answer on its own.
     async fn wait_for(&self, key: &str, status: u16) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if self.get("/orders", &[("x-api-key", key)]).await.0 == status {
+            if self.send("/orders", &[("x-api-key", key)]).await.0 == status {
                 return;
             }
             assert!(Instant::now() < deadline, "the key never answered {status}");
