@@ -202,8 +202,9 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// The secret part: after `cgk_<12 hex>_` (the secret is base64url, so it may hold `_` too).
 fn secret_of(key: &str) -> &str {
-    key.rsplit_once('_').unwrap().1
+    key.get(17..).unwrap()
 }
 
 fn id_of(key: &str) -> &str {
