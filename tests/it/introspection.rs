@@ -86,19 +86,10 @@ async fn get(stack: &Stack, path: &str, token: &str) -> (u16, Option<String>, Va
     (status, challenge, stack.record(&id))
 }
 
+/// One series of cedargate's `/metrics` (every introspection family has zero series from start).
 async fn metric(stack: &Stack, series: &str) -> f64 {
-    let text = reqwest::get(format!(
-        "http://127.0.0.1:{}/metrics",
-        stack.cedargate_admin
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], stack.cedargate_admin));
+    crate::decision_logs::metric(admin, series).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::problems::Collected;
-use super::urls::url_problem;
+use super::urls::{resolve, url_problem};
 use crate::api_keys::KeyFile;
 
 // ---- defaults ----------------------------------------------------------------------------------
@@ -86,15 +86,6 @@ pub struct IntrospectionConfig {
 }
 
 // ---- validation --------------------------------------------------------------------------------
-
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
 
 /// `api_keys`: the header is a plain header name that carries no other credential and is not
 /// recorded (`decision_log.headers`) or copied into the context (`context.headers`); the key

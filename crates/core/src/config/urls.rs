@@ -1,4 +1,5 @@
-//! Judging URLs cedargate will fetch from (issuers, JWKS, the entity provider), parsed with `url`.
+//! Where the config points: URLs cedargate will fetch from (issuers, JWKS, the entity provider),
+//! judged after parsing with `url`, and paths, read relative to the config file.
 
 /// Why cedargate must not fetch from `url`, if it must not: not an absolute http(s) URL; user
 /// info in it (in `http://localhost:80@idp.evil.example` the host is `idp.evil.example`, and a
@@ -30,6 +31,17 @@ pub fn url_problem(url: &str, allow_insecure_http: bool) -> Option<&'static str>
 /// https anywhere, http only where the traffic cannot leave the machine, never user info.
 pub fn is_secure_url(url: &str) -> bool {
     url_problem(url, false).is_none()
+}
+
+/// A path from the config file: as written when absolute, else relative to the config's folder
+/// (`base`).
+pub(super) fn resolve(base: &std::path::Path, p: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,17 +18,8 @@ use super::defaults::*;
 use super::model::*;
 use super::problems::Collected;
 use super::raw::*;
-use super::urls::url_problem;
+use super::urls::{resolve, url_problem};
 use crate::routes::{LintSeverity, PathTemplate, Route, RouteTable};
-
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
 
 pub(super) fn validate(
     raw: RawConfig,
@@ -1435,6 +1426,7 @@ pub(crate) fn placeholders(template: &str) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
     use crate::config::ConfigError;
+    use std::path::PathBuf;
 
     fn problems(yaml: &str) -> Vec<String> {
         match Config::parse(yaml, Path::new("c.yaml")) {
