@@ -7,6 +7,8 @@
 //! upstream token (overwriting) and the credential headers to remove (`headers_to_remove`).
 //! Nothing here decides anything.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -103,7 +105,7 @@ pub fn http_request(check: CheckRequest) -> HttpRequest {
             } else {
                 String::from_utf8_lossy(&h.raw_value).into_owned()
             };
-            headers.insert(h.key.to_ascii_lowercase(), value);
+            add_header(&mut headers, h.key.to_ascii_lowercase(), value);
         }
     }
     let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -125,6 +127,25 @@ pub fn http_request(check: CheckRequest) -> HttpRequest {
         source_ip,
         source_principal,
         header_bytes,
+    }
+}
+
+/// Adds one occurrence of a header from `header_map`, where a header sent twice arrives as two
+/// entries. They are joined as Envoy joins them in `headers` (and as the upstream may read them):
+/// with `,`, or `; ` for `cookie` (RFC 6265). Keeping only the last one would let a request be
+/// decided on other values than it carries, and would undercount its size against
+/// `max_header_bytes`.
+fn add_header(headers: &mut HashMap<String, String>, key: String, value: String) {
+    match headers.entry(key) {
+        Entry::Occupied(mut seen) => {
+            let separator = if seen.key() == "cookie" { "; " } else { "," };
+            let joined = seen.get_mut();
+            joined.push_str(separator);
+            joined.push_str(&value);
+        }
+        Entry::Vacant(new) => {
+            new.insert(value);
+        }
     }
 }
 
@@ -207,5 +228,66 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             body,
         })),
         ..CheckResponse::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+
+    /// A CheckRequest as Envoy sends it with `encode_raw_headers: true`.
+    fn raw(headers: &[(&str, &str)]) -> CheckRequest {
+        let header_map = HeaderMap {
+            headers: headers
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: (*k).to_string(),
+                    raw_value: v.as_bytes().to_vec(),
+                    ..HeaderValue::default()
+                })
+                .collect(),
+        };
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: "GET".into(),
+                        path: "/orders/7".into(),
+                        header_map: Some(header_map),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn repeated_raw_headers_are_joined_and_counted_whole() {
+        let request = http_request(raw(&[
+            ("X-Tenant", "acme"),
+            ("x-tenant", "evil"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("accept", "text/html"),
+        ]));
+        assert_eq!(request.headers["x-tenant"], "acme,evil");
+        assert_eq!(request.headers["cookie"], "a=1; b=2");
+        assert_eq!(request.headers["accept"], "text/html");
+        let whole: usize = [
+            "x-tenant",
+            "acme,evil",
+            "cookie",
+            "a=1; b=2",
+            "accept",
+            "text/html",
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum();
+        assert_eq!(request.header_bytes, whole);
     }
 }
