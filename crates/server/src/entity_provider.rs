@@ -6,8 +6,8 @@
 //! entities; `404` or `[]`: nothing known about that uid, which is an answer, not an error), the
 //! bounds on an answer (its size, counted while it is read; the time budget of one Check) and the
 //! answer cache (moka: TTL, capacity, one fetch in flight per uid, failures never cached). A fetch
-//! runs in its own task: a Check that stops waiting (its budget spent) doesn't cancel it, and its
-//! answer fills the cache for the next Check.
+//! runs in the Check's task; one that outlives the Check's budget moves to a task of its own, so
+//! that its answer still fills the cache for the next Check.
 //!
 //! It checks an answer's shape (an array of objects, each with a `uid`) and nothing more: what the
 //! entities say, and whether they conform to the schema, is `policy`'s business when they are
@@ -17,8 +17,11 @@
 //! `config` refuses user info).
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -60,12 +63,6 @@ pub enum ProviderError {
         uid: String,
         /// Why (shared by every Check that waited for the same fetch).
         source: Arc<FetchError>,
-    },
-    /// The task running the fetch ended without an answer.
-    #[error("entity provider: {uid}: the fetch task failed")]
-    Task {
-        /// The uid asked about, as Cedar prints it.
-        uid: String,
     },
 }
 
@@ -168,45 +165,65 @@ impl EntityProvider {
     /// The entities the provider knows about `uids`, each answer once, in order: from the cache,
     /// or fetched side by side, all within the budget. Any failure fails the whole lookup: a
     /// Check is never decided on part of its data.
+    ///
+    /// The fetches run inside the Check's own task: a task per fetch would cost a hand-off to
+    /// the runtime and back on every miss (on a VM, an idle vCPU's wake-up each way). When the
+    /// budget runs out first, the unfinished fetches are handed to tasks of their own, so that a
+    /// provider slower than the budget still fills the cache for the next Check.
     pub async fn fetch(&self, uids: &[EntityRef]) -> Result<Vec<Value>, ProviderError> {
-        match tokio::time::timeout(self.timeout, self.lookup(uids)).await {
-            Ok(answers) => answers,
-            Err(_) => Err(ProviderError::Budget(self.timeout)),
-        }
-    }
-
-    async fn lookup(&self, uids: &[EntityRef]) -> Result<Vec<Value>, ProviderError> {
-        // Start every fetch before awaiting any, so that they run side by side.
-        let mut pending = Vec::with_capacity(uids.len());
+        let mut slots = Vec::with_capacity(uids.len());
         for uid in uids {
             let key = uid.to_string();
             if let Some(answer) = self.cache.get(&key).await {
                 metrics::entity_cache_lookup(true);
-                pending.push(Lookup::Cached(answer));
+                slots.push(Slot::Answered(Ok(answer)));
                 continue;
             }
             metrics::entity_cache_lookup(false);
             let (cache, fetcher, uid) = (self.cache.clone(), self.fetcher.clone(), uid.clone());
             // `try_get_with` makes concurrent Checks for one uid share one fetch, and caches
-            // only a success.
-            let task = tokio::spawn({
-                let key = key.clone();
-                async move { cache.try_get_with(key, fetcher.fetch(&uid)).await }
+            // only a success. Owned and boxed, so that it can move into a task if it outlives
+            // the budget.
+            let fetch: Fetch = Box::pin(async move {
+                let answer = cache.try_get_with(key.clone(), fetcher.fetch(&uid)).await;
+                answer.map_err(|source| ProviderError::Fetch { uid: key, source })
             });
-            pending.push(Lookup::Fetching(key, task));
+            slots.push(Slot::Fetching(fetch));
+        }
+        let all_answered = std::future::poll_fn(|cx| {
+            let mut waiting = false;
+            for slot in slots.iter_mut() {
+                if let Slot::Fetching(fetch) = slot {
+                    match fetch.as_mut().poll(cx) {
+                        Poll::Ready(answer) => *slot = Slot::Answered(answer),
+                        Poll::Pending => waiting = true,
+                    }
+                }
+            }
+            if waiting {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        });
+        if tokio::time::timeout(self.timeout, all_answered)
+            .await
+            .is_err()
+        {
+            for slot in slots {
+                if let Slot::Fetching(fetch) = slot {
+                    tokio::spawn(fetch);
+                }
+            }
+            return Err(ProviderError::Budget(self.timeout));
         }
         let mut entities: Vec<Value> = Vec::new();
-        for lookup in pending {
-            let answer = match lookup {
-                Lookup::Cached(answer) => answer,
-                Lookup::Fetching(uid, task) => match task.await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(source)) => return Err(ProviderError::Fetch { uid, source }),
-                    Err(_) => return Err(ProviderError::Task { uid }),
-                },
+        for slot in slots {
+            let Slot::Answered(answer) = slot else {
+                return Err(ProviderError::Budget(self.timeout));
             };
             // Both answers may bring the same related entity; record it once.
-            for entity in answer.iter() {
+            for entity in answer?.iter() {
                 if !entities.contains(entity) {
                     entities.push(entity.clone());
                 }
@@ -216,15 +233,15 @@ impl EntityProvider {
     }
 }
 
+/// One uid's fetch, owned so that it can be handed to a task of its own.
+type Fetch = Pin<Box<dyn Future<Output = Result<Answer, ProviderError>> + Send>>;
+
 /// One uid's answer: at hand, or being fetched.
-enum Lookup {
-    /// From the cache.
-    Cached(Answer),
-    /// The uid (as Cedar prints it) and the task fetching it.
-    Fetching(
-        String,
-        tokio::task::JoinHandle<Result<Answer, Arc<FetchError>>>,
-    ),
+enum Slot {
+    /// From the cache, or fetched.
+    Answered(Result<Answer, ProviderError>),
+    /// Being fetched (polled by the Check until answered or the budget runs out).
+    Fetching(Fetch),
 }
 
 impl Fetcher {
