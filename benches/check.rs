@@ -11,7 +11,9 @@
 //!   entity comes from a warm `entity_provider` cache vs one without a provider;
 //!   `check/es256/tenant-fetch` against `check/es256/tenant-none`: a Check whose resource is a
 //!   new uid every time (a fetch per Check from an in-process provider) vs the same Checks
-//!   without a provider; `provider/fetch`, the provider client's part of that (one fetch of a
+//!   without a provider, and `check/es256/tenant-none+get`, that Check followed by a plain GET
+//!   of the provider in the same task (the bound's other side: a Check plus the provider's own
+//!   latency); `provider/fetch`, the provider client's part of that (one fetch of a
 //!   new uid); `evaluate/fetched-new`, the policy side (merging a fetched entity of a new uid);
 //!   and `provider/get`, the provider's own round trip through a plain reqwest GET.
 //!
@@ -42,6 +44,12 @@ use cedargate_server::jwt::Verifier;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
+
+/// The allocator the `cedargate` binary ships with (src/main.rs), so that the figures are the
+/// binary's: with glibc's, a fetching Check measured ~2× slower (arena trimming and re-faulting
+/// pages between the worker and the HTTP client's task).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ISSUER: &str = "https://issuer.bench.test";
 
@@ -381,6 +389,29 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // The bound's other side, measured the same way: the same Check without a provider, then
+    // the provider's own round trip (a plain GET of one answer), in one task. A fetching Check
+    // may cost at most this plus 100 µs; the difference is cedargate's share of a fetch.
+    let plain = cedargate_server::jwks::http_client().unwrap();
+    c.bench_function("check/es256/tenant-none+get", |b| {
+        b.iter(|| {
+            let (gate, request) = (Arc::clone(&not_fetching), black_box(tenant_request()));
+            let (http, n) = (
+                plain.clone(),
+                tenant.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            );
+            let target = format!("{url}?type=Tenant&id=t{n}");
+            let v = rt
+                .block_on(rt.spawn(async move {
+                    let v = gate.check(request).await;
+                    let body = http.get(target).send().await.unwrap().bytes().await;
+                    assert!(!body.unwrap().is_empty());
+                    v
+                }))
+                .unwrap();
+            assert!(v.decision.allowed, "{:?}", v.decision);
+        })
+    });
     // The provider's part of that: one fetch of a new uid (task, cache insert, request, answer
     // read and checked), without the Check around it.
     c.bench_function("provider/fetch", |b| {
