@@ -239,6 +239,10 @@ pub(super) fn validate(
         }
     };
 
+    let sso = raw
+        .sso
+        .as_ref()
+        .and_then(|s| super::sso::sso(s, &issuers, base, problems));
     let rotate = raw
         .decision_log
         .rotate
@@ -318,6 +322,7 @@ pub(super) fn validate(
             .upstream_token
             .as_ref()
             .and_then(|u| upstream_token(u, base, problems)),
+        sso,
         warnings: warnings.0,
     }
 }
