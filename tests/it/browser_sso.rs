@@ -499,3 +499,73 @@ async fn browser_login_session_logout_and_every_refusal() {
     assert_eq!(r.status, 302);
     assert_eq!(reason(&stack, &r), "login_required");
 }
+
+/// A person's login in headless Chromium (tests/browser/sso_login.py, Selenium; installed by
+/// scripts/install-browser.sh): the login form, the page, a reload without login, a 403 where
+/// policy says so, logout at the IdP, and the login form again. Bounded: under 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_logs_in_reloads_is_refused_and_logs_out() {
+    let keydir = tempfile::tempdir().unwrap();
+    let section = sso_section(keydir.path());
+    let stack = Stack::start_with(move |yaml| yaml + &section);
+    let started = std::time::Instant::now();
+    let screenshot = stack.dir.path().join("logged-in.png");
+    let mut child = std::process::Command::new("python3")
+        .env("PYTHONPATH", crate::support::repo().join(".tools/browser"))
+        .arg(crate::support::repo().join("tests/browser/sso_login.py"))
+        .args([
+            "--base",
+            &stack.url(""),
+            "--idp",
+            &stack.idp.issuer,
+            "--screenshot",
+        ])
+        .arg(&screenshot)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (run scripts/install-browser.sh for Chromium and Selenium)");
+    let deadline = started + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the browser test took more than 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["step"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "login",
+            "reload",
+            "refused",
+            "logout",
+            "login_again",
+            "done"
+        ],
+        "{stdout}"
+    );
+    assert!(
+        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 0),
+        "no screenshot of the logged-in page"
+    );
+    // The logged-in page and the reload were allowed by cedargate with bob as the principal.
+    let allowed: Vec<Value> = stack
+        .records()
+        .into_iter()
+        .filter(|r| r["decision"] == "allow" && r["principal"] == r#"User::"bob""#)
+        .collect();
+    assert!(allowed.len() >= 2, "page + reload: {allowed:?}");
+}
