@@ -569,3 +569,60 @@ async fn chromium_logs_in_reloads_is_refused_and_logs_out() {
         .collect();
     assert!(allowed.len() >= 2, "page + reload: {allowed:?}");
 }
+
+/// Sessions outlive their access token where the IdP gave a refresh token: with the short-lived
+/// IdP (access tokens for 2 s) the page still loads after the token expired, with a new session
+/// cookie; without a refresh token the same cookie would be refused `session_expired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_access_token_is_refreshed_with_the_refresh_token() {
+    let keydir = tempfile::tempdir().unwrap();
+    let section = sso_section(keydir.path()).replace("issuer: demo-idp", "issuer: short-idp");
+    let stack = Stack::start_with(move |yaml| yaml + &section);
+    let page = stack.url("/orders/42");
+    let mut browser = Browser::default();
+    let first = browser.navigate(&page).await;
+    let location = first.header("location").unwrap_or_default().to_string();
+    assert!(location.starts_with(&stack.short_idp.issuer), "{location}");
+    let (_, landed) = browser.follow(page.clone(), first, "bob").await;
+    assert_eq!(landed.status, 200, "{}", landed.body);
+    let before = browser.cookie(SESSION_COOKIE).unwrap();
+    let keys = keys(keydir.path());
+    let session: Session = keys.open(Purpose::Session, &before).unwrap();
+    assert!(
+        session.rt.is_some(),
+        "refresh: true asks for offline_access"
+    );
+
+    // Wait (on the clock, not a sleep-as-sync) until the access token is past its exp.
+    let exp = crate::support::jwt_part(&session.at, 1)["exp"]
+        .as_u64()
+        .unwrap();
+    while cedargate_core::token::now_secs() <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = browser.navigate(&page).await;
+    assert_eq!(r.status, 200, "refreshed: {}", r.body);
+    let after = browser.cookie(SESSION_COOKIE).unwrap();
+    assert_ne!(before, after, "a refreshed session is sealed anew");
+    let refreshed: Session = keys.open(Purpose::Session, &after).unwrap();
+    assert_eq!(refreshed.sid, session.sid, "same session");
+    assert_eq!(
+        refreshed.exp, session.exp,
+        "a refresh never extends the session"
+    );
+    assert_ne!(refreshed.at, session.at);
+
+    // The same session without its refresh token: expired means a new login.
+    let mut no_refresh = session.clone();
+    no_refresh.rt = None;
+    let mut other = Browser::default();
+    other.set(
+        SESSION_COOKIE,
+        &keys.seal(Purpose::Session, &no_refresh).unwrap(),
+    );
+    let r = other
+        .send("GET", &page, &[("accept", "application/json")], None)
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(reason(&stack, &r), "session_expired");
+}
