@@ -293,7 +293,6 @@ impl Gate {
         arrived: SystemTime,
         started: Instant,
     ) -> Verdict {
-        crate::metrics::sso_answer(answer.reason);
         let mut decision =
             Decision::browser(answer.status, answer.reason, &active.policies.version);
         decision.errors.extend(answer.error);

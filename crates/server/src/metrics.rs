@@ -86,8 +86,6 @@ pub const INTROSPECTION_CACHE_LOOKUPS: &str = "cedargate_introspection_cache_loo
 pub const INTROSPECTION_DURATION: &str = "cedargate_introspection_duration_seconds";
 /// API key file reloads by result (`ok`, `failed`).
 pub const API_KEY_RELOADS: &str = "cedargate_api_key_reloads_total";
-/// Browser-route answers decided before the policies (`sso`), by reason.
-pub const SSO_ANSWERS: &str = "cedargate_sso_answers_total";
 /// The policy bundle in force (`policy_bundle`): value 1, `revision` and `digest` labels; one
 /// sample with value 0 and empty labels when policies come from a local `policy_dir`.
 pub const POLICY_BUNDLE_INFO: &str = "cedargate_policy_bundle_info";
@@ -336,12 +334,6 @@ pub const FAMILIES: &[Family] = &[
         &["result"],
     ),
     family(
-        SSO_ANSWERS,
-        Kind::Counter,
-        "Browser-route answers decided before the policies (sso): login redirects, completed logins, logouts, CSRF and state refusals, by reason.",
-        &["reason"],
-    ),
-    family(
         POLICY_BUNDLE_INFO,
         Kind::Gauge,
         "The policy bundle in force (value 1) by revision and digest; 0 with empty labels when policies come from policy_dir.",
@@ -508,21 +500,6 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
     for result in ["ok", "failed"] {
         metrics::counter!(API_KEY_RELOADS, "result" => result).absolute(0);
     }
-    {
-        use cedargate_core::session::reasons;
-        for reason in [
-            reasons::LOGIN_REQUIRED,
-            reasons::LOGIN_COMPLETE,
-            reasons::LOGGED_OUT,
-            reasons::CSRF_ORIGIN,
-            reasons::STATE_MISMATCH,
-            reasons::CALLBACK_FAILED,
-            reasons::RETURN_URL_REFUSED,
-            reasons::UNAVAILABLE,
-        ] {
-            metrics::counter!(SSO_ANSWERS, "reason" => reason).absolute(0);
-        }
-    }
     for result in ["agree", "would_allow", "would_deny"] {
         metrics::counter!(SHADOW_DECISIONS, "result" => result).absolute(0);
     }
@@ -540,12 +517,6 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
         tracing::warn!(error = %e, "metrics.upkeep_unavailable");
     }
     Some((handle, handles))
-}
-
-/// Counts one browser-route answer (`reason`: one of `cedargate_core::session::reasons` or a
-/// session's identity reason when a refused session is sent to log in again).
-pub fn sso_answer(reason: &'static str) {
-    metrics::counter!(SSO_ANSWERS, "reason" => reason).increment(1);
 }
 
 /// Times one Check and counts it in flight; dropping it unfinished counts a cancelled Check
@@ -599,6 +570,9 @@ impl Drop for CheckTimer {
 fn status_label(status: u16) -> &'static str {
     match status {
         200 => "200",
+        // Browser routes (`sso`): redirects to and from the IdP, a refused return URL.
+        302 => "302",
+        400 => "400",
         401 => "401",
         403 => "403",
         503 => "503",
