@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// The reason codes of browser-route answers decided before the policies (a session cookie that
 /// is refused is an identity error: [`SessionError::reason`]).
 pub mod reasons {
-    /// No credential, a browser navigation the policies would answer 401: redirected to the IdP.
+    /// Redirected to the IdP: no credential on a browser navigation the policies would answer
+    /// 401, or the login path.
     pub const LOGIN_REQUIRED: &str = "login_required";
     /// A state-changing request with a session cookie from another origin (403).
     pub const CSRF_ORIGIN: &str = "csrf_origin";

@@ -163,10 +163,24 @@ fn path_field(
 pub(super) fn sso(
     raw: &Spanned<RawSso>,
     issuers: &[Arc<IssuerConfig>],
+    recorded: &[Spanned<String>],
+    in_context: &[Spanned<String>],
     base: &std::path::Path,
     problems: &mut Collected,
 ) -> Option<SsoConfig> {
     let r = &raw.value;
+    // The session cookie is a credential: never in a record or a Cedar context.
+    for (list, field) in [
+        (recorded, "decision_log.headers"),
+        (in_context, "context.headers"),
+    ] {
+        if let Some(h) = list.iter().find(|h| h.value.eq_ignore_ascii_case("cookie")) {
+            problems.at(
+                h,
+                format!("{field} must not include `cookie`: it carries the sso session cookie"),
+            );
+        }
+    }
     let issuer = issuers.iter().find(|i| *i.name == *r.issuer.value).cloned();
     // The browser-facing URL may be plain http exactly when the issuer may (a loopback test).
     let allow_insecure_http = issuer.as_ref().is_some_and(|i| i.allow_insecure_http);
@@ -400,6 +414,48 @@ pub(super) fn sso(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn problems(sso: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("k1.key"),
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("short.key"), "c2hvcnQ=").unwrap();
+        let text = format!(
+            "issuers:\n  - name: idp\n    issuer: https://idp.example\n    audiences: [a]\n{sso}"
+        );
+        let path = dir.path().join("cedargate.yaml");
+        match crate::config::Config::parse(&text, &path) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_section_is_checked_field_by_field() {
+        let ok = "sso:\n  issuer: idp\n  client_id: c\n  allowed_return_hosts: [app.example]\n  cookie_keys:\n    - { id: k1, file: k1.key }\n";
+        assert_eq!(problems(ok), "");
+        let e = problems(
+            "sso:\n  issuer: nope\n  client_id: c\n  allowed_return_hosts: [a]\n  cookie_keys:\n    - { id: k1, file: k1.key }\n",
+        );
+        assert!(e.contains("cedargate.yaml:6:11: sso.issuer `nope`"), "{e}");
+        let e = problems(
+            "sso:\n  issuer: idp\n  client_id: c\n  cookie_keys:\n    - { id: k1, file: short.key }\n    - { id: k1, file: missing.key }\n",
+        );
+        assert!(e.contains("external_url` or `allowed_return_hosts"), "{e}");
+        assert!(e.contains("got 5 bytes"), "{e}");
+        assert!(e.contains("used twice") && e.contains("missing.key"), "{e}");
+        let e = problems(
+            "decision_log:\n  headers: [cookie]\nsso:\n  issuer: idp\n  client_id: c\n  allowed_return_hosts: [a]\n  post_logout_url: https://evil.example/\n  cookie_keys:\n    - { id: k1, file: k1.key }\n",
+        );
+        assert!(
+            e.contains("decision_log.headers must not include `cookie`"),
+            "{e}"
+        );
+        assert!(e.contains("sso.post_logout_url"), "{e}");
+    }
 
     fn config(paths: &[&str]) -> SsoConfig {
         SsoConfig {

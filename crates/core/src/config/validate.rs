@@ -239,10 +239,16 @@ pub(super) fn validate(
         }
     };
 
-    let sso = raw
-        .sso
-        .as_ref()
-        .and_then(|s| super::sso::sso(s, &issuers, base, problems));
+    let sso = raw.sso.as_ref().and_then(|s| {
+        super::sso::sso(
+            s,
+            &issuers,
+            &raw.decision_log.headers,
+            &raw.context.headers,
+            base,
+            problems,
+        )
+    });
     let rotate = raw
         .decision_log
         .rotate

@@ -350,11 +350,7 @@ impl Sso {
             return_to.push('?');
             return_to.push_str(&request.query);
         }
-        let mut answer = self.login(request, &return_to).await;
-        if answer.reason == reasons::LOGIN_COMPLETE {
-            answer.reason = reasons::LOGIN_REQUIRED;
-        }
-        answer
+        self.login(request, &return_to).await
     }
 
     /// The discovered provider, fetched when missing or old (single-flight).
@@ -452,7 +448,7 @@ impl Sso {
         };
         Sso::answer(
             302,
-            reasons::LOGIN_COMPLETE,
+            reasons::LOGIN_REQUIRED,
             Browser {
                 location: Some(url.to_string()),
                 set_cookies: vec![cookie(
