@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use cedargate_core::config::{LOGIN_COOKIE, SESSION_COOKIE};
-use cedargate_core::session::{CookieKeys, KEY_BYTES, Purpose, Session};
+use cedargate_core::session::{CookieKeys, KEY_BYTES, Login, Purpose, Session};
 
 use crate::stack::Stack;
 
@@ -467,6 +467,24 @@ async fn browser_login_session_logout_and_every_refusal() {
     assert_eq!(r.status, 401);
     assert_eq!(reason(&stack, &r), "session_expired");
 
+    // RFC 9207: a callback whose `iss` is another issuer is refused, even with the right state.
+    let login = Login {
+        state: "s1".into(),
+        nonce: "n1".into(),
+        verifier: "v".repeat(43),
+        return_to: "/orders/42".into(),
+        redirect_uri: stack.url("/_cedargate/callback"),
+        exp: cedargate_core::token::now_secs() + 60,
+    };
+    let mut mixup = Browser::default();
+    mixup.set(LOGIN_COOKIE, &keys.seal(Purpose::Login, &login).unwrap());
+    let r = mixup
+        .navigate(&stack.url("/_cedargate/callback?code=c&state=s1&iss=https%3A%2F%2Fevil.example"))
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(reason(&stack, &r), "sso_callback_failed");
+    assert!(r.header("location").is_none());
+
     // Logout: cookie cleared, sent to the IdP's end_session_endpoint with id_token_hint.
     let r = browser.navigate(&stack.url("/_cedargate/logout")).await;
     assert_eq!(r.status, 302);
@@ -498,6 +516,28 @@ async fn browser_login_session_logout_and_every_refusal() {
     let r = browser.navigate(&page).await;
     assert_eq!(r.status, 302);
     assert_eq!(reason(&stack, &r), "login_required");
+
+    // Secrets never leak: no record, log line or error names the session cookie or its tokens.
+    let record_text: String = stack.records().iter().map(Value::to_string).collect();
+    let logs: String = stack.cedargate.stderr.lock().unwrap().join("\n");
+    for secret in [
+        session_cookie.as_str(),
+        session.at.as_str(),
+        session.rt.as_deref().unwrap(),
+    ] {
+        assert!(
+            !record_text.contains(secret),
+            "a decision record carries a session secret"
+        );
+        assert!(
+            !logs.contains(secret),
+            "cedargate's log carries a session secret"
+        );
+    }
+    assert!(
+        stack.records().iter().any(|r| r["reason"] == "sso_login"),
+        "the completed login is recorded"
+    );
 }
 
 /// A person's login in headless Chromium (tests/browser/sso_login.py, Selenium; installed by
