@@ -353,6 +353,12 @@ async fn browser_login_session_logout_and_every_refusal() {
     let again = browser.navigate(&page).await;
     assert_eq!(again.status, 200);
     let record = stack.record(&again.decision_id());
+    eprintln!(
+        "session cookie {} bytes; a session request took {} µs in cedargate (token cache {})",
+        session_cookie.len(),
+        record["latency_us"],
+        record["token"]["cached"]
+    );
     let bearer = stack.idp.user("bob");
     let r = api
         .send(
@@ -363,6 +369,20 @@ async fn browser_login_session_logout_and_every_refusal() {
         )
         .await;
     let bearer_record = stack.record(&r.decision_id());
+    let r2 = api
+        .send(
+            "GET",
+            &page,
+            &[("authorization", &format!("Bearer {bearer}"))],
+            None,
+        )
+        .await;
+    let again2 = browser.navigate(&page).await;
+    eprintln!(
+        "debug build, warm: bearer {} µs, session {} µs",
+        stack.record(&r2.decision_id())["latency_us"],
+        stack.record(&again2.decision_id())["latency_us"]
+    );
     assert_eq!(record["principal"], bearer_record["principal"]);
     assert_eq!(
         record["cedar"]["entities"], bearer_record["cedar"]["entities"],
