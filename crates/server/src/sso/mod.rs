@@ -11,23 +11,16 @@
 //! decides policy.
 
 mod http;
+mod provider;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
-use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
-    CoreClient, CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
-    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
-};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
-    AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl,
-    LogoutProviderMetadata, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
-    PostLogoutRedirectUrl, ProviderMetadata, RedirectUrl, RefreshToken, Scope, TokenResponse as _,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, RedirectUrl, RefreshToken, Scope,
+    TokenResponse as _,
 };
-use serde::{Deserialize, Serialize};
 
 use cedargate_core::config::{LOGIN_COOKIE, SESSION_COOKIE, SsoConfig};
 use cedargate_core::identity::IdentityError;
@@ -36,10 +29,8 @@ use cedargate_core::session::{self, CookieKeys, Login, Purpose, Session, Session
 use cedargate_core::token::{TokenError, VerifiedToken, now_secs};
 
 use crate::jwt::Verifier;
+use provider::{Discovery, id_token_algs};
 
-/// How long a discovered provider (metadata and its JWKS, for ID tokens) is reused before it is
-/// fetched again: ID token keys rotate rarely, and a failed ID token check refetches at once.
-const PROVIDER_MAX_AGE: Duration = Duration::from_secs(300);
 /// Longest session cookie value sent: browsers drop cookies over 4096 bytes (name included).
 const MAX_COOKIE_VALUE: usize = 3900;
 
@@ -87,41 +78,6 @@ pub struct SessionIdentity {
     pub browser: Browser,
 }
 
-/// Discovery fields openidconnect does not name: RFC 9207's flag.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct IssParameter {
-    /// The IdP puts `iss` in every authorization response: a callback without it is refused.
-    #[serde(default)]
-    authorization_response_iss_parameter_supported: bool,
-}
-
-impl AdditionalProviderMetadata for IssParameter {}
-
-/// The provider metadata cedargate reads: OIDC Discovery, RP-Initiated Logout's
-/// `end_session_endpoint`, RFC 9207's flag.
-pub type Metadata = ProviderMetadata<
-    LogoutProviderMetadata<IssParameter>,
-    CoreAuthDisplay,
-    CoreClientAuthMethod,
-    CoreClaimName,
-    CoreClaimType,
-    CoreGrantType,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm,
-    CoreJsonWebKey,
-    CoreResponseMode,
-    CoreResponseType,
-    CoreSubjectIdentifierType,
->;
-
-/// What discovery gave: the provider metadata (with its JWKS for ID tokens) and when.
-struct Provider {
-    /// Metadata with `end_session_endpoint`; its JWKS is fetched with it.
-    metadata: Metadata,
-    /// When it was fetched.
-    fetched: Instant,
-}
-
 /// The SSO client, built at start (a restart-only setting, like `issuers`).
 pub struct Sso {
     /// The validated `sso` section.
@@ -135,10 +91,8 @@ pub struct Sso {
     load_error: Option<String>,
     /// No redirects, rustls: the same client as key fetching.
     http: reqwest::Client,
-    /// The discovered provider, refetched when older than [`PROVIDER_MAX_AGE`].
-    provider: ArcSwapOption<Provider>,
-    /// Single-flight discovery.
-    discovering: tokio::sync::Mutex<()>,
+    /// The IdP's metadata, discovered when first needed and kept a while.
+    discovery: Discovery,
     /// Session ids logged out on this replica, each kept for a session lifetime (no session
     /// outlives that). Bounded: see docs/identity-browser-sso.md for the limits.
     logged_out: moka::sync::Cache<String, ()>,
@@ -164,28 +118,6 @@ fn random_id() -> String {
     // aws-lc's RNG does not fail in practice; a zero id would only weaken logout, never access.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The issuer's allowed algorithms as openidconnect names them (those it can verify).
-fn id_token_algs(config: &SsoConfig) -> Vec<CoreJwsSigningAlgorithm> {
-    use jsonwebtoken::Algorithm as A;
-    config
-        .issuer
-        .algorithms
-        .iter()
-        .filter_map(|a| match a {
-            A::RS256 => Some(CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256),
-            A::RS384 => Some(CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384),
-            A::RS512 => Some(CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512),
-            A::PS256 => Some(CoreJwsSigningAlgorithm::RsaSsaPssSha256),
-            A::PS384 => Some(CoreJwsSigningAlgorithm::RsaSsaPssSha384),
-            A::PS512 => Some(CoreJwsSigningAlgorithm::RsaSsaPssSha512),
-            A::ES256 => Some(CoreJwsSigningAlgorithm::EcdsaP256Sha256),
-            A::ES384 => Some(CoreJwsSigningAlgorithm::EcdsaP384Sha384),
-            A::EdDSA => Some(CoreJwsSigningAlgorithm::EdDsa),
-            _ => None,
-        })
-        .collect()
 }
 
 impl Sso {
@@ -232,8 +164,7 @@ impl Sso {
             secret,
             load_error,
             http: crate::jwks::http_client().unwrap_or_default(),
-            provider: ArcSwapOption::empty(),
-            discovering: tokio::sync::Mutex::new(()),
+            discovery: Discovery::new(config),
             logged_out: moka::sync::Cache::builder()
                 .max_capacity(config.logout_deny_list_capacity)
                 .time_to_live(config.session_lifetime)
@@ -353,35 +284,6 @@ impl Sso {
         self.login(request, &return_to).await
     }
 
-    /// The discovered provider, fetched when missing or old (single-flight).
-    async fn provider(&self) -> Result<Arc<Provider>, String> {
-        if let Some(p) = self.provider.load_full()
-            && p.fetched.elapsed() < PROVIDER_MAX_AGE
-        {
-            return Ok(p);
-        }
-        let _guard = self.discovering.lock().await;
-        if let Some(p) = self.provider.load_full()
-            && p.fetched.elapsed() < PROVIDER_MAX_AGE
-        {
-            return Ok(p);
-        }
-        let issuer =
-            IssuerUrl::new(self.config.issuer.issuer.to_string()).map_err(|e| e.to_string())?;
-        let http = self.http.clone();
-        let timeout = self.config.idp_timeout;
-        let client = move |r| http::send(http.clone(), timeout, r);
-        let metadata = Metadata::discover_async(issuer, &client)
-            .await
-            .map_err(|e| format!("discovery at {}: {e}", self.config.issuer.issuer))?;
-        let p = Arc::new(Provider {
-            metadata,
-            fetched: Instant::now(),
-        });
-        self.provider.store(Some(p.clone()));
-        Ok(p)
-    }
-
     /// A redirect to the IdP's authorization endpoint, with the login cookie.
     async fn login(&self, request: &HttpRequest, return_to: &str) -> Answer {
         if !session::return_url_allowed(return_to, &self.config.allowed_return_hosts) {
@@ -400,7 +302,7 @@ impl Sso {
                 Some("the request's host is not on sso.allowed_return_hosts".to_string()),
             );
         };
-        let provider = match self.provider().await {
+        let provider = match self.discovery.get().await {
             Ok(p) => p,
             Err(e) => return self.unavailable(e),
         };
@@ -515,7 +417,7 @@ impl Sso {
                 format!("the IdP answered error={error}"),
             );
         }
-        let provider = match self.provider().await {
+        let provider = match self.discovery.get().await {
             Ok(p) => p,
             Err(e) => return self.unavailable(e),
         };
@@ -581,7 +483,7 @@ impl Sso {
             .set_allowed_algs(id_token_algs(&self.config));
         if let Err(e) = id_token.claims(&id_verifier, &Nonce::new(login.nonce.clone())) {
             // A key rotation at the IdP shows as a signature failure: rediscover next time.
-            self.provider.store(None);
+            self.discovery.forget();
             return refused(reasons::CALLBACK_FAILED, format!("ID token: {e}"));
         }
         let access = tokens.access_token().secret().clone();
@@ -658,7 +560,7 @@ impl Sso {
             self.config.post_logout_url.clone()
         };
         let mut location = post_logout.clone();
-        if let Ok(provider) = self.provider().await
+        if let Ok(provider) = self.discovery.get().await
             && let Some(end) = provider
                 .metadata
                 .additional_metadata()
@@ -768,7 +670,7 @@ impl Sso {
 
     /// A new access token (and maybe refresh token) for `rt`.
     async fn refresh(&self, rt: &str) -> Result<(String, Option<String>), String> {
-        let provider = self.provider().await?;
+        let provider = self.discovery.get().await?;
         let client = CoreClient::from_provider_metadata(
             provider.metadata.clone(),
             ClientId::new(self.config.client_id.to_string()),
