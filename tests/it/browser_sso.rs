@@ -660,9 +660,16 @@ async fn an_expired_access_token_is_refreshed_with_the_refresh_token() {
     while cedargate_core::token::now_secs() <= exp {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let r = browser.navigate(&page).await;
+    // Two requests at once with the expired cookie (a page loading): one refresh, shared.
+    let mut second = Browser::default();
+    second.set(SESSION_COOKIE, &before);
+    let (r, r2) = tokio::join!(browser.navigate(&page), second.navigate(&page));
     assert_eq!(r.status, 200, "refreshed: {}", r.body);
+    assert_eq!(r2.status, 200, "refreshed: {}", r2.body);
     let after = browser.cookie(SESSION_COOKIE).unwrap();
+    let after2: Session = keys
+        .open(Purpose::Session, &second.cookie(SESSION_COOKIE).unwrap())
+        .unwrap();
     assert_ne!(before, after, "a refreshed session is sealed anew");
     let refreshed: Session = keys.open(Purpose::Session, &after).unwrap();
     assert_eq!(refreshed.sid, session.sid, "same session");
@@ -670,7 +677,12 @@ async fn an_expired_access_token_is_refreshed_with_the_refresh_token() {
         refreshed.exp, session.exp,
         "a refresh never extends the session"
     );
-    assert_ne!(refreshed.at, session.at);
+    // (compared without printing: a failure message must not carry tokens)
+    assert!(refreshed.at != session.at, "a new access token");
+    assert!(
+        refreshed.at == after2.at,
+        "concurrent requests share one refresh (single-flight per refresh token)"
+    );
 
     // The same session without its refresh token: expired means a new login.
     let mut no_refresh = session.clone();

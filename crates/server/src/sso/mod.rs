@@ -31,6 +31,11 @@ use cedargate_core::token::{TokenError, VerifiedToken, now_secs};
 use crate::jwt::Verifier;
 use provider::{Discovery, id_token_algs};
 
+/// How long a refresh's result is reused for the same refresh token: covers the burst of
+/// requests a page makes while the browser still sends the old cookie.
+const REFRESH_REUSE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Refresh results kept (each a pair of tokens, ~2 KiB).
+const REFRESHES_KEPT: u64 = 10_000;
 /// Longest session cookie value sent: browsers drop cookies over 4096 bytes (name included).
 const MAX_COOKIE_VALUE: usize = 3900;
 
@@ -96,6 +101,10 @@ pub struct Sso {
     /// Session ids logged out on this replica, each kept for a session lifetime (no session
     /// outlives that). Bounded: see docs/identity-browser-sso.md for the limits.
     logged_out: moka::sync::Cache<String, ()>,
+    /// Refreshes in flight or just done, by SHA-256 of the refresh token: the concurrent requests
+    /// of one browser whose access token just expired share one refresh (an IdP that rotates
+    /// refresh tokens takes a second use of the old one as a replay and revokes the grant).
+    refreshed: moka::future::Cache<[u8; 32], Arc<(String, Option<String>)>>,
 }
 
 fn read_secret(path: &std::path::Path) -> Result<String, String> {
@@ -168,6 +177,10 @@ impl Sso {
             logged_out: moka::sync::Cache::builder()
                 .max_capacity(config.logout_deny_list_capacity)
                 .time_to_live(config.session_lifetime)
+                .build(),
+            refreshed: moka::future::Cache::builder()
+                .max_capacity(REFRESHES_KEPT)
+                .time_to_live(REFRESH_REUSE)
                 .build(),
         }
     }
@@ -635,8 +648,15 @@ impl Sso {
                 let Some(rt) = s.rt.clone().filter(|_| self.config.refresh) else {
                     return refused(SessionError::Expired.into());
                 };
-                match self.refresh(&rt).await {
-                    Ok((at, new_rt)) => {
+                let shared = self
+                    .refreshed
+                    .try_get_with(cedargate_core::token::sha256(rt.as_bytes()), async {
+                        self.refresh(&rt).await.map(Arc::new)
+                    })
+                    .await;
+                match shared {
+                    Ok(tokens) => {
+                        let (at, new_rt) = (*tokens).clone();
                         s.at = at;
                         s.rt = new_rt.or(Some(rt));
                         let token = match verifier.verify(&s.at).await {
