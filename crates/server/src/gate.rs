@@ -171,60 +171,18 @@ impl Gate {
         {
             return self.browser_answer(&active, &request, answer, arrived, started);
         }
-        let mut browser = None;
         // Oversized requests are denied by `decide` before anything else; don't verify their tokens.
-        let identity = if oversized {
-            Ok(Identity::Anonymous)
-        } else if let Some(sso) = sso
-            && request.header("authorization").is_none()
-            && sso.has_session(&request)
-        {
-            let session = sso.session(&self.verifier, &request).await;
-            browser = Some(session.browser);
-            session
-                .token
-                .map(|(token, cached)| Identity::Token { token, cached })
+        let (identity, mut browser) = if oversized {
+            (Ok(Identity::Anonymous), None)
         } else {
-            identity::resolve(config, &self.verifier, &self.sources, &request).await
+            identity::resolve_browser(config, &self.verifier, &self.sources, sso, &request).await
         };
-        // A browser navigation that would be answered 401 (no credential, or a session that is
-        // no longer good) goes to the IdP instead; scripts and API clients keep their 401.
         if let Some(sso) = sso
-            && Sso::wants_html(&request)
-            && matches!(
-                identity,
-                Ok(Identity::Anonymous) | Err(IdentityError::Session(_))
-            )
+            && let Some(answer) = self
+                .login_instead(&active, sso, &request, &identity, &mut browser, arrived)
+                .await
         {
-            let policies = &active.policies;
-            let denied_anonymous = match &identity {
-                Ok(anonymous) => {
-                    let d = decision::decide(
-                        config,
-                        policies,
-                        &request,
-                        &Ok(anonymous.clone()),
-                        arrived,
-                    );
-                    !d.allowed && d.status == 401
-                }
-                Err(_) => true,
-            };
-            if denied_anonymous {
-                let mut answer = sso.login_required(&request).await;
-                if let Err(refused) = &identity {
-                    // The session's own reason stays in the record; the old cookie goes.
-                    if answer.status == 302 {
-                        answer.reason = refused.reason();
-                    }
-                    answer.error = Some(refused.to_string());
-                    answer
-                        .browser
-                        .set_cookies
-                        .extend(browser.take().map(|b| b.set_cookies).unwrap_or_default());
-                }
-                return self.browser_answer(&active, &request, answer, arrived, started);
-            }
+            return self.browser_answer(&active, &request, answer, arrived, started);
         }
         let policies = &active.policies;
         let decision = match decision::prepare(config, policies, &request, &identity, arrived) {
@@ -281,6 +239,53 @@ impl Gate {
         });
         self.log.record(record);
         verdict
+    }
+
+    /// On a browser route: a navigation that would be answered 401 (no credential and the
+    /// policies deny anonymous, or a session that is no longer good) is sent to the IdP instead;
+    /// scripts and API clients keep their 401. A refused session keeps its own reason in the
+    /// record, and its cookie is cleared. `None`: decide as usual.
+    async fn login_instead(
+        &self,
+        active: &Active,
+        sso: &Sso,
+        request: &HttpRequest,
+        identity: &Result<Identity, IdentityError>,
+        browser: &mut Option<Browser>,
+        arrived: SystemTime,
+    ) -> Option<crate::sso::Answer> {
+        if !Sso::wants_html(request) {
+            return None;
+        }
+        let denied_anonymous = match identity {
+            Ok(anonymous @ Identity::Anonymous) => {
+                let d = decision::decide(
+                    &active.config,
+                    &active.policies,
+                    request,
+                    &Ok(anonymous.clone()),
+                    arrived,
+                );
+                !d.allowed && d.status == 401
+            }
+            Err(IdentityError::Session(_)) => true,
+            _ => false,
+        };
+        if !denied_anonymous {
+            return None;
+        }
+        let mut answer = sso.login_required(request).await;
+        if let Err(refused) = identity {
+            if answer.status == 302 {
+                answer.reason = refused.reason();
+            }
+            answer.error = Some(refused.to_string());
+            answer
+                .browser
+                .set_cookies
+                .extend(browser.take().map(|b| b.set_cookies).unwrap_or_default());
+        }
+        Some(answer)
     }
 
     /// A browser-route answer decided before the policies (a redirect to or from the IdP, a

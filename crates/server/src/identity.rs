@@ -14,7 +14,7 @@ use cedargate_core::token::TokenError;
 use crate::api_keys::ApiKeys;
 use crate::introspection::Introspection;
 use crate::jwt::Verifier;
-use crate::sso::Sso;
+use crate::sso::{Browser, Sso};
 
 /// The identity sources beside the JWT verifier, built at start from the config (restart-only
 /// settings, like issuers).
@@ -36,6 +36,30 @@ impl Sources {
             sso: config.sso.as_ref().map(Sso::new),
         }
     }
+}
+
+/// Resolves the caller of a request that may be on an `sso` browser route (`sso` is the SSO
+/// client when it is): a session cookie is the credential when there is no `Authorization`
+/// header, and brings the browser headers of its answer (a refreshed or cleared cookie, the
+/// upstream's `cookie` without ours). Everything else is [`resolve`].
+pub async fn resolve_browser(
+    config: &Config,
+    verifier: &Verifier,
+    sources: &Sources,
+    sso: Option<&Sso>,
+    request: &HttpRequest,
+) -> (Result<Identity, IdentityError>, Option<Browser>) {
+    if let Some(sso) = sso
+        && request.header("authorization").is_none()
+        && sso.has_session(request)
+    {
+        let session = sso.session(verifier, request).await;
+        let identity = session
+            .token
+            .map(|(token, cached)| Identity::Token { token, cached });
+        return (identity, Some(session.browser));
+    }
+    (resolve(config, verifier, sources, request).await, None)
 }
 
 /// Resolves the caller of `request`.
