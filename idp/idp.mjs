@@ -52,7 +52,9 @@
 //
 // Clients (static, see CLIENTS below): orders-service / orders-service-secret and
 // reporting-service / reporting-service-secret (client_credentials), webapp (public client,
-// authorization code + PKCE S256, redirect http://127.0.0.1:1/callback).
+// authorization code + PKCE S256, redirect http://127.0.0.1:1/callback), cedargate-sso /
+// cedargate-sso-secret (cedargate's browser SSO through Envoy: redirect
+// http://127.0.0.1:<any port>/_cedargate/callback, post-logout http://127.0.0.1:<any port>/orders/status).
 // cedargate-introspector / cedargate-introspector-secret authenticates cedargate at the RFC 7662
 // introspection endpoint (/token/introspection); it has no grant of its own.
 // Users (any password): alice, bob, carol, mallory — see USERS. Access tokens are RFC 9068 JWTs
@@ -159,6 +161,20 @@ const CLIENTS = [
     response_types: ['code'],
     redirect_uris: ['http://127.0.0.1:1/callback'],
     scope: `openid profile email offline_access ${RESOURCE_SCOPES.join(' ')}`,
+  },
+  {
+    // cedargate's browser SSO (`sso` in cedargate.yaml): a confidential client (authorization
+    // code + PKCE, refresh tokens, RP-initiated logout). `native` so that loopback redirect URIs
+    // match on any port (RFC 8252 §7.3): tests and the demo put Envoy on a port of their own.
+    client_id: 'cedargate-sso',
+    client_secret: 'cedargate-sso-secret',
+    application_type: 'native',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/_cedargate/callback'],
+    post_logout_redirect_uris: ['http://127.0.0.1/orders/status'],
+    scope: 'openid profile email offline_access',
   },
 ];
 

@@ -7,11 +7,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-echo "==> installing test dependencies (Envoy, oidc-provider, promtool, kubectl + kubernetes-validate)"
+echo "==> installing test dependencies (Envoy, oidc-provider, promtool, kubectl + kubernetes-validate, Chromium + Selenium)"
 bash scripts/install-envoy.sh
 bash scripts/install-idp.sh
 bash scripts/install-promtool.sh
 bash scripts/install-kube-tools.sh   # tests/it/manifests.rs renders and validates deploy/kubernetes/
+bash scripts/install-browser.sh      # tests/it/browser_sso.rs: headless Chromium (apt) + Selenium (PyPI)
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

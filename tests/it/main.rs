@@ -55,6 +55,7 @@
 
 mod api_keys;
 mod bad_input;
+mod browser_sso;
 mod bundles;
 mod check;
 mod cli_conventions;

@@ -111,9 +111,15 @@ impl FakeIdp {
         let jwks = Arc::new(std::sync::RwLock::new(
             std::fs::read_to_string(fixture("jwks.json")).unwrap(),
         ));
+        // A real OpenID configuration: OIDC Discovery §3's required fields (cedargate reads it
+        // with openidconnect's provider metadata, which requires them).
         let discovery = json!({
             "issuer": issuer,
             "jwks_uri": format!("{issuer}/jwks"),
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
         })
         .to_string();
         let hits = jwks_hits.clone();

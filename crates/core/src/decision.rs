@@ -75,6 +75,13 @@ impl Decision {
         }
     }
 
+    /// A browser-route answer decided before the policies (`sso`): a redirect to the IdP or back
+    /// after a login or logout (302), or a refusal of the SSO flow itself (CSRF, a callback that
+    /// does not match its login). Its reason is one of [`crate::session::reasons`].
+    pub fn browser(status: u16, reason: &'static str, version: &Arc<str>) -> Decision {
+        Decision::deny(status, reason, version)
+    }
+
     /// Turns an allow into a 403 deny because a step after the decision failed (minting the
     /// upstream token): fail closed. The allowing policies stay in the record beside the reason,
     /// so the record says both why it was allowed and why it was denied anyway.

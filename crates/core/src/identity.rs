@@ -1,5 +1,6 @@
 //! Who is calling: a verified bearer token (a JWT, or an opaque token its issuer's RFC 7662
-//! introspection endpoint vouched for), an API key, an mTLS peer Envoy verified, or nobody.
+//! introspection endpoint vouched for; a browser session carries one too), an API key, an mTLS
+//! peer Envoy verified, or nobody.
 //!
 //! A credential that is present but bad is an error here, never "anonymous": the decision core
 //! turns it into a 401 whatever the policies say. This module owns the identity types and the
@@ -56,6 +57,9 @@ pub enum IdentityError {
     /// which one decided is never a guess.
     #[error("more than one credential (authorization and an api key)")]
     AmbiguousCredentials,
+    /// The browser session cookie was refused (`sso`): tampered, expired, logged out.
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
 }
 
 impl IdentityError {
@@ -67,6 +71,7 @@ impl IdentityError {
             IdentityError::UntrustedPeer => "peer_untrusted",
             IdentityError::ApiKey { error, .. } => error.reason(),
             IdentityError::AmbiguousCredentials => "credentials_ambiguous",
+            IdentityError::Session(e) => e.reason(),
         }
     }
 
@@ -85,7 +90,8 @@ impl IdentityError {
             IdentityError::UnsupportedScheme
             | IdentityError::UntrustedPeer
             | IdentityError::ApiKey { .. }
-            | IdentityError::AmbiguousCredentials => None,
+            | IdentityError::AmbiguousCredentials
+            | IdentityError::Session(_) => None,
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   route table.
 //! - [`cedar_value`] — claim and constant values in Cedar's JSON form; [`api_keys`] — the API key
 //!   format, the key file (salted hashes) and the constant-time check of a presented key.
+//! - [`session`] — browser sessions, the pure parts: the sealed cookie (AES-256-GCM, rotating
+//!   keys), return-URL and CSRF checks.
 //! - [`config`] — `cedargate.yaml`: the raw file mirror, validation into a typed `Config`.
 //! - [`token`] — verified-token types and the one set of token claim rules; [`identity`] — who is
 //!   calling (types, bearer and mTLS extraction).
@@ -47,5 +49,6 @@ pub mod record;
 pub mod redaction;
 pub mod request;
 pub mod routes;
+pub mod session;
 pub mod shapes;
 pub mod token;

@@ -7,7 +7,10 @@
 //! `entity_provider`, the entities of the request's principal and resource, from its cache or
 //! fetched within its budget; when they can't be had the Check is denied `entities_unavailable`.
 //! With `upstream_token` on, an allow also gets a minted token (`mint`); when minting fails the
-//! allow becomes a deny (`mint_failed`), and a deny never mints.
+//! allow becomes a deny (`mint_failed`), and a deny never mints. On an `sso` browser route,
+//! cedargate's own paths (callback, login, logout) and the CSRF rule are answered first
+//! ([`crate::sso`]), a session cookie is the credential when there is no other, and a browser
+//! navigation that would get a 401 is redirected to the IdP instead.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -16,7 +19,7 @@ use arc_swap::ArcSwap;
 
 use cedargate_core::config::Config;
 use cedargate_core::decision::{self, Decision, Prepared};
-use cedargate_core::identity::Identity;
+use cedargate_core::identity::{Identity, IdentityError};
 use cedargate_core::policy::PolicySnapshot;
 use cedargate_core::record::{
     DecisionRecord, RECORD_VERSION, ShadowRecord, TokenFacts, UpstreamTokenFacts, rfc3339,
@@ -29,6 +32,7 @@ use crate::entity_provider::{EntityProvider, ProviderError};
 use crate::identity;
 use crate::jwt::Verifier;
 use crate::mint::{self, KeyRing, Minted, Minter, Subject};
+use crate::sso::{Browser, Sso};
 
 /// A decision with its id, as the gRPC edge answers it.
 #[derive(Debug, Clone)]
@@ -42,6 +46,8 @@ pub struct Verdict {
     pub decision: Decision,
     /// On an allow with `upstream_token` on: what to do to the upstream request's headers.
     pub upstream: Option<UpstreamHeaders>,
+    /// On a browser route (`sso`): the redirect, cookies to set, and the upstream's `cookie`.
+    pub browser: Option<Browser>,
 }
 
 /// The header changes an allow asks of Envoy for the upstream: the minted token (overwriting
@@ -153,12 +159,31 @@ impl Gate {
         let arrived = SystemTime::now();
         let active = self.active.load_full();
         let config = &active.config;
+        let oversized = request.header_bytes > config.limits.max_header_bytes;
+        // Browser routes (`sso`): cedargate's own paths and the CSRF rule answer before identity.
+        let sso = self
+            .sources
+            .sso
+            .as_ref()
+            .filter(|s| !oversized && s.applies(&request));
+        if let Some(sso) = sso
+            && let Some(answer) = sso.route(&self.verifier, &request).await
+        {
+            return self.browser_answer(&active, &request, answer, arrived, started);
+        }
         // Oversized requests are denied by `decide` before anything else; don't verify their tokens.
-        let identity = if request.header_bytes > config.limits.max_header_bytes {
-            Ok(Identity::Anonymous)
+        let (identity, mut browser) = if oversized {
+            (Ok(Identity::Anonymous), None)
         } else {
-            identity::resolve(config, &self.verifier, &self.sources, &request).await
+            identity::resolve_browser(config, &self.verifier, &self.sources, sso, &request).await
         };
+        if let Some(sso) = sso
+            && let Some(answer) = self
+                .login_instead(&active, sso, &request, &identity, &mut browser, arrived)
+                .await
+        {
+            return self.browser_answer(&active, &request, answer, arrived, started);
+        }
         let policies = &active.policies;
         let decision = match decision::prepare(config, policies, &request, &identity, arrived) {
             Ok(mut prepared) => match self.entities(&prepared).await {
@@ -181,6 +206,7 @@ impl Gate {
             principal: decision.principal(),
             decision,
             upstream: None,
+            browser,
         };
         let minted = self.upstream_token(
             config,
@@ -198,8 +224,9 @@ impl Gate {
             arrived,
             started,
         );
-        // A refused API key is named by its public id, never its text.
-        if let Err(refused @ cedargate_core::identity::IdentityError::ApiKey { .. }) = &identity {
+        // A refused API key is named by its public id, never its text; a refused session says why.
+        if let Err(refused @ (IdentityError::ApiKey { .. } | IdentityError::Session(_))) = &identity
+        {
             record.errors.push(refused.to_string());
         }
         // Facts about the minted token, never the token itself.
@@ -210,6 +237,86 @@ impl Gate {
             exp: m.exp,
             reused: m.reused,
         });
+        self.log.record(record);
+        verdict
+    }
+
+    /// On a browser route: a navigation that would be answered 401 (no credential and the
+    /// policies deny anonymous, or a session that is no longer good) is sent to the IdP instead;
+    /// scripts and API clients keep their 401. A refused session keeps its own reason in the
+    /// record, and its cookie is cleared. `None`: decide as usual.
+    async fn login_instead(
+        &self,
+        active: &Active,
+        sso: &Sso,
+        request: &HttpRequest,
+        identity: &Result<Identity, IdentityError>,
+        browser: &mut Option<Browser>,
+        arrived: SystemTime,
+    ) -> Option<crate::sso::Answer> {
+        if !Sso::wants_html(request) {
+            return None;
+        }
+        let denied_anonymous = match identity {
+            Ok(anonymous @ Identity::Anonymous) => {
+                let d = decision::decide(
+                    &active.config,
+                    &active.policies,
+                    request,
+                    &Ok(anonymous.clone()),
+                    arrived,
+                );
+                !d.allowed && d.status == 401
+            }
+            Err(IdentityError::Session(_)) => true,
+            _ => false,
+        };
+        if !denied_anonymous {
+            return None;
+        }
+        let mut answer = sso.login_required(request).await;
+        if let Err(refused) = identity {
+            if answer.status == 302 {
+                answer.reason = refused.reason();
+            }
+            answer.error = Some(refused.to_string());
+            answer
+                .browser
+                .set_cookies
+                .extend(browser.take().map(|b| b.set_cookies).unwrap_or_default());
+        }
+        Some(answer)
+    }
+
+    /// A browser-route answer decided before the policies (a redirect to or from the IdP, a
+    /// CSRF or state refusal), recorded like every decision.
+    fn browser_answer(
+        &self,
+        active: &Active,
+        request: &HttpRequest,
+        answer: crate::sso::Answer,
+        arrived: SystemTime,
+        started: Instant,
+    ) -> Verdict {
+        let mut decision =
+            Decision::browser(answer.status, answer.reason, &active.policies.version);
+        decision.errors.extend(answer.error);
+        let mut verdict = Verdict {
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            principal: None,
+            decision,
+            upstream: None,
+            browser: Some(answer.browser),
+        };
+        let record = record(
+            &active.config,
+            &mut verdict,
+            request,
+            None,
+            None,
+            arrived,
+            started,
+        );
         self.log.record(record);
         verdict
     }

@@ -4,7 +4,9 @@
 //! [`HttpRequest`], asks the [`Gate`], and turns the [`Verdict`] into a `CheckResponse`: OK with
 //! identity headers that *overwrite* client-sent ones, or a denied response with a small JSON body
 //! and, for 401, an RFC 6750 `WWW-Authenticate` challenge. On allow it also carries the minted
-//! upstream token (overwriting) and the credential headers to remove (`headers_to_remove`).
+//! upstream token (overwriting) and the credential headers to remove (`headers_to_remove`). On
+//! `sso` browser routes a denied response may be a 302 with `Location` and `Set-Cookie`, and an
+//! allow replaces the upstream's `cookie` header with the application's own cookies.
 //! Nothing here decides anything.
 
 use std::collections::HashMap;
@@ -162,6 +164,19 @@ fn header(key: &str, value: String) -> HeaderValueOption {
     }
 }
 
+/// A `Set-Cookie` header, appended: several may go in one response, and none may replace another.
+fn set_cookie(value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: "set-cookie".to_string(),
+            value: value.to_string(),
+            ..HeaderValue::default()
+        }),
+        append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
+        ..HeaderValueOption::default()
+    }
+}
+
 /// Builds Envoy's answer for a verdict.
 pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
     let d = &verdict.decision;
@@ -177,6 +192,17 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             headers.push(header(&upstream.name, upstream.value.clone()));
             headers_to_remove = upstream.remove.to_vec();
         }
+        // A browser session: the upstream gets the application's own cookies without ours, and
+        // the browser a refreshed session cookie.
+        let mut response_headers_to_add = Vec::new();
+        if let Some(browser) = &verdict.browser {
+            match &browser.upstream_cookie {
+                Some(Some(kept)) => headers.push(header("cookie", kept.clone())),
+                Some(None) => headers_to_remove.push("cookie".to_string()),
+                None => {}
+            }
+            response_headers_to_add.extend(browser.set_cookies.iter().map(|c| set_cookie(c)));
+        }
         return CheckResponse {
             status: Some(rpc::Status {
                 code: GRPC_OK,
@@ -185,6 +211,7 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers,
                 headers_to_remove,
+                response_headers_to_add,
                 ..OkHttpResponse::default()
             })),
             ..CheckResponse::default()
@@ -195,7 +222,9 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             GRPC_UNAUTHENTICATED,
             d.challenge_error.unwrap_or("unauthorized"),
         ),
-
+        302 => (GRPC_PERMISSION_DENIED, "redirect"),
+        400 => (GRPC_PERMISSION_DENIED, "bad_request"),
+        503 => (GRPC_PERMISSION_DENIED, "unavailable"),
         _ => (GRPC_PERMISSION_DENIED, "forbidden"),
     };
     let mut headers = vec![
@@ -208,6 +237,16 @@ pub fn check_response(verdict: &Verdict, realm: &str) -> CheckResponse {
             None => format!(r#"Bearer realm="{realm}""#),
         };
         headers.push(header("www-authenticate", challenge));
+    }
+    // Browser routes (`sso`): a redirect to or from the IdP and its cookies; never cached.
+    if let Some(browser) = &verdict.browser {
+        if let Some(location) = &browser.location {
+            headers.push(header("location", location.clone()));
+        }
+        if browser.location.is_some() || !browser.set_cookies.is_empty() {
+            headers.push(header("cache-control", "no-store".to_string()));
+        }
+        headers.extend(browser.set_cookies.iter().map(|c| set_cookie(c)));
     }
     let body = serde_json::json!({
         "error": error,

@@ -191,12 +191,6 @@ pub struct IssuerKeys {
 }
 
 #[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: String,
-}
-
-#[derive(Deserialize)]
 struct RawJwks {
     keys: Vec<serde_json::Value>,
 }
@@ -404,9 +398,9 @@ impl IssuerKeys {
             self.config.issuer.trim_end_matches('/')
         );
         let (text, _) = self.get(&url).await?;
-        let doc: Discovery = serde_json::from_str(&text).map_err(|e| JwksError::Document {
+        let doc = parse_discovery(&text).map_err(|message| JwksError::Document {
             url: url.clone(),
-            message: format!("not an OpenID configuration: {e}"),
+            message,
         })?;
         if doc.issuer != *self.config.issuer {
             return Err(JwksError::Document {
@@ -467,6 +461,27 @@ impl IssuerKeys {
         })?;
         Ok((text, max_age))
     }
+}
+
+/// What key fetching needs from a discovery document.
+struct Discovery {
+    /// The `issuer` it announces (compared with the configured one, exactly).
+    issuer: String,
+    /// Where the keys are.
+    jwks_uri: String,
+}
+
+/// Reads an OIDC discovery document with `openidconnect`'s provider metadata (the same type
+/// browser SSO uses): every field OIDC Discovery §3 requires must be there and well-formed, so a
+/// document that is not an OpenID configuration is refused with serde's words for what is
+/// missing. The HTTP around it stays ours (timeout, size cap, `Cache-Control`, no redirects).
+fn parse_discovery(text: &str) -> Result<Discovery, String> {
+    let metadata: openidconnect::core::CoreProviderMetadata =
+        serde_json::from_str(text).map_err(|e| format!("not an OpenID configuration: {e}"))?;
+    Ok(Discovery {
+        issuer: metadata.issuer().as_str().to_string(),
+        jwks_uri: metadata.jwks_uri().as_str().to_string(),
+    })
 }
 
 /// `max-age` from a `Cache-Control` value (`no-store`/`no-cache` count as 0: refresh as soon as
@@ -614,6 +629,23 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_documents_are_read_as_openid_provider_metadata() {
+        let full = r#"{"issuer":"https://idp.test","jwks_uri":"https://idp.test/jwks",
+            "authorization_endpoint":"https://idp.test/auth","response_types_supported":["code"],
+            "subject_types_supported":["public"],"id_token_signing_alg_values_supported":["ES256"],
+            "end_session_endpoint":"https://idp.test/end"}"#;
+        let doc = parse_discovery(full).unwrap();
+        assert_eq!(doc.issuer, "https://idp.test");
+        assert_eq!(doc.jwks_uri, "https://idp.test/jwks");
+        // Not an OpenID configuration: the required fields are named.
+        let bare = r#"{"issuer":"https://idp.test","jwks_uri":"https://idp.test/jwks"}"#;
+        let e = parse_discovery(bare).err().unwrap();
+        assert!(e.contains("authorization_endpoint"), "{e}");
+        assert!(parse_discovery(r#"{"issuer":"https://idp.test"}"#).is_err());
+        assert!(parse_discovery("not json").is_err());
+    }
 
     const EC_JWK: &str = r#"{"kty":"EC","crv":"P-256","kid":"ec1","alg":"ES256","use":"sig",
         "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;

@@ -12,6 +12,8 @@
 //! - [`identity`] resolves the caller with [`jwt`] (bearer verification), which reads keys from
 //!   [`jwks`]; [`introspection`] (RFC 7662, opaque tokens) and [`api_keys`] (the key file,
 //!   watched) are its other sources.
+//! - [`sso`] — browser single sign-on: login redirect, callback, sealed session cookie, logout
+//!   (answers as ext_authz denied responses; a session's access token goes through [`jwt`]).
 //! - [`mint`] — on allow, the short-lived JWT cedargate signs for the upstream, and its keys.
 //! - [`shadow`] — a candidate policy set evaluated beside the enforced one (recorded only).
 //! - [`decision_log`] — records written off the request path; [`decision_otlp`] sends them to an
@@ -44,4 +46,5 @@ pub mod probe;
 pub mod reload;
 pub mod server;
 pub mod shadow;
+pub mod sso;
 pub mod telemetry;

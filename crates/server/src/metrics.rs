@@ -570,6 +570,9 @@ impl Drop for CheckTimer {
 fn status_label(status: u16) -> &'static str {
     match status {
         200 => "200",
+        // Browser routes (`sso`): redirects to and from the IdP, a refused return URL.
+        302 => "302",
+        400 => "400",
         401 => "401",
         403 => "403",
         503 => "503",

@@ -6,7 +6,8 @@
 //!   collected with its position ([`problems`]);
 //! - [`model`] — the typed values (`Config` and its parts) the rest of cedargate reads;
 //! - [`defaults`] — every default, a named constant with its reason;
-//! - [`urls`] — which URLs cedargate may fetch from.
+//! - [`urls`] — which URLs cedargate may fetch from;
+//! - `sso` — the `sso` section (browser single sign-on), self-contained.
 //!
 //! Adding a field touches one place per concern: its raw mirror, its validation, its typed
 //! value (and its default). This module does no network IO; policies are loaded by `policy`,
@@ -20,6 +21,7 @@ mod identity_sources;
 mod model;
 mod problems;
 mod raw;
+mod sso;
 mod urls;
 mod validate;
 mod yaml;
@@ -28,6 +30,7 @@ pub use defaults::DEFAULT_DECISION_CACHE_CAPACITY;
 pub use identity_sources::{ApiKeysConfig, IntrospectionConfig};
 pub use model::*;
 pub use problems::{ConfigError, ConfigProblem, io_words};
+pub use sso::{LOGIN_COOKIE, SESSION_COOKIE, SsoConfig};
 pub use urls::{is_secure_url, url_problem};
 
 use problems::Collected;

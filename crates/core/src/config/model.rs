@@ -68,6 +68,8 @@ pub struct Config {
     pub shadow: Option<ShadowConfig>,
     /// Tokens minted for the upstream on allow (`upstream_token`); `None` (the default): off.
     pub upstream_token: Option<UpstreamTokenConfig>,
+    /// Browser single sign-on (`sso`); `None`: no browser routes.
+    pub sso: Option<super::SsoConfig>,
     /// Legal but likely unintended (routes that overlap), with positions: `validate` prints
     /// them, `serve` logs them; they never stop a load.
     pub warnings: Vec<super::ConfigProblem>,

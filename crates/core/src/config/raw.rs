@@ -40,6 +40,7 @@ pub(super) struct RawConfig {
     pub(super) telemetry: RawTelemetry,
     pub(super) shadow: Option<RawShadow>,
     pub(super) upstream_token: Option<Spanned<RawUpstreamToken>>,
+    pub(super) sso: Option<Spanned<super::sso::RawSso>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -239,6 +239,16 @@ pub(super) fn validate(
         }
     };
 
+    let sso = raw.sso.as_ref().and_then(|s| {
+        super::sso::sso(
+            s,
+            &issuers,
+            &raw.decision_log.headers,
+            &raw.context.headers,
+            base,
+            problems,
+        )
+    });
     let rotate = raw
         .decision_log
         .rotate
@@ -318,6 +328,7 @@ pub(super) fn validate(
             .upstream_token
             .as_ref()
             .and_then(|u| upstream_token(u, base, problems)),
+        sso,
         warnings: warnings.0,
     }
 }
