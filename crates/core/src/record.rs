@@ -48,6 +48,33 @@ pub struct RequestLine {
     pub query: BTreeMap<String, String>,
 }
 
+/// Which call of cedargate's own `Authorizer` API (`cedargate.v1`) a record answers, and who
+/// asked. Absent on the records of Envoy's Check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiFacts {
+    /// `is_authorized` or `batch_is_authorized`.
+    pub method: String,
+    /// The authenticated caller's principal as Cedar prints it (from its credential, never from
+    /// the request); absent when the caller could not be authenticated.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub caller: Option<String>,
+    /// This record is the caller's own authorization (`cedar` asks whether `caller` may take
+    /// `authorizer_api.caller_action` on a resource), refused: the call was answered
+    /// `PERMISSION_DENIED`. Absent (false) on the records of answers.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub caller_check: bool,
+    /// For `batch_is_authorized`: the batch's id, shared by the records of its items and
+    /// answered to the caller as `batch_id`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub batch_id: Option<String>,
+    /// For `batch_is_authorized`: this item's index in the request's items.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub index: Option<u32>,
+    /// For `batch_is_authorized`: how many items the batch had.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub size: Option<u32>,
+}
+
 /// Token facts safe to keep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenFacts {
@@ -167,6 +194,11 @@ pub struct DecisionRecord {
     /// The Cedar request and request-derived entities, for replay.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cedar: Option<CedarRequest>,
+    /// Set on the records of cedargate's own `Authorizer` API: which method, which caller,
+    /// which batch item. Absent on Check records. Added in format version 1 as an optional
+    /// field.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub api: Option<ApiFacts>,
 }
 
 impl DecisionRecord {

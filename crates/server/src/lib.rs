@@ -12,6 +12,8 @@
 //! - [`identity`] resolves the caller with [`jwt`] (bearer verification), which reads keys from
 //!   [`jwks`]; [`introspection`] (RFC 7662, opaque tokens) and [`api_keys`] (the key file,
 //!   watched) are its other sources.
+//! - [`authorizer`] — cedargate's own `cedargate.v1.Authorizer` gRPC API for application code:
+//!   the same identity, policies, entities and decision log, asked directly (`authorizer::ask`).
 //! - [`mint`] — on allow, the short-lived JWT cedargate signs for the upstream, and its keys.
 //! - [`shadow`] — a candidate policy set evaluated beside the enforced one (recorded only).
 //! - [`decision_log`] — records written off the request path; [`decision_otlp`] sends them to an
@@ -28,6 +30,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod authorizer;
 pub mod bundle_fetch;
 pub mod decision_log;
 pub mod decision_otlp;
