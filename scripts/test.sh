@@ -12,6 +12,7 @@ bash scripts/install-envoy.sh
 bash scripts/install-idp.sh
 bash scripts/install-promtool.sh
 bash scripts/install-kube-tools.sh   # tests/it/manifests.rs renders and validates deploy/kubernetes/
+bash scripts/install-grpcio-tools.sh # tests/it/authorizer_api.rs generates the Python example's stubs
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -239,7 +239,8 @@ pub async fn ask(
             resource: resource.clone(),
             context: json!({
                 "principal": { "__entity": &checked.principal },
-                "action": { "__entity": action },
+                // The action's id as a string: a schema can declare it (`action: String`).
+                "action": &action.id,
             }),
             entities: authenticated.entities.clone(),
             fetched: only_for(
