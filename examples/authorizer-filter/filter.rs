@@ -36,6 +36,15 @@ pub struct Filtered {
     pub batch_id: String,
 }
 
+/// The string at `pointer` in `value` (empty when there is none).
+fn text(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// `Type::"id"` → `EntityUid` (`User::"bob"` or `User::bob`).
 pub fn uid(text: &str) -> EntityUid {
     let (ty, id) = text.rsplit_once("::").unwrap_or(("", text));
@@ -77,8 +86,8 @@ impl Filter {
             .map(|d| BatchItem {
                 action: Some(uid(action)),
                 resource: Some(EntityUid {
-                    r#type: d["uid"]["type"].as_str().unwrap_or_default().to_string(),
-                    id: d["uid"]["id"].as_str().unwrap_or_default().to_string(),
+                    r#type: text(d, "/uid/type"),
+                    id: text(d, "/uid/id"),
                 }),
             })
             .collect();
@@ -94,7 +103,7 @@ impl Filter {
             .iter()
             .zip(documents)
             .filter(|(d, _)| d.effect == Effect::Allow as i32)
-            .filter_map(|(_, doc)| doc["uid"]["id"].as_str().map(str::to_string))
+            .map(|(_, doc)| text(doc, "/uid/id"))
             .collect();
         Ok(Filtered {
             visible,
@@ -134,8 +143,16 @@ impl Filter {
 pub fn documents(n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
-            let owner = ["alice", "bob", "carol"][i % 3];
-            let folder = ["shared", "private"][(i / 3) % 2];
+            let owner = match i % 3 {
+                0 => "alice",
+                1 => "bob",
+                _ => "carol",
+            };
+            let folder = if (i / 3) % 2 == 0 {
+                "shared"
+            } else {
+                "private"
+            };
             json!({
                 "uid": { "type": "Document", "id": format!("doc-{i}") },
                 "attrs": {
@@ -184,10 +201,7 @@ pub async fn load(
             let mut items = 0u64;
             let context = json!({});
             let single = documents.first().cloned().unwrap_or(Value::Null);
-            let single_id = format!(
-                "Document::\"{}\"",
-                single["uid"]["id"].as_str().unwrap_or_default()
-            );
+            let single_id = format!("Document::\"{}\"", text(&single, "/uid/id"));
             let single_entities = [single];
             while started.elapsed() < duration {
                 let t = Instant::now();
