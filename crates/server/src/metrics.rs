@@ -535,9 +535,14 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
     for result in ["agree", "would_allow", "would_deny"] {
         metrics::counter!(SHADOW_DECISIONS, "result" => result).absolute(0);
     }
+    // Zero-valued from the start (with authorizer_api off too), so every family is on /metrics.
     for method in AUTHORIZER_METHODS {
         metrics::counter!(AUTHORIZER_CALLS, "method" => method, "code" => "ok").absolute(0);
         let _ = metrics::histogram!(AUTHORIZER_DURATION, "method" => method);
+        for (decision, reason) in [("allow", "allow"), ("deny", "no_permit")] {
+            metrics::counter!(AUTHORIZER_DECISIONS, "method" => method, "decision" => decision, "reason" => reason)
+                .absolute(0);
+        }
     }
     let upkeep = handle.clone();
     let spawned = std::thread::Builder::new()
