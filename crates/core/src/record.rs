@@ -214,3 +214,34 @@ impl DecisionRecord {
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as the v1 contract writes it: `api` only on the Authorizer API's records, its
+    /// optional parts omitted, and read back unchanged. Check records (no `api`) keep their
+    /// exact form, so the golden files of `tests/fixtures/decision-logs/` stay valid.
+    #[test]
+    fn api_facts_are_optional_and_round_trip() {
+        let line = r#"{"v":1,"time":"2026-12-02T16:05:11.201334Z","decision_id":"d","decision":"deny","status":403,"reason":"no_permit","mode":"enforce","principal":"User::\"bob\"","policies":[],"errors":[],"latency_us":5,"policy_version":"p","api":{"method":"batch_is_authorized","caller":"Service::\"app\"","batch_id":"b","index":3,"size":100}}"#;
+        let record: DecisionRecord = serde_json::from_str(line).unwrap();
+        let api = record.api.as_ref().unwrap();
+        assert_eq!(
+            (api.method.as_str(), api.index, api.size, api.caller_check),
+            ("batch_is_authorized", Some(3), Some(100), false)
+        );
+        assert_eq!(serde_json::to_string(&record).unwrap(), line);
+
+        let check = line.split(r#","api":"#).next().unwrap().to_string() + "}";
+        let record: DecisionRecord = serde_json::from_str(&check).unwrap();
+        assert_eq!(record.api, None);
+        assert_eq!(serde_json::to_string(&record).unwrap(), check);
+
+        let refused =
+            r#"{"method":"is_authorized","caller":"User::\"alice\"","caller_check":true}"#;
+        let api: ApiFacts = serde_json::from_str(refused).unwrap();
+        assert!(api.caller_check && api.batch_id.is_none());
+        assert_eq!(serde_json::to_string(&api).unwrap(), refused);
+    }
+}
