@@ -603,16 +603,30 @@ async fn authorizer_api_end_to_end() {
 }
 
 /// The Authorizer API on a listener of its own (`authorizer_api.listen`): answered there, not
-/// on the Check port.
+/// on the Check port; and a policy change applies from the next call (hot reload: the policy
+/// set in force is loaded per call).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn authorizer_api_on_its_own_listener() {
+async fn authorizer_api_on_its_own_listener_follows_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let idp = Idp::start(dir.path(), "idp", 3600);
     let api_port = free_port();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let shipped = repo().join("examples/authorizer-policies");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+        }
+    }
     let served = Served::start(dir.path(), &idp, |y| {
         y.replace(
             "authorizer_api:\n",
             &format!("authorizer_api:\n  listen: 127.0.0.1:{api_port}\n"),
+        )
+        .replace(
+            &shipped.display().to_string(),
+            &policies.display().to_string(),
         )
     })
     .await;
@@ -620,19 +634,39 @@ async fn authorizer_api_on_its_own_listener() {
     let mut own = Filter::connect(&format!("http://127.0.0.1:{api_port}"), &token)
         .await
         .unwrap();
-    let d = own
-        .is_authorized(
-            "User::\"alice\"",
-            "Action::\"view\"",
-            "Document::\"plan\"",
-            &json!({}),
-            &[],
-        )
-        .await
-        .unwrap();
+    let d = alice_views_plan(&mut own).await.unwrap();
     assert_eq!(d.effect, Effect::Allow as i32);
     let mut check_port = Filter::connect(&served.addr(), &token).await.unwrap();
-    let e = check_port
+    let e = alice_views_plan(&mut check_port).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+
+    // The app loses its permit: refused from the next call on, without a restart.
+    let callers = policies.join("callers.cedar");
+    let text = std::fs::read_to_string(&callers).unwrap();
+    std::fs::write(
+        &callers,
+        text.replace(
+            "principal == Service::\"orders-service\"",
+            "principal == Service::\"nobody\"",
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match alice_views_plan(&mut own).await {
+            Err(e) if e.code() == Code::PermissionDenied => break,
+            Ok(d) => assert_eq!(d.effect, Effect::Allow as i32),
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(Instant::now() < deadline, "the reload never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn alice_views_plan(
+    client: &mut Filter,
+) -> Result<cedargate_api::v1::Decision, tonic::Status> {
+    client
         .is_authorized(
             "User::\"alice\"",
             "Action::\"view\"",
@@ -641,6 +675,4 @@ async fn authorizer_api_on_its_own_listener() {
             &[],
         )
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
 }
