@@ -182,7 +182,7 @@ pub struct Load {
 }
 
 /// Drives `concurrency` clients for `duration`: each call asks about `documents` as one batch
-/// (`batch`) or the first one alone (`IsAuthorized`, one item per call).
+/// (`batch`) or one at a time, round the list (`IsAuthorized`, one item per call).
 pub async fn load(
     addr: &str,
     token: &str,
@@ -200,9 +200,8 @@ pub async fn load(
             let mut latencies = Vec::new();
             let mut items = 0u64;
             let context = json!({});
-            let single = documents.first().cloned().unwrap_or(Value::Null);
-            let single_id = format!("Document::\"{}\"", text(&single, "/uid/id"));
-            let single_entities = [single];
+            // Single calls go round the same documents as the batch, so both do the same work.
+            let mut next = 0usize;
             while started.elapsed() < duration {
                 let t = Instant::now();
                 if batch {
@@ -210,14 +209,16 @@ pub async fn load(
                         .visible("User::\"bob\"", "Action::\"view\"", &documents, &context)
                         .await?;
                     items += f.decisions.len() as u64;
-                } else {
+                } else if let Some(document) = documents.get(next % documents.len().max(1)) {
+                    next += 1;
+                    let id = format!("Document::\"{}\"", text(document, "/uid/id"));
                     filter
                         .is_authorized(
                             "User::\"bob\"",
                             "Action::\"view\"",
-                            &single_id,
+                            &id,
                             &context,
-                            &single_entities,
+                            std::slice::from_ref(document),
                         )
                         .await?;
                     items += 1;

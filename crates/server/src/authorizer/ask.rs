@@ -222,6 +222,8 @@ pub async fn ask(
     };
     let batch_resources: HashSet<(&str, &str)> =
         checked.items.iter().map(|(_, r)| key(r)).collect();
+    let fetched_pool = Pool::new(&fetched, &batch_resources);
+    let request_pool = Pool::new(&checked.entities, &batch_resources);
 
     // 4. May the caller ask about each resource: the policies say.
     let caller_action = EntityRef {
@@ -243,11 +245,7 @@ pub async fn ask(
                 "action": &action.id,
             }),
             entities: authenticated.entities.clone(),
-            fetched: only_for(
-                &fetched,
-                &[&authenticated.principal, resource],
-                &batch_resources,
-            ),
+            fetched: fetched_pool.only_for(&[&authenticated.principal, resource]),
         };
         let mut d = decision::evaluate(policies, &cedar, false);
         crate::metrics::decision_cache_lookup(d.from_cache);
@@ -280,12 +278,8 @@ pub async fn ask(
             action: action.clone(),
             resource: resource.clone(),
             context: checked.context.clone(),
-            entities: only_for(
-                &checked.entities,
-                &[&checked.principal, resource],
-                &batch_resources,
-            ),
-            fetched: only_for(&fetched, &[&checked.principal, resource], &batch_resources),
+            entities: request_pool.only_for(&[&checked.principal, resource]),
+            fetched: fetched_pool.only_for(&[&checked.principal, resource]),
         };
         let mut d = decision::evaluate(policies, &cedar, false);
         crate::metrics::decision_cache_lookup(d.from_cache);
@@ -476,21 +470,42 @@ async fn fetch(gate: &Gate, checked: &Checked, caller: &EntityRef) -> Result<Vec
     provider.fetch(&uids).await.map_err(|e| e.to_string())
 }
 
-/// The entities of `all` one item is decided with: those of its own uids (`own`), and those
-/// that are none of the batch's resources (shared data: users, groups, folders). Another item's
-/// resource is left out, so that each record carries what its decision read and no more.
-fn only_for(
-    all: &[Value],
-    own: &[&EntityRef],
-    batch_resources: &HashSet<(&str, &str)>,
-) -> Vec<Value> {
-    all.iter()
-        .filter(|e| match uid_of(e) {
-            Some(uid) => own.contains(&&uid) || !batch_resources.contains(&key(&uid)),
-            None => true,
-        })
-        .cloned()
-        .collect()
+/// Entities of one call (the request's or the provider's), each with its uid and whether it is
+/// one of the batch's resources, worked out once per call so that choosing an item's entities is
+/// a scan of string comparisons (no JSON parsing per item).
+struct Pool<'a> {
+    /// `(uid, is a batch resource, entity)`; an entity without a readable uid is shared.
+    entries: Vec<(Option<EntityRef>, bool, &'a Value)>,
+}
+
+impl<'a> Pool<'a> {
+    fn new(all: &'a [Value], batch_resources: &HashSet<(&str, &str)>) -> Pool<'a> {
+        Pool {
+            entries: all
+                .iter()
+                .map(|e| {
+                    let uid = uid_of(e);
+                    let in_batch = uid
+                        .as_ref()
+                        .is_some_and(|u| batch_resources.contains(&key(u)));
+                    (uid, in_batch, e)
+                })
+                .collect(),
+        }
+    }
+
+    /// The entities one item is decided with: those of its own uids (`own`), and those that are
+    /// none of the batch's resources (shared data: users, groups, folders). Another item's
+    /// resource is left out, so that each record carries what its decision read and no more.
+    fn only_for(&self, own: &[&EntityRef]) -> Vec<Value> {
+        self.entries
+            .iter()
+            .filter(|(uid, in_batch, _)| {
+                !in_batch || uid.as_ref().is_some_and(|u| own.contains(&u))
+            })
+            .map(|(_, _, e)| (*e).clone())
+            .collect()
+    }
 }
 
 /// A uid as a hashable pair.
@@ -614,7 +629,8 @@ mod tests {
         ];
         let (d1, d2, bob) = (r("Doc", "1"), r("Doc", "2"), r("User", "bob"));
         let batch: HashSet<(&str, &str)> = [key(&d1), key(&d2)].into_iter().collect();
-        let ids: Vec<String> = only_for(&all, &[&bob, &d1], &batch)
+        let ids: Vec<String> = Pool::new(&all, &batch)
+            .only_for(&[&bob, &d1])
             .iter()
             .filter_map(uid_of)
             .map(|u| u.to_string())
