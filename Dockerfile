@@ -22,9 +22,9 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 
-# Only what the build reads. Cargo.toml declares the `it` test and the `check` bench, and cargo
-# refuses a manifest whose declared targets are missing, so their sources come along.
-# (If proto/ is added, copy it here too.) build.rs names the commit in `--version`: there is no
+# Only what the build reads. Cargo.toml declares the `it` test, the benches and the
+# `authorizer-filter` example, and cargo refuses a manifest whose declared targets are missing,
+# so their sources come along; crates/api's build.rs compiles proto/. build.rs names the commit in `--version`: there is no
 # .git here, so pass it: docker build --build-arg CEDARGATE_COMMIT=$(git rev-parse --short=12 HEAD)
 ARG CEDARGATE_COMMIT=unknown
 ENV CEDARGATE_COMMIT=${CEDARGATE_COMMIT}
@@ -33,6 +33,8 @@ COPY src ./src
 COPY crates ./crates
 COPY benches ./benches
 COPY tests ./tests
+COPY proto ./proto
+COPY examples ./examples
 
 # Cache mounts keep the registry and target folder between builds (BuildKit); the binary is
 # copied out of the cached target folder because cache mounts are not part of the layer. The

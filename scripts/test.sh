@@ -13,6 +13,7 @@ bash scripts/install-idp.sh
 bash scripts/install-promtool.sh
 bash scripts/install-kube-tools.sh   # tests/it/manifests.rs renders and validates deploy/kubernetes/
 bash scripts/install-browser.sh      # tests/it/browser_sso.rs: headless Chromium (apt) + Selenium (PyPI)
+bash scripts/install-grpcio-tools.sh # tests/it/authorizer_api.rs generates the Python example's stubs
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

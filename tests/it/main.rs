@@ -1,5 +1,9 @@
 //! cedargate's integration tests: one binary, real sockets on 127.0.0.1, ephemeral ports.
 //!
+//! - `authorizer_api`: cedargate's own `cedargate.v1.Authorizer` gRPC API against the real
+//!   binary with real IdP tokens: reflection, health, allow/deny, callers refused by policy or
+//!   unauthenticated, a batch of 100 equal to `cedar_policy::Authorizer` from the Rust and the
+//!   Python example, records replayed (issue 18).
 //! - `conformance`: cedargate through the real Envoy against `cedar_policy::Authorizer` on the
 //!   complete entity set, for three policy sets with entity data split across token claims,
 //!   `entities.json` and the HTTP entity provider (issue 12).
@@ -54,6 +58,7 @@
 )]
 
 mod api_keys;
+mod authorizer_api;
 mod bad_input;
 mod browser_sso;
 mod bundles;

@@ -243,6 +243,16 @@ impl Example {
                 r.request
                     .as_ref()
                     .map(|line| format!("{} {}", line.method, line.path))
+            })
+            .or_else(|| {
+                // An Authorizer API record: which method, asked by whom.
+                r.api.as_ref().map(|api| {
+                    format!(
+                        "api {} by {}",
+                        api.method,
+                        api.caller.as_deref().unwrap_or("-")
+                    )
+                })
             });
         Example {
             decision_id: r.decision_id.clone(),
@@ -585,8 +595,11 @@ impl<'a> Replay<'a> {
             .recorded_versions
             .entry(record.policy_version.clone())
             .or_default() += 1;
-        // As `decide` does: a caller with no credential gets a 401 challenge on deny.
-        let anonymous = cedar.context.get("authenticated") == Some(&Value::Bool(false));
+        // As `decide` does: a caller with no credential gets a 401 challenge on deny. Records of
+        // the Authorizer API (`api`) carry the application's own context, whose `authenticated`
+        // means whatever the application meant: its answers are never challenges.
+        let anonymous =
+            record.api.is_none() && cedar.context.get("authenticated") == Some(&Value::Bool(false));
         let recorded = ReplayOutcome::recorded(record);
 
         if let Some(check) = &self.schema

@@ -188,7 +188,10 @@ fn fill(template: &str, params: &[(String, String)], service: &str, host: &str) 
     out
 }
 
-fn principal(
+/// The principal a resolved caller maps to, exactly as [`map`] maps it (pushing what its
+/// credential says about it onto `entities`). Public for the server's `Authorizer` API, which
+/// authorizes its callers with the same principals as Check.
+pub fn principal(
     config: &Config,
     identity: &Identity,
     entities: &mut Vec<Value>,

@@ -48,6 +48,33 @@ pub struct RequestLine {
     pub query: BTreeMap<String, String>,
 }
 
+/// Which call of cedargate's own `Authorizer` API (`cedargate.v1`) a record answers, and who
+/// asked. Absent on the records of Envoy's Check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiFacts {
+    /// `is_authorized` or `batch_is_authorized`.
+    pub method: String,
+    /// The authenticated caller's principal as Cedar prints it (from its credential, never from
+    /// the request); absent when the caller could not be authenticated.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub caller: Option<String>,
+    /// This record is the caller's own authorization (`cedar` asks whether `caller` may take
+    /// `authorizer_api.caller_action` on a resource), refused: the call was answered
+    /// `PERMISSION_DENIED`. Absent (false) on the records of answers.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub caller_check: bool,
+    /// For `batch_is_authorized`: the batch's id, shared by the records of its items and
+    /// answered to the caller as `batch_id`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub batch_id: Option<String>,
+    /// For `batch_is_authorized`: this item's index in the request's items.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub index: Option<u32>,
+    /// For `batch_is_authorized`: how many items the batch had.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub size: Option<u32>,
+}
+
 /// Token facts safe to keep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenFacts {
@@ -167,6 +194,11 @@ pub struct DecisionRecord {
     /// The Cedar request and request-derived entities, for replay.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cedar: Option<CedarRequest>,
+    /// Set on the records of cedargate's own `Authorizer` API: which method, which caller,
+    /// which batch item. Absent on Check records. Added in format version 1 as an optional
+    /// field.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub api: Option<ApiFacts>,
 }
 
 impl DecisionRecord {
@@ -181,4 +213,35 @@ impl DecisionRecord {
 /// RFC 3339 UTC with microseconds.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as the v1 contract writes it: `api` only on the Authorizer API's records, its
+    /// optional parts omitted, and read back unchanged. Check records (no `api`) keep their
+    /// exact form, so the golden files of `tests/fixtures/decision-logs/` stay valid.
+    #[test]
+    fn api_facts_are_optional_and_round_trip() {
+        let line = r#"{"v":1,"time":"2026-12-02T16:05:11.201334Z","decision_id":"d","decision":"deny","status":403,"reason":"no_permit","mode":"enforce","principal":"User::\"bob\"","policies":[],"errors":[],"latency_us":5,"policy_version":"p","api":{"method":"batch_is_authorized","caller":"Service::\"app\"","batch_id":"b","index":3,"size":100}}"#;
+        let record: DecisionRecord = serde_json::from_str(line).unwrap();
+        let api = record.api.as_ref().unwrap();
+        assert_eq!(
+            (api.method.as_str(), api.index, api.size, api.caller_check),
+            ("batch_is_authorized", Some(3), Some(100), false)
+        );
+        assert_eq!(serde_json::to_string(&record).unwrap(), line);
+
+        let check = line.split(r#","api":"#).next().unwrap().to_string() + "}";
+        let record: DecisionRecord = serde_json::from_str(&check).unwrap();
+        assert_eq!(record.api, None);
+        assert_eq!(serde_json::to_string(&record).unwrap(), check);
+
+        let refused =
+            r#"{"method":"is_authorized","caller":"User::\"alice\"","caller_check":true}"#;
+        let api: ApiFacts = serde_json::from_str(refused).unwrap();
+        assert!(api.caller_check && api.batch_id.is_none());
+        assert_eq!(serde_json::to_string(&api).unwrap(), refused);
+    }
 }

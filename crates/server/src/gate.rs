@@ -457,6 +457,7 @@ fn record(
         upstream_token: None,
         truncated: Vec::new(),
         cedar,
+        api: None,
     };
     if let Some(Identity::Token { token, .. }) = identity {
         redaction::redact(&config.decision_log, token, &mut record);

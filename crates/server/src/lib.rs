@@ -14,6 +14,8 @@
 //!   watched) are its other sources.
 //! - [`sso`] — browser single sign-on: login redirect, callback, sealed session cookie, logout
 //!   (answers as ext_authz denied responses; a session's access token goes through [`jwt`]).
+//! - [`authorizer`] — cedargate's own `cedargate.v1.Authorizer` gRPC API for application code:
+//!   the same identity, policies, entities and decision log, asked directly (`authorizer::ask`).
 //! - [`mint`] — on allow, the short-lived JWT cedargate signs for the upstream, and its keys.
 //! - [`shadow`] — a candidate policy set evaluated beside the enforced one (recorded only).
 //! - [`decision_log`] — records written off the request path; [`decision_otlp`] sends them to an
@@ -30,6 +32,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod authorizer;
 pub mod bundle_fetch;
 pub mod decision_log;
 pub mod decision_otlp;

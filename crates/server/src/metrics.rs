@@ -96,6 +96,13 @@ pub const POLICY_BUNDLE_FETCHES: &str = "cedargate_policy_bundle_fetches_total";
 /// When a poll last confirmed or replaced the bundle in force; 0 before the first.
 pub const POLICY_BUNDLE_LAST_SUCCESS: &str =
     "cedargate_policy_bundle_last_success_timestamp_seconds";
+/// `Authorizer` API calls (`authorizer_api`) by `method` (is_authorized, batch_is_authorized)
+/// and `code` (ok, invalid_argument, unauthenticated, permission_denied, unavailable).
+pub const AUTHORIZER_CALLS: &str = "cedargate_authorizer_calls_total";
+/// Time to answer one `Authorizer` API call, by `method`.
+pub const AUTHORIZER_DURATION: &str = "cedargate_authorizer_call_duration_seconds";
+/// `Authorizer` API answers (one per item) by `method`, `decision` and `reason`.
+pub const AUTHORIZER_DECISIONS: &str = "cedargate_authorizer_decisions_total";
 /// 1 while `/readyz` answers 200.
 pub const READY: &str = "cedargate_ready";
 /// Build information: value 1, `version` label.
@@ -352,6 +359,24 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        AUTHORIZER_CALLS,
+        Kind::Counter,
+        "Authorizer API calls by method (is_authorized, batch_is_authorized) and code (ok, invalid_argument, unauthenticated, permission_denied, unavailable).",
+        &["method", "code"],
+    ),
+    family(
+        AUTHORIZER_DURATION,
+        Kind::Histogram,
+        "Time to answer one Authorizer API call, by method.",
+        &["method"],
+    ),
+    family(
+        AUTHORIZER_DECISIONS,
+        Kind::Counter,
+        "Authorizer API answers, one per item, by method, decision (allow/deny) and reason code.",
+        &["method", "decision", "reason"],
+    ),
+    family(
         READY,
         Kind::Gauge,
         "1 while /readyz answers 200 (every issuer has usable keys, not draining).",
@@ -431,6 +456,13 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
             )
         })
         .and_then(|b| {
+            // An API call is decided like a Check (a batch of 100 in about a millisecond).
+            b.set_buckets_for_metric(
+                Matcher::Full(AUTHORIZER_DURATION.into()),
+                &CHECK_DURATION_BUCKETS,
+            )
+        })
+        .and_then(|b| {
             // An introspection request is a network call like an entity fetch: same bounds.
             b.set_buckets_for_metric(
                 Matcher::Full(INTROSPECTION_DURATION.into()),
@@ -502,6 +534,15 @@ fn install() -> Option<(PrometheusHandle, Handles)> {
     }
     for result in ["agree", "would_allow", "would_deny"] {
         metrics::counter!(SHADOW_DECISIONS, "result" => result).absolute(0);
+    }
+    // Zero-valued from the start (with authorizer_api off too), so every family is on /metrics.
+    for method in AUTHORIZER_METHODS {
+        metrics::counter!(AUTHORIZER_CALLS, "method" => method, "code" => "ok").absolute(0);
+        let _ = metrics::histogram!(AUTHORIZER_DURATION, "method" => method);
+        for (decision, reason) in [("allow", "allow"), ("deny", "no_permit")] {
+            metrics::counter!(AUTHORIZER_DECISIONS, "method" => method, "decision" => decision, "reason" => reason)
+                .absolute(0);
+        }
     }
     let upkeep = handle.clone();
     let spawned = std::thread::Builder::new()
@@ -577,6 +618,32 @@ fn status_label(status: u16) -> &'static str {
         403 => "403",
         503 => "503",
         _ => "other",
+    }
+}
+
+/// The `Authorizer` API's methods, as metric labels.
+const AUTHORIZER_METHODS: [&str; 2] = ["is_authorized", "batch_is_authorized"];
+
+/// Counts one `Authorizer` API call with its status `code`, its latency, and its answers.
+pub fn authorizer_call<'a>(
+    method: &'static str,
+    code: &'static str,
+    took: Duration,
+    answers: impl Iterator<Item = &'a Decision>,
+) {
+    if handles().is_none() {
+        return;
+    }
+    metrics::counter!(AUTHORIZER_CALLS, "method" => method, "code" => code).increment(1);
+    metrics::histogram!(AUTHORIZER_DURATION, "method" => method).record(took.as_secs_f64());
+    for d in answers {
+        metrics::counter!(
+            AUTHORIZER_DECISIONS,
+            "method" => method,
+            "decision" => if d.allowed { "allow" } else { "deny" },
+            "reason" => d.reason,
+        )
+        .increment(1);
     }
 }
 

@@ -2,7 +2,9 @@
 //! policies (refusing to start on any problem), start key fetching, bind the Check port (gRPC
 //! `Authorization` + `grpc.health.v1.Health`), and drain on shutdown: health goes NOT_SERVING,
 //! readiness false, Checks are still answered for `listen.drain_seconds`, then new connections
-//! are refused and in-flight Checks finish.
+//! are refused and in-flight Checks finish. With `authorizer_api`, the `cedargate.v1.Authorizer`
+//! service and gRPC server reflection are served too: on the Check port, or on a listener of
+//! their own (`authorizer_api.listen`, with its own health service), drained alike.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin::{self, Admin};
+use crate::authorizer::AuthorizerService;
 use crate::decision_log::DecisionLog;
 use crate::entity_provider::EntityProvider;
 use crate::gate::Gate;
@@ -22,6 +25,7 @@ use crate::grpc::CheckService;
 use crate::jwks::{self, Jwks};
 use crate::jwt::Verifier;
 use crate::reload::Reloader;
+use cedargate_api::v1::authorizer_server::AuthorizerServer;
 use cedargate_core::config::Config;
 use cedargate_core::policy::{LoadProgress, PolicyLoadError};
 
@@ -62,6 +66,9 @@ pub enum ServeError {
     /// The entity provider's client could not be built.
     #[error(transparent)]
     EntityProvider(#[from] crate::entity_provider::BuildError),
+    /// The reflection service could not read the API's descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -69,12 +76,20 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     move |source| ServeError::Io { what, source }
 }
 
+/// A gRPC server's task.
+type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
 /// A started server.
 pub struct Running {
     /// Bound Check (gRPC) address.
     pub grpc_addr: SocketAddr,
     /// Bound admin address.
     pub admin_addr: SocketAddr,
+    /// Where the `Authorizer` API answers (`authorizer_api`): the Check port or its own
+    /// listener; `None` when it is off.
+    pub api_addr: Option<SocketAddr>,
+    /// The `Authorizer` API's own server (with `authorizer_api.listen`): its stop signal and task.
+    api_server: Option<(oneshot::Sender<()>, GrpcTask)>,
     /// The pipeline (for tests and reloads).
     pub gate: Arc<Gate>,
     /// Health reporter, to go NOT_SERVING on drain.
@@ -172,6 +187,53 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .set_serving::<AuthorizationServer<CheckService>>()
         .await;
 
+    // The Authorizer API (+ reflection): on the Check port unless it has a listener of its own.
+    let api = match &config.authorizer_api {
+        Some(settings) => {
+            health
+                .set_serving::<AuthorizerServer<AuthorizerService>>()
+                .await;
+            let reflection = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(cedargate_api::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()?;
+            let service = AuthorizerServer::new(AuthorizerService::new(gate.clone()));
+            Some((settings.listen, service, reflection))
+        }
+        None => None,
+    };
+    let (on_check_port, api_server, api_addr) = match api {
+        Some((Some(listen), service, reflection)) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(io(format!("binding authorizer_api.listen {listen}")))?;
+            let addr = listener
+                .local_addr()
+                .map_err(io("authorizer_api address"))?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let task = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .concurrency_limit_per_connection(config.limits.max_concurrent_checks)
+                    .load_shed(true)
+                    .add_service(health_service.clone())
+                    .add_service(reflection)
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    }),
+            );
+            tracing::info!(authorizer_api = %addr, "authorizer_api.listening");
+            (None, Some((stop, task)), Some(addr))
+        }
+        Some((None, service, reflection)) => (Some((service, reflection)), None, Some(grpc_addr)),
+        None => (None, None, None),
+    };
+    let (api_service, reflection) = match on_check_port {
+        Some((service, reflection)) => (Some(service), Some(reflection)),
+        None => (None, None),
+    };
+
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let service = AuthorizationServer::new(CheckService::new(gate.clone()));
@@ -183,6 +245,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             .load_shed(true)
             .add_service(health_service)
             .add_service(service)
+            .add_optional_service(api_service)
+            .add_optional_service(reflection)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = grpc_stopped.await;
             }),
@@ -213,6 +277,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     Ok(Running {
         grpc_addr,
         admin_addr,
+        api_addr,
+        api_server,
         gate,
         health,
         draining,
@@ -286,6 +352,11 @@ impl Running {
         self.health
             .set_not_serving::<AuthorizationServer<CheckService>>()
             .await;
+        if self.api_addr.is_some() {
+            self.health
+                .set_not_serving::<AuthorizerServer<AuthorizerService>>()
+                .await;
+        }
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
@@ -296,10 +367,16 @@ impl Running {
             }
         }
         let _ = self.stop_grpc.send(());
-        match self.grpc_task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "grpc.serve_failed"),
-            Err(e) => tracing::error!(error = %e, "grpc.task_failed"),
+        let api_task = self.api_server.map(|(stop, task)| {
+            let _ = stop.send(());
+            task
+        });
+        for task in std::iter::once(self.grpc_task).chain(api_task) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "grpc.serve_failed"),
+                Err(e) => tracing::error!(error = %e, "grpc.task_failed"),
+            }
         }
         self.gate.log.flush(LOG_FLUSH_LIMIT).await;
         let _ = self.stop_admin.send(());

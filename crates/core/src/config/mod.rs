@@ -16,6 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod authorizer_api;
 mod defaults;
 mod identity_sources;
 mod model;
@@ -26,6 +27,7 @@ mod urls;
 mod validate;
 mod yaml;
 
+pub use authorizer_api::{AuthorizerApiConfig, DEFAULT_CALLER_ACTION};
 pub use defaults::DEFAULT_DECISION_CACHE_CAPACITY;
 pub use identity_sources::{ApiKeysConfig, IntrospectionConfig};
 pub use model::*;

@@ -39,6 +39,8 @@ pub struct Config {
     pub anonymous_id: Arc<str>,
     /// The HTTP entity source asked at decision time; `None` (the default): off.
     pub entity_provider: Option<EntityProviderConfig>,
+    /// cedargate's own `Authorizer` gRPC API for application code; `None` (the default): off.
+    pub authorizer_api: Option<super::AuthorizerApiConfig>,
     /// Route table mapping requests to actions and resources.
     pub routes: Arc<RouteTable>,
     /// What to do with a request no route matches.

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) anonymous_type: Option<Spanned<String>>,
     pub(super) anonymous_id: Option<Spanned<String>>,
     pub(super) entity_provider: Option<Spanned<RawEntityProvider>>,
+    pub(super) authorizer_api: Option<Spanned<super::authorizer_api::RawAuthorizerApi>>,
     pub(super) resource_type: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) routes: Vec<Spanned<RawRoute>>,

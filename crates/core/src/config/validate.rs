@@ -102,6 +102,16 @@ pub(super) fn validate(
         .as_ref()
         .and_then(|p| entity_provider(p, problems));
     let resource_type = entity_type(raw.resource_type.as_ref(), DEFAULT_RESOURCE_TYPE, problems);
+    let authorizer_api = raw.authorizer_api.as_ref().map(|a| {
+        super::authorizer_api::authorizer_api(
+            a,
+            &[
+                (grpc_listen, "the Check port"),
+                (admin_listen, "the admin port"),
+            ],
+            problems,
+        )
+    });
 
     let mut routes = Vec::new();
     let mut route_spans = Vec::new();
@@ -266,6 +276,7 @@ pub(super) fn validate(
         anonymous_type,
         anonymous_id,
         entity_provider,
+        authorizer_api,
         routes: Arc::new(routes),
         unmatched,
         resource_type,
