@@ -593,17 +593,76 @@ impl PolicySnapshot {
     /// re-converting, re-validating and re-closing the hierarchy (~70k instructions per Check).
     /// The cache lives in this snapshot, so a reload starts it afresh.
     fn request_entities(&self, request: &CedarRequest) -> Result<Entities, EvaluationError> {
-        if request.entities.is_empty() && request.fetched.is_empty() {
+        self.merged(&request.entities, &request.fetched, &request.principal)
+    }
+
+    /// [`request_entities`](Self::request_entities) for the credential's entities and the
+    /// provider's answers. With both, the static + credential set is merged (and cached) on its
+    /// own first: a caller's Checks on ever new fetched resources then only add those, instead
+    /// of re-converting and re-checking the caller's entities each time.
+    fn merged(
+        &self,
+        credential: &[Value],
+        fetched: &[Value],
+        principal: &EntityRef,
+    ) -> Result<Entities, EvaluationError> {
+        if credential.is_empty() && fetched.is_empty() {
             return Ok(self.entities.clone());
         }
-        let key = serde_json::to_string(&(&request.entities, &request.fetched))
-            .map_err(|e| invalid("entities")(&e))?;
+        let key =
+            serde_json::to_string(&(credential, fetched)).map_err(|e| invalid("entities")(&e))?;
         if let Some(hit) = self.entity_cache.get(&key) {
             return Ok(hit);
         }
-        let entities = self.merge_entities(request)?;
+        let added = if credential.is_empty() || fetched.is_empty() {
+            None
+        } else {
+            let base = self.merged(credential, &[], principal)?;
+            self.add_new(base, fetched)?
+        };
+        let entities = match added {
+            Some(entities) => entities,
+            None => self.merge_entities(credential, fetched, principal)?,
+        };
         self.entity_cache.insert(key, entities.clone());
         Ok(entities)
+    }
+
+    /// `base` plus the provider's entities, when none of them is already in `base` or twice in
+    /// `fetched` (no source to merge with, so each is used as Cedar parsed it, checked against
+    /// the schema); `None` when one is, for [`merge_entities`](Self::merge_entities) to merge.
+    fn add_new(
+        &self,
+        base: Entities,
+        fetched: &[Value],
+    ) -> Result<Option<Entities>, EvaluationError> {
+        let mut added: Vec<Entity> = Vec::with_capacity(fetched.len());
+        for value in fetched {
+            let entity = self.provider_entity(value)?;
+            let uid = entity.uid();
+            if base.get(&uid).is_some() || added.iter().any(|known| known.uid() == uid) {
+                return Ok(None);
+            }
+            added.push(entity);
+        }
+        base.upsert_entities(added, None)
+            .map(Some)
+            .map_err(|e| invalid("entities")(&e))
+    }
+
+    /// One of the provider's entities: Cedar's full entity JSON (escapes and schema-directed
+    /// forms included; the provider is the operator's own system), checked against the schema as
+    /// it is parsed.
+    fn provider_entity(&self, value: &Value) -> Result<Entity, EvaluationError> {
+        Entity::from_json_value(value.clone(), self.schema.as_ref()).map_err(|e| {
+            EvaluationError::EntitiesUnavailable {
+                message: format!(
+                    "provider entity {}: {}",
+                    entity_label(value),
+                    with_sources(&e)
+                ),
+            }
+        })
     }
 
     /// One rule for every uid that more than one source describes: parents are the union of
@@ -612,7 +671,12 @@ impl PolicySnapshot {
     /// merged entity is checked against the schema: a principal that doesn't conform is
     /// [`EvaluationError::PrincipalInvalid`], provider data that doesn't is
     /// [`EvaluationError::EntitiesUnavailable`]; neither is ever evaluated.
-    fn merge_entities(&self, request: &CedarRequest) -> Result<Entities, EvaluationError> {
+    fn merge_entities(
+        &self,
+        credential: &[Value],
+        fetched: &[Value],
+        principal: &EntityRef,
+    ) -> Result<Entities, EvaluationError> {
         let schema = self.schema.as_ref();
         let mut merged: Vec<(EntityUid, Merged)> = Vec::new();
         let mut overlay = |entity: Entity, checked: bool| {
@@ -628,24 +692,13 @@ impl PolicySnapshot {
             *slot =
                 std::mem::replace(slot, Merged::Parts(HashMap::new(), HashSet::new())).with(entity);
         };
-        for value in &request.fetched {
-            // The provider is the operator's own system: Cedar's full entity JSON, escapes and
-            // schema-directed forms included, checked against the schema as it is parsed.
-            let entity = Entity::from_json_value(value.clone(), schema).map_err(|e| {
-                EvaluationError::EntitiesUnavailable {
-                    message: format!(
-                        "provider entity {}: {}",
-                        entity_label(value),
-                        with_sources(&e)
-                    ),
-                }
-            })?;
-            overlay(entity, schema.is_some());
+        for value in fetched {
+            overlay(self.provider_entity(value)?, schema.is_some());
         }
-        for value in &request.entities {
+        for value in credential {
             overlay(entity(value)?, false);
         }
-        let principal_uid = self.uid(&request.principal)?;
+        let principal_uid = self.uid(principal)?;
         let mut built = Vec::with_capacity(merged.len());
         for (uid, slot) in merged {
             let entity = match slot {
