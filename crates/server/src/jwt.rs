@@ -262,3 +262,94 @@ fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenErr
         .map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The verifier without a network: the test keys (`tests/fixtures/keys`) loaded from a
+    //! `jwks_file`, tokens signed here with their private halves.
+    use super::*;
+
+    const ISSUER: &str = "https://idp.unit.test";
+    const AUDIENCE: &str = "https://api.cedargate.test";
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/keys")
+            .join(name)
+    }
+
+    /// A verifier over the test keys (no cache), refusing tokens longer than `max_token_bytes`.
+    async fn verifier(max_token_bytes: usize) -> Verifier {
+        let yaml = format!(
+            "issuers:\n  - issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    algorithms: [ES256]\n    jwks_file: {}\n",
+            fixture("jwks.json").display()
+        );
+        let config = cedargate_core::config::Config::parse(&yaml, &fixture("cedargate.yaml"))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let http = crate::jwks::http_client().unwrap_or_else(|e| unreachable!("{e}"));
+        let jwks = Arc::new(Jwks::new(&config.issuers, http));
+        for issuer in jwks.issuers() {
+            issuer
+                .refresh()
+                .await
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        Verifier::new(jwks, 0, max_token_bytes)
+    }
+
+    /// An ES256 token from the test issuer, valid for an hour, with `pad` as an extra claim.
+    fn token(pad: &str) -> String {
+        let pem = std::fs::read(fixture("ec.pem")).unwrap_or_else(|e| unreachable!("{e}"));
+        let key =
+            jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = Some("test-ec".into());
+        let claims = serde_json::json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now_secs() + 3600, "pad": pad,
+        });
+        jsonwebtoken::encode(&header, &claims, &key).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn the_size_bound_accepts_exactly_max_token_bytes() {
+        let token = token("x");
+        let len = token.len();
+        // (bound, accepted?) around the token's own length, on both verification paths.
+        for (bound, accepted) in [(len, true), (len + 1, true), (len - 1, false), (1, false)] {
+            let verifier = verifier(bound).await;
+            let known = verifier.verify_with_known_keys(&token);
+            let full = verifier.verify(&token).await;
+            for (path, result) in [
+                ("known keys", known.map(|_| ())),
+                ("verify", full.map(|_| ())),
+            ] {
+                match (accepted, result) {
+                    (true, Ok(())) | (false, Err(TokenError::TooLarge)) => {}
+                    (_, other) => {
+                        unreachable!("{path}, {len}-byte token, bound {bound}: {other:?}")
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_token_verifies_and_a_tampered_one_does_not() {
+        let verifier = verifier(8192).await;
+        let good = token("");
+        let verified = verifier
+            .verify_with_known_keys(&good)
+            .unwrap_or_else(|e| unreachable!("{e:?}"));
+        assert_eq!(verified.claims.get("sub"), Some(&Value::from("alice")));
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let other = token("other");
+        let other_payload = other.split('.').nth(1).unwrap_or_default();
+        if let Some(payload) = parts.get_mut(1) {
+            *payload = other_payload;
+        }
+        assert_eq!(
+            verifier.verify_with_known_keys(&parts.join(".")).err(),
+            Some(TokenError::BadSignature)
+        );
+    }
+}
