@@ -331,6 +331,49 @@ mod tests {
         config.issuers[0].clone()
     }
 
+    /// Reason codes are a public contract (decision logs, dashboards, alerts, policy tests):
+    /// each variant has its own, spelled exactly as documented in docs/configuration.md.
+    #[test]
+    fn every_token_error_has_its_documented_reason_code() {
+        use TokenError::*;
+        let table = [
+            (TooLarge, "token_too_large"),
+            (Malformed, "token_malformed"),
+            (AlgorithmNotAllowed, "token_alg_not_allowed"),
+            (CriticalHeader, "token_crit_unsupported"),
+            (UnknownIssuer, "token_unknown_issuer"),
+            (UnknownKid, "token_unknown_kid"),
+            (KeysUnavailable, "token_keys_unavailable"),
+            (KeysStale, "token_keys_stale"),
+            (BadSignature, "token_bad_signature"),
+            (Expired, "token_expired"),
+            (NotYetValid, "token_not_yet_valid"),
+            (WrongAudience, "token_wrong_audience"),
+            (WrongIssuer, "token_wrong_issuer"),
+            (MissingClaim, "token_missing_claim"),
+            (InvalidClaim, "token_invalid_claim"),
+            (MissingPrincipalClaim, "token_missing_principal_claim"),
+            (WrongType, "token_wrong_typ"),
+            (LifetimeTooLong, "token_lifetime_too_long"),
+            (IssuedInFuture, "token_issued_in_future"),
+            (Inactive, "token_inactive"),
+            (IntrospectionUnavailable, "introspection_unavailable"),
+        ];
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+        )
+        .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for (error, code) in table {
+            assert_eq!(error.reason(), code, "{error:?}");
+            assert!(seen.insert(code), "{code} twice");
+            assert!(
+                docs.contains(&format!("`{code}`")),
+                "{code} is not documented"
+            );
+        }
+    }
+
     /// One table for the rules `serve` and the policy test runner share: the leeway counts on
     /// both sides of `exp` and `nbf`, exactly at the edge.
     #[test]
