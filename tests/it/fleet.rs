@@ -301,9 +301,15 @@ impl Fleet {
 
     /// Envoy's view of replica `i`: healthy, or not (any failure flag, or unknown).
     async fn envoy_healthy(&self, i: usize) -> bool {
+        self.envoy_flags(i).await == "healthy"
+    }
+
+    /// Envoy's health flags for replica `i` (`healthy`, `/failed_active_hc`,
+    /// `/failed_outlier_check`, …; empty when unknown).
+    async fn envoy_flags(&self, i: usize) -> String {
         let url = format!("http://127.0.0.1:{}/clusters", self.envoy_admin);
         let Ok(r) = self.http.get(&url).send().await else {
-            return false;
+            return String::new();
         };
         let text = r.text().await.unwrap_or_default();
         let prefix = format!(
@@ -312,7 +318,8 @@ impl Fleet {
         );
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
-            .is_some_and(|flags| flags.trim() == "healthy")
+            .map(|flags| flags.trim().to_string())
+            .unwrap_or_default()
     }
 
     /// Waits (deadline) until Envoy sees replica `i` as `healthy` or not; returns when.
@@ -422,6 +429,59 @@ impl Fleet {
         seen.into_iter().flatten().collect()
     }
 
+    /// Envoy's histogram of Check times (ms) on the cedargate cluster, as its `/stats` prints
+    /// it (`P50(interval,cumulative) …`): how close Checks came to the 0.5 s deadline.
+    async fn check_times(&self) -> String {
+        let url = format!(
+            "http://127.0.0.1:{}/stats?filter=^cluster.cedargate.upstream_rq_time$&histogram_buckets=none",
+            self.envoy_admin
+        );
+        let body = match self.http.get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        body.lines()
+            .find_map(|l| l.strip_prefix("cluster.cedargate.upstream_rq_time: "))
+            .map(|h| {
+                h.split_whitespace()
+                    .filter(|p| {
+                        ["P50(", "P99(", "P99.9(", "P100("]
+                            .iter()
+                            .any(|q| p.starts_with(q))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every `cluster.cedargate.*` counter and per-host counter (`/clusters`), by name.
+    async fn cluster_counters(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (path, split) in [
+            (
+                "/stats?filter=^cluster%5C.cedargate%5C.&type=Counters",
+                ": ",
+            ),
+            ("/clusters", "::"),
+        ] {
+            let url = format!("http://127.0.0.1:{}{path}", self.envoy_admin);
+            let body = match self.http.get(&url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            for line in body.lines() {
+                if let Some((name, value)) = line.rsplit_once(split)
+                    && let Ok(value) = value.trim().parse::<u64>()
+                    && (line.starts_with("cluster.cedargate.") || line.starts_with("cedargate::"))
+                {
+                    out.insert(name.to_string(), value);
+                }
+            }
+        }
+        out
+    }
+
     /// An Envoy counter from its admin `/stats`.
     async fn envoy_stat(&self, name: &str) -> u64 {
         let url = format!(
@@ -489,15 +549,18 @@ async fn wait_ready(http: &reqwest::Client, admin: u16) {
 /// Steady load: WORKERS tasks, each sending one request per PACE, callers in turn.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Requests answered so far (any status), to wait for the load to be flowing.
+    answered: Arc<std::sync::atomic::AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
 }
 
 impl Load {
     fn start(url: String, alice: String, mallory: String) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tasks = (0..WORKERS)
             .map(|w| {
-                let (stop, url) = (stop.clone(), url.clone());
+                let (stop, url, answered) = (stop.clone(), url.clone(), answered.clone());
                 let (alice, mallory) = (alice.clone(), mallory.clone());
                 tokio::spawn(async move {
                     let http = client();
@@ -545,12 +608,26 @@ impl Load {
                             principal,
                             body,
                         });
+                        answered.fetch_add(1, Ordering::Relaxed);
                     }
                     samples
                 })
             })
             .collect();
-        Load { stop, tasks }
+        Load {
+            stop,
+            answered,
+            tasks,
+        }
+    }
+
+    /// Waits (deadline 20 s) until `n` requests have been answered.
+    async fn flowing(&self, n: usize) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while self.answered.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < until, "the load never got going");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn finish(self) -> Vec<Sample> {
@@ -682,8 +759,10 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     // --- A rolling restart with drain: SIGTERM, wait for exit, restart, wait healthy, next. ---
     let load = Load::start(url.clone(), alice.clone(), mallory.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let counters_before = fleet.cluster_counters().await;
     let rolling_started = Instant::now();
     let mut drained = Vec::new();
+    let mut detections = Vec::new();
     let mut terms = Vec::new();
     for i in 0..REPLICAS {
         let pid = fleet.replicas[i].pid().unwrap();
@@ -691,6 +770,9 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
         terms.push(rolling_started.elapsed());
         let proc = fleet.replicas[i].proc.take().unwrap();
         proc.signal("TERM");
+        // Envoy must stop sending here while the replica still answers (its drain period).
+        let unhealthy_at = fleet.wait_health(i, false, Duration::from_secs(10)).await;
+        detections.push((unhealthy_at - term_at, fleet.envoy_flags(i).await));
         tokio::task::block_in_place(|| wait_exit(pid));
         drained.push(term_at.elapsed());
         drop(proc);
@@ -700,6 +782,12 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
         fleet.wait_health(i, true, Duration::from_secs(15)).await;
     }
     let rolling = rolling_started.elapsed();
+    let counters_after = fleet.cluster_counters().await;
+    let moved = |name: &str| {
+        counters_after.get(name).copied().unwrap_or(0)
+            - counters_before.get(name).copied().unwrap_or(0)
+    };
+    let per_try_timeouts = moved("cluster.cedargate.upstream_rq_per_try_timeout");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rolling_samples = load.finish().await;
     let rolling_failures = failed(&rolling_samples);
@@ -723,13 +811,34 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
                 .collect::<Vec<_>>(),
             fleet.why().await.join(" ")
         );
+        eprintln!(
+            "fleet, rolling phase: Envoy counters that moved: {:?}",
+            counters_after
+                .iter()
+                .filter(|(k, _)| moved(k) > 0)
+                .map(|(k, _)| format!("{k}+{}", moved(k)))
+                .collect::<Vec<_>>()
+        );
     }
+    eprintln!(
+        "fleet, rolling phase: SIGTERM → unhealthy in Envoy after {:?}; per-try timeouts \
+         {per_try_timeouts}; Check times in ms (interval, cumulative): {}",
+        detections,
+        fleet.check_times().await
+    );
     assert!(
         rolling_failures.is_empty(),
         "{} of {} requests failed during the rolling restart: {:?}",
         rolling_failures.len(),
         rolling_samples.len(),
         &rolling_failures[..rolling_failures.len().min(5)]
+    );
+    // Envoy waits for a slow answer instead of resetting it and asking another replica (the
+    // per-try timeout it derives from the retry back-off; see envoy-fleet.yaml): retries are
+    // for connections that failed, not for replicas that are busy.
+    assert_eq!(
+        per_try_timeouts, 0,
+        "Checks reset by Envoy's per-try timeout during the rolling restart"
     );
     assert!(
         rolling_samples.len() > 1000,
@@ -776,7 +885,8 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     let (r2, r2_sig) = make_bundle(fleet.dir.path(), "r2", Some(&fleet.keys[0]), no_alice);
     let (r3, r3_sig) = make_bundle(fleet.dir.path(), "r3", Some(&fleet.keys[1]), |_| {});
     let load = Load::start(url.clone(), alice.clone(), mallory.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let load_started = Instant::now();
+    load.flowing(90).await;
     let published = Instant::now();
     fleet.bundles.publish(r2.clone(), Some(r2_sig));
     let propagation = fleet
@@ -823,7 +933,7 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     };
     let end = Instant::now();
     let (allowed_before, denied_after) = (
-        alice(published - Duration::from_secs(1), published, 200),
+        alice(load_started, published, 200),
         alice(all_on_r2, end, 403),
     );
     assert!(

@@ -331,6 +331,31 @@ mod tests {
         config.issuers[0].clone()
     }
 
+    #[test]
+    fn claim_str_reads_string_claims_only() {
+        let claims = json!({"sub": "alice", "n": 7, "list": ["a"], "empty": ""});
+        let token = VerifiedToken::from_claims(issuer(), claims.as_object().unwrap().clone());
+        assert_eq!(token.claim_str("sub"), Some("alice"));
+        assert_eq!(token.claim_str("empty"), Some(""));
+        for absent in ["n", "list", "missing"] {
+            assert_eq!(token.claim_str(absent), None, "{absent}");
+        }
+    }
+
+    /// The server's clock for `exp`, `nbf` and cache expiry: the real time, not a constant.
+    #[test]
+    fn now_secs_is_the_system_clock() {
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            now_secs().abs_diff(system) <= 1,
+            "{} vs {system}",
+            now_secs()
+        );
+    }
+
     /// Reason codes are a public contract (decision logs, dashboards, alerts, policy tests):
     /// each variant has its own, spelled exactly as documented in docs/configuration.md.
     #[test]
