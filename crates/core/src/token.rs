@@ -503,6 +503,30 @@ mod tests {
         let mut long = base.as_object().unwrap().clone();
         long.insert("exp".into(), json!(now + 86_400 * 30));
         assert_eq!(check_claims(&future_only, &long, now), Ok(()));
+        // Either option alone judges `iat`'s type: a string `iat` is refused, not ignored.
+        let lifetime_only = issuer_with("    max_token_lifetime_seconds: 3600\n");
+        let mut string_iat = base.as_object().unwrap().clone();
+        string_iat.insert("iat".into(), json!("now"));
+        for one in [&future_only, &lifetime_only] {
+            assert_eq!(
+                check_claims(one, &string_iat, now),
+                Err(TokenError::InvalidClaim)
+            );
+        }
+        // Without either, `iat` is not looked at.
+        assert_eq!(check_claims(&issuer_with(""), &string_iat, now), Ok(()));
+    }
+
+    /// jsonwebtoken checks the algorithm and the signature only; every claim is ours to judge.
+    #[test]
+    fn validation_checks_only_the_algorithm() {
+        for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
+            let v = validation(alg);
+            assert_eq!(v.algorithms, vec![alg]);
+            assert!(v.required_spec_claims.is_empty());
+            assert!(!v.validate_exp && !v.validate_nbf && !v.validate_aud);
+            assert_eq!(v.leeway, 0);
+        }
     }
 
     #[test]
