@@ -1133,3 +1133,45 @@ fn fleet_alerts_fire(
     assert!(out.status.success(), "promtool test rules:\n{said}\n{test}");
     said.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// Envoy turns the Check's core `RetryPolicy` into a route one whose `per_try_timeout` is
+/// `retry_back_off.max_interval`: below the Check timeout, a slow answer is reset and retried
+/// elsewhere, and the reset counts against a healthy replica in outlier detection (the cause
+/// of the fleet test's rolling-restart 503s). Both shipped copies keep it at the timeout or
+/// above.
+#[test]
+fn the_check_retry_never_cuts_an_answer_short() {
+    let seconds = |v: &Value| -> f64 {
+        v.as_str()
+            .and_then(|s| s.strip_suffix('s'))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a duration: {v}"))
+    };
+    for file in [
+        "envoy/envoy-fleet.yaml",
+        "deploy/kubernetes/overlays/fleet/envoy-fleet.yaml",
+    ] {
+        let envoy: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(repo().join(file)).unwrap()).unwrap();
+        let filters = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"];
+        let ext_authz = filters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+            .unwrap();
+        let grpc = &ext_authz["typed_config"]["grpc_service"];
+        let timeout = seconds(&grpc["timeout"]);
+        let retry = &grpc["retry_policy"];
+        let per_try = seconds(&retry["retry_back_off"]["max_interval"]);
+        assert!(
+            per_try >= timeout,
+            "{file}: retry_back_off.max_interval ({per_try} s) is Envoy's per-try timeout; it must not be below the Check timeout ({timeout} s)"
+        );
+        assert_eq!(
+            retry["retry_on"], "connect-failure,refused-stream,reset",
+            "{file}: retries are for failed connections only"
+        );
+    }
+}
