@@ -684,12 +684,18 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
 
     // --- A replica SIGKILLed under load. ---
     let load = Load::start(url.clone(), alice.clone(), mallory.clone());
-    tokio::time::sleep(Duration::from_secs(1)).await; // steady state before the fault
+    // Steady state before the fault: at least a second, and enough answers whatever the
+    // machine's load (the pace is fixed, not the rate).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.flowing(150).await;
     let killed_at = Instant::now();
     fleet.replicas[0].proc.as_ref().unwrap().signal("KILL");
     let detected_at = fleet.wait_health(0, false, Duration::from_secs(10)).await;
     let detection = detected_at - killed_at;
-    tokio::time::sleep(Duration::from_secs(2)).await; // load on the two survivors
+    // Load on the two survivors: at least two seconds and 200 answers.
+    let answered = load.answered.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.flowing(answered + 200).await;
     let kill_samples = load.finish().await;
     fleet.replicas[0].proc = None; // reap it
     let kill_stats = fleet.why().await;
