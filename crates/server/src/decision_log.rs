@@ -34,7 +34,7 @@ const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest the writer waits, when it stops, for the collector to take the last records.
 const OTLP_SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// How long the writer may go without progress, with records waiting, before liveness fails.
-/// A healthy writer beats every [`WRITE_INTERVAL`] when idle and after every batch; a write to
+/// A healthy writer beats every [`WRITE_INTERVAL`] when idle and after every record; a write to
 /// a local file or pipe that a reader drains returns in milliseconds. Ten seconds is far beyond
 /// any of that (so a slow disk's hiccup is not a restart); with the shipped liveness probe
 /// (every 10 s, 3 failures) a wedged writer restarts the pod within about 40 s.
@@ -79,10 +79,11 @@ pub struct DecisionLog {
 struct WriterState {
     /// Origin of `beat_ms`.
     started: Instant,
-    /// Milliseconds after `started` of the writer's last sign of progress: an idle poll, or a
-    /// batch written and flushed.
+    /// Milliseconds after `started` of the writer's last sign of progress: an idle poll, a
+    /// record written, a batch flushed.
     beat_ms: AtomicU64,
-    /// Records the writer has taken off the queue and written (or failed to serialize).
+    /// Records the writer has taken off the queue and handed to its output (or failed to
+    /// serialize).
     written: AtomicU64,
     /// Set when the writer thread ends (normally only after every sender is gone).
     exited: AtomicBool,
@@ -296,12 +297,10 @@ fn write_records(
         let mut next = Some(message);
         let mut result = Ok(());
         let mut flushed = Vec::new();
-        let mut taken = 0u64;
         // Drain what is queued, then flush once.
         while let Some(message) = next.take() {
             match message {
                 Message::Record(record) => {
-                    taken += 1;
                     line.clear();
                     if serde_json::to_writer(&mut line, &record).is_ok() {
                         if let Some(otlp) = &otlp {
@@ -313,6 +312,10 @@ fn write_records(
                         line.push(b'\n');
                         result = result.and(out.write_all(&line));
                     }
+                    // Progress per record, not per batch: under sustained load the queue may
+                    // never run dry, and a batch may last as long as the load does.
+                    state.written.fetch_add(1, Ordering::Relaxed);
+                    state.beat();
                 }
                 Message::Flush(done) => flushed.push(done),
             }
@@ -321,7 +324,7 @@ fn write_records(
         if let Err(e) = result.and(out.flush()) {
             tracing::error!(error = %e, "decision_log.write_failed");
         }
-        state.written.fetch_add(taken, Ordering::Relaxed);
+        state.beat();
         if !flushed.is_empty()
             && let Some(otlp) = &otlp
         {
