@@ -517,6 +517,48 @@ mod tests {
         assert_eq!(check_claims(&issuer_with(""), &string_iat, now), Ok(()));
     }
 
+    /// The token cache is keyed by this digest and records carry its prefix: a known vector
+    /// (FIPS 180-2, "abc"), and different tokens never share a key.
+    #[test]
+    fn sha256_and_its_prefix_are_the_real_digest() {
+        let abc = sha256(b"abc");
+        assert_eq!(hex_prefix(&abc), "ba7816bf8f01cfea");
+        assert_eq!(
+            abc.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(sha256(b"token-a"), sha256(b"token-b"));
+        assert_eq!(hex_prefix(&[0xab; 32]).len(), 16);
+    }
+
+    /// Each `jsonwebtoken` error becomes its own reason code; anything else is malformed.
+    #[test]
+    fn jsonwebtoken_errors_map_to_their_reasons() {
+        use jsonwebtoken::errors::ErrorKind as K;
+        let table = [
+            (K::InvalidSignature, TokenError::BadSignature),
+            (K::ExpiredSignature, TokenError::Expired),
+            (K::ImmatureSignature, TokenError::NotYetValid),
+            (K::InvalidAudience, TokenError::WrongAudience),
+            (K::InvalidIssuer, TokenError::WrongIssuer),
+            (
+                K::MissingRequiredClaim("exp".into()),
+                TokenError::MissingClaim,
+            ),
+            (
+                K::InvalidClaimFormat("exp".into()),
+                TokenError::InvalidClaim,
+            ),
+            (K::InvalidAlgorithm, TokenError::AlgorithmNotAllowed),
+            (K::MissingAlgorithm, TokenError::AlgorithmNotAllowed),
+            (K::InvalidToken, TokenError::Malformed),
+            (K::InvalidKeyFormat, TokenError::Malformed),
+        ];
+        for (kind, reason) in table {
+            assert_eq!(map_error(&kind), reason, "{kind:?}");
+        }
+    }
+
     /// jsonwebtoken checks the algorithm and the signature only; every claim is ours to judge.
     #[test]
     fn validation_checks_only_the_algorithm() {
