@@ -280,9 +280,14 @@ mod tests {
 
     /// A verifier over the test keys (no cache), refusing tokens longer than `max_token_bytes`.
     async fn verifier(max_token_bytes: usize) -> Verifier {
+        verifier_over(&fixture("jwks.json"), max_token_bytes).await
+    }
+
+    /// A verifier over the keys in `jwks_file` (no cache).
+    async fn verifier_over(jwks_file: &std::path::Path, max_token_bytes: usize) -> Verifier {
         let yaml = format!(
             "issuers:\n  - issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    algorithms: [ES256]\n    jwks_file: {}\n",
-            fixture("jwks.json").display()
+            jwks_file.display()
         );
         let config = cedargate_core::config::Config::parse(&yaml, &fixture("cedargate.yaml"))
             .unwrap_or_else(|e| unreachable!("{e}"));
@@ -299,11 +304,16 @@ mod tests {
 
     /// An ES256 token from the test issuer, valid for an hour, with `pad` as an extra claim.
     fn token(pad: &str) -> String {
+        token_with_kid(pad, Some("test-ec"))
+    }
+
+    /// The same, with `kid` as given (none: the verifier tries every ES256 key).
+    fn token_with_kid(pad: &str, kid: Option<&str>) -> String {
         let pem = std::fs::read(fixture("ec.pem")).unwrap_or_else(|e| unreachable!("{e}"));
         let key =
             jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap_or_else(|e| unreachable!("{e}"));
         let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
-        header.kid = Some("test-ec".into());
+        header.kid = kid.map(str::to_string);
         let claims = serde_json::json!({
             "iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now_secs() + 3600, "pad": pad,
         });
@@ -351,5 +361,51 @@ mod tests {
             verifier.verify_with_known_keys(&parts.join(".")).err(),
             Some(TokenError::BadSignature)
         );
+    }
+
+    /// Without a `kid`, every key of the token's algorithm is a candidate: a bad signature under
+    /// one means "try the next", so a token signed by the second ES256 key still verifies.
+    #[tokio::test]
+    async fn a_token_without_kid_is_tried_with_every_key_of_its_algorithm() {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let other = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        // An uncompressed P-256 point: 0x04, x, y.
+        let point = other.public_key().as_ref().to_vec();
+        let (x, y) = point
+            .get(1..33)
+            .zip(point.get(33..65))
+            .unwrap_or_else(|| unreachable!("a P-256 point"));
+        let other_jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "kid": "other", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        });
+        let fixture_jwks: Value = serde_json::from_slice(
+            &std::fs::read(fixture("jwks.json")).unwrap_or_else(|e| unreachable!("{e}")),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let mut keys = vec![other_jwk.clone()];
+        keys.extend(fixture_jwks["keys"].as_array().cloned().unwrap_or_default());
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let both = dir.path().join("both.json");
+        let only_other = dir.path().join("other.json");
+        for (path, keys) in [(&both, keys), (&only_other, vec![other_jwk])] {
+            std::fs::write(path, serde_json::json!({ "keys": keys }).to_string())
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        let token = token_with_kid("", None);
+        // The other key alone refuses it: it really is the first candidate that fails.
+        assert_eq!(
+            verifier_over(&only_other, 8192)
+                .await
+                .verify_with_known_keys(&token)
+                .err(),
+            Some(TokenError::BadSignature)
+        );
+        let verified = verifier_over(&both, 8192)
+            .await
+            .verify_with_known_keys(&token)
+            .unwrap_or_else(|e| unreachable!("{e:?}"));
+        assert_eq!(verified.claims.get("sub"), Some(&Value::from("alice")));
     }
 }
