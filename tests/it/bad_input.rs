@@ -557,3 +557,40 @@ fn a_missing_semicolon_is_reported_at_the_line_it_is_missing_from() {
     );
     refused(&case.serve(), &["s.cedarschema:3:23"]);
 }
+
+/// Issue 15's security finding: an issuer (or its JWKS URL) with user info passed the
+/// "plain http only on loopback" rule, `localhost:80` being read as the host, and `serve`
+/// fetched keys from the host after the `@`. Refused by both commands, at the field, before any
+/// fetch (the evil host is never resolved: `serve` exits at once).
+#[test]
+fn user_info_in_an_issuer_or_jwks_url_is_refused_before_any_fetch() {
+    for (what, line, yaml) in [
+        (
+            "issuer `http://localhost:80@idp.evil.example`",
+            5,
+            "issuers:\n  - issuer: http://localhost:80@idp.evil.example\n    audiences: [api]\n",
+        ),
+        (
+            "jwks_uri must not carry",
+            7,
+            "issuers:\n  - issuer: http://127.0.0.1:9400\n    audiences: [api]\n    jwks_uri: http://127.0.0.1:80@idp.evil.example/jwks\n",
+        ),
+    ] {
+        let case = Case::new(&format!("{BASE}{yaml}"));
+        let c = case.config();
+        let wants = [
+            &format!("{c}:{line}:")[..],
+            what,
+            "must not carry user info (`user@host`)",
+        ];
+        let serve = case.serve();
+        refused(&serve, &wants);
+        said_once(&serve, "must not carry user info");
+        refused(&case.validate(), &wants);
+        assert!(
+            !serve.stderr.contains("jwks."),
+            "a key fetch was tried:\n{}",
+            serve.stderr
+        );
+    }
+}

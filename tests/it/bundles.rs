@@ -27,7 +27,7 @@ const WITHIN: Duration = Duration::from_secs(15);
 
 /// What the bundle server serves and has answered.
 #[derive(Default)]
-struct Served {
+pub struct Served {
     bundle: Vec<u8>,
     /// `None`: the signature answers 404.
     signature: Option<Vec<u8>>,
@@ -36,7 +36,7 @@ struct Served {
 }
 
 /// A real HTTP/1.1 server on a loopback port, one request per connection.
-struct BundleServer {
+pub struct BundleServer {
     addr: SocketAddr,
     served: Arc<Mutex<Served>>,
     stop: Arc<AtomicBool>,
@@ -44,7 +44,7 @@ struct BundleServer {
 }
 
 impl BundleServer {
-    fn start(port: u16, served: Arc<Mutex<Served>>) -> BundleServer {
+    pub fn start(port: u16, served: Arc<Mutex<Served>>) -> BundleServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -67,11 +67,11 @@ impl BundleServer {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}/policies.tar.gz", self.addr)
     }
 
-    fn publish(&self, bundle: Vec<u8>, signature: Option<Vec<u8>>) {
+    pub fn publish(&self, bundle: Vec<u8>, signature: Option<Vec<u8>>) {
         let mut served = self.served.lock().unwrap();
         served.bundle = bundle;
         served.signature = signature;
@@ -149,7 +149,7 @@ fn answer(mut conn: TcpStream, served: &Mutex<Served>) {
     let _ = conn.write_all(&body);
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub fn sha256(bytes: &[u8]) -> String {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
         .as_ref()
         .iter()
@@ -174,7 +174,7 @@ fn cedargate(args: &[&str]) -> String {
 
 /// The example policies, edited by `edit(folder)`, built as revision `revision` and signed with
 /// `key` (when given): (bundle bytes, signature bytes).
-fn make_bundle(
+pub fn make_bundle(
     dir: &Path,
     revision: &str,
     key: Option<&Path>,
@@ -219,7 +219,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn keygen(dir: &Path, name: &str, algorithm: &str) -> (PathBuf, PathBuf) {
+pub fn keygen(dir: &Path, name: &str, algorithm: &str) -> (PathBuf, PathBuf) {
     let prefix = dir.join(name);
     let out = cedargate(&[
         "bundle",
@@ -281,7 +281,7 @@ async fn wait_policy(
     }
 }
 
-fn metric(text: &str, line_start: &str) -> Option<f64> {
+pub fn metric(text: &str, line_start: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(line_start))
         .and_then(|v| v.trim().parse().ok())

@@ -1,21 +1,27 @@
 //! A fleet through the real Envoy (issue 16): three `cedargate` replicas behind
 //! `envoy/envoy-fleet.yaml` (its gRPC health checks, outlier detection and Check retry as
 //! shipped), the real oidc-provider and the echo upstream, with steady bounded load from the
-//! test itself. A replica SIGKILLed under load, then a rolling restart with drain.
+//! test itself. The replicas take their policies from a signed bundle (`policy_bundle`) served
+//! over real HTTP. A replica SIGKILLed under load, a rolling restart with drain, then a new
+//! bundle published under load (every replica on it within the poll interval, answers switching
+//! with it), and one replica left behind: the fleet-skew alert, run by `promtool` over the series
+//! the replicas really exposed, fires.
 //!
 //! The shipped file finds replicas through one DNS name (the headless Service: one A record per
 //! pod, one port). On loopback the replicas can only differ by port, so the test's copy lists
 //! three `127.0.0.1` endpoints in the same STRICT_DNS cluster; every other setting is the
 //! shipped one. Each test prints what it measured (`--nocapture`); docs/operations.md quotes it.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::bundles::{self, BundleServer, keygen, make_bundle, sha256};
 use crate::stack::{Idp, Proc, free_port, node, start_envoy};
 use crate::support::repo;
 
@@ -28,6 +34,15 @@ const DRAIN_SECONDS: u64 = 3;
 /// Pace of each load worker; WORKERS / PACE is the offered load (~320 requests/s).
 const PACE: Duration = Duration::from_millis(25);
 const WORKERS: usize = 8;
+/// How often each replica polls the bundle server here (30 s by default; 1 s keeps the test
+/// short, and the propagation bound scales with it).
+const POLL_SECONDS: u64 = 1;
+/// Replicas that trust both bundle-signing keys; the last one trusts only the first key, so it
+/// refuses a bundle signed with the second and lags behind the others.
+const TRUST_BOTH: usize = REPLICAS - 1;
+/// The policy file the second bundle adds: Alice, allowed by the example policies, is denied.
+const NO_ALICE: &str =
+    "@id(\"fleet-no-alice\")\nforbid (principal == User::\"alice\", action, resource);\n";
 
 /// What a request is and what policy says about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +74,9 @@ struct Sample {
     status: u16,
     /// For a 200: the principal the upstream received from cedargate.
     principal: Option<String>,
+    /// For a status no policy gives (5xx, 0): the start of the body, which tells Envoy's
+    /// fail-closed answer (empty) from an upstream failure (`upstream connect error …`).
+    body: String,
 }
 
 /// A cedargate replica: its config and ports, and the running process (absent while stopped).
@@ -124,10 +142,15 @@ pub fn wait_exit(pid: u32) {
     }
 }
 
-/// The fleet: IdP, upstream, replicas, Envoy on the loopback variant of envoy-fleet.yaml.
+/// The fleet: IdP, bundle server, upstream, replicas, Envoy on the loopback variant of
+/// envoy-fleet.yaml.
 struct Fleet {
-    /// Holds the configs and Envoy's files until the fleet drops.
-    _dir: tempfile::TempDir,
+    /// Holds the configs, keys, bundles and Envoy's files until the fleet drops.
+    dir: tempfile::TempDir,
+    /// Serves the signed policy bundle every replica polls.
+    bundles: BundleServer,
+    /// Bundle-signing keys: every replica trusts the first, all but the last the second.
+    keys: [PathBuf; 2],
     /// The IdP, kept running for the replicas' key refreshes.
     _idp: Idp,
     _upstream: Proc,
@@ -198,13 +221,31 @@ impl Fleet {
     async fn start() -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let idp = Idp::start(dir.path(), "idp", 3600);
+        // The example policies as bundle r1, signed with the key every replica trusts.
+        let (key_a, pub_a) = keygen(dir.path(), "a", "ed25519");
+        let (key_b, pub_b) = keygen(dir.path(), "b", "es256");
+        let (r1, r1_sig) = make_bundle(dir.path(), "r1", Some(&key_a), |_| {});
+        let bundle_server =
+            BundleServer::start(0, Arc::new(Mutex::new(bundles::Served::default())));
+        bundle_server.publish(r1, Some(r1_sig));
 
         // Replicas first: their policy loads and key fetches overlap with the rest of the setup.
         let mut replicas: Vec<Replica> = (0..REPLICAS)
             .map(|i| {
                 let (grpc, admin) = (free_port(), free_port());
                 let config = dir.path().join(format!("cedargate-{i}.yaml"));
-                std::fs::write(&config, replica_config(&idp.issuer, grpc, admin)).unwrap();
+                let trusted = if i < TRUST_BOTH {
+                    format!("{}, {}", pub_a.display(), pub_b.display())
+                } else {
+                    pub_a.display().to_string()
+                };
+                let bundle = format!(
+                    "policy_bundle:\n  url: {}\n  public_key_files: [{trusted}]\n  cache_dir: {}\n  poll_interval_seconds: {POLL_SECONDS}\n",
+                    bundle_server.url(),
+                    dir.path().join(format!("bundle-cache-{i}")).display(),
+                );
+                std::fs::write(&config, replica_config(&idp.issuer, grpc, admin, &bundle))
+                    .unwrap();
                 Replica {
                     config,
                     grpc,
@@ -239,7 +280,9 @@ impl Fleet {
         let config = render_fleet_envoy(listener, envoy_admin, &grpc, app_port);
         let envoy = start_envoy(dir.path(), &config, envoy_admin);
         let fleet = Fleet {
-            _dir: dir,
+            dir,
+            bundles: bundle_server,
+            keys: [key_a, key_b],
             _idp: idp,
             _upstream: upstream,
             replicas,
@@ -258,9 +301,15 @@ impl Fleet {
 
     /// Envoy's view of replica `i`: healthy, or not (any failure flag, or unknown).
     async fn envoy_healthy(&self, i: usize) -> bool {
+        self.envoy_flags(i).await == "healthy"
+    }
+
+    /// Envoy's health flags for replica `i` (`healthy`, `/failed_active_hc`,
+    /// `/failed_outlier_check`, …; empty when unknown).
+    async fn envoy_flags(&self, i: usize) -> String {
         let url = format!("http://127.0.0.1:{}/clusters", self.envoy_admin);
         let Ok(r) = self.http.get(&url).send().await else {
-            return false;
+            return String::new();
         };
         let text = r.text().await.unwrap_or_default();
         let prefix = format!(
@@ -269,7 +318,8 @@ impl Fleet {
         );
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
-            .is_some_and(|flags| flags.trim() == "healthy")
+            .map(|flags| flags.trim().to_string())
+            .unwrap_or_default()
     }
 
     /// Waits (deadline) until Envoy sees replica `i` as `healthy` or not; returns when.
@@ -303,11 +353,133 @@ impl Fleet {
             "cluster.cedargate.upstream_rq_timeout",
             "cluster.cedargate.upstream_rq_pending_failure_eject",
             "cluster.cedargate.outlier_detection.ejections_enforced_total",
+            // The application side: a 503 Envoy gives when the upstream app's connection
+            // breaks (not ext_authz's fail-closed answer).
+            "cluster.app.upstream_cx_destroy_remote_with_active_rq",
+            "cluster.app.upstream_rq_pending_failure_eject",
+            "cluster.app.upstream_cx_connect_fail",
+            "cluster.app.upstream_cx_idle_timeout",
         ] {
-            let short = stat.rsplit_once('.').map_or(stat, |(_, s)| s);
+            let short = stat
+                .strip_prefix("cluster.")
+                .map_or(stat.rsplit_once('.').map_or(stat, |(_, s)| s), |s| s);
             stats.push(format!("{short}={}", self.envoy_stat(stat).await));
         }
         stats
+    }
+
+    /// GET `path` on replica `i`'s admin port: the body ("" when it can't be asked).
+    async fn admin_get(&self, i: usize, path: &str) -> String {
+        let url = format!("http://127.0.0.1:{}{path}", self.replicas[i].admin);
+        match self.http.get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Every replica's `/metrics`, with the `instance` label Prometheus would give it.
+    async fn scrape(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for i in 0..REPLICAS {
+            let instance = format!("127.0.0.1:{}", self.replicas[i].admin);
+            out.push((instance, self.admin_get(i, "/metrics").await));
+        }
+        out
+    }
+
+    /// Replica `i`'s `/policy` (null when it can't be read).
+    async fn policy(&self, i: usize) -> Value {
+        serde_json::from_str(&self.admin_get(i, "/policy").await).unwrap_or(Value::Null)
+    }
+
+    /// Waits (deadline 15 s) until every replica in `which` enforces bundle `revision` with
+    /// `digest`, on `/policy` and in `cedargate_policy_bundle_info`; returns, per replica, when
+    /// that was first seen, counted from `since`.
+    async fn wait_bundle(
+        &self,
+        which: std::ops::Range<usize>,
+        revision: &str,
+        digest: &str,
+        since: Instant,
+    ) -> Vec<Duration> {
+        let info =
+            format!("cedargate_policy_bundle_info{{revision=\"{revision}\",digest=\"{digest}\"}} ");
+        let mut seen: Vec<Option<Duration>> = vec![None; which.len()];
+        let until = Instant::now() + Duration::from_secs(15);
+        while seen.iter().any(Option::is_none) {
+            for (slot, i) in seen.iter_mut().zip(which.clone()) {
+                if slot.is_some() {
+                    continue;
+                }
+                let p = self.policy(i).await;
+                let enforced = &p["bundle"]["enforced"];
+                if enforced["revision"] == revision
+                    && enforced["digest"] == digest
+                    && bundles::metric(&self.admin_get(i, "/metrics").await, &info) == Some(1.0)
+                {
+                    *slot = Some(since.elapsed());
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "replicas {which:?} not all on bundle {revision}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen.into_iter().flatten().collect()
+    }
+
+    /// Envoy's histogram of Check times (ms) on the cedargate cluster, as its `/stats` prints
+    /// it (`P50(interval,cumulative) …`): how close Checks came to the 0.5 s deadline.
+    async fn check_times(&self) -> String {
+        let url = format!(
+            "http://127.0.0.1:{}/stats?filter=^cluster.cedargate.upstream_rq_time$&histogram_buckets=none",
+            self.envoy_admin
+        );
+        let body = match self.http.get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        body.lines()
+            .find_map(|l| l.strip_prefix("cluster.cedargate.upstream_rq_time: "))
+            .map(|h| {
+                h.split_whitespace()
+                    .filter(|p| {
+                        ["P50(", "P99(", "P99.9(", "P100("]
+                            .iter()
+                            .any(|q| p.starts_with(q))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every `cluster.cedargate.*` counter and per-host counter (`/clusters`), by name.
+    async fn cluster_counters(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (path, split) in [
+            (
+                "/stats?filter=^cluster%5C.cedargate%5C.&type=Counters",
+                ": ",
+            ),
+            ("/clusters", "::"),
+        ] {
+            let url = format!("http://127.0.0.1:{}{path}", self.envoy_admin);
+            let body = match self.http.get(&url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            for line in body.lines() {
+                if let Some((name, value)) = line.rsplit_once(split)
+                    && let Ok(value) = value.trim().parse::<u64>()
+                    && (line.starts_with("cluster.cedargate.") || line.starts_with("cedargate::"))
+                {
+                    out.insert(name.to_string(), value);
+                }
+            }
+        }
+        out
     }
 
     /// An Envoy counter from its admin `/stats`.
@@ -327,9 +499,10 @@ impl Fleet {
     }
 }
 
-/// The example config pointed at this fleet's IdP and ports, with the drain period set and
-/// decision records off (the load's statuses are the evidence here; records are tested elsewhere).
-fn replica_config(issuer: &str, grpc: u16, admin: u16) -> String {
+/// The example config pointed at this fleet's IdP, ports and policy bundle (`bundle`, a
+/// `policy_bundle:` block), with the drain period set and decision records off (the load's
+/// statuses are the evidence here; records are tested elsewhere).
+fn replica_config(issuer: &str, grpc: u16, admin: u16, bundle: &str) -> String {
     let example = std::fs::read_to_string(repo().join("cedargate.yaml")).unwrap();
     let edits = [
         ("http://127.0.0.1:9400".to_string(), issuer.to_string()),
@@ -343,7 +516,7 @@ fn replica_config(issuer: &str, grpc: u16, admin: u16) -> String {
         ),
         (
             "\npolicy_dir: policies\n".to_string(),
-            format!("\npolicy_dir: {}\n", repo().join("policies").display()),
+            format!("\n{bundle}"),
         ),
         ("output: stdout".to_string(), "output: off".to_string()),
     ];
@@ -376,15 +549,18 @@ async fn wait_ready(http: &reqwest::Client, admin: u16) {
 /// Steady load: WORKERS tasks, each sending one request per PACE, callers in turn.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Requests answered so far (any status), to wait for the load to be flowing.
+    answered: Arc<std::sync::atomic::AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
 }
 
 impl Load {
     fn start(url: String, alice: String, mallory: String) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tasks = (0..WORKERS)
             .map(|w| {
-                let (stop, url) = (stop.clone(), url.clone());
+                let (stop, url, answered) = (stop.clone(), url.clone(), answered.clone());
                 let (alice, mallory) = (alice.clone(), mallory.clone());
                 tokio::spawn(async move {
                     let http = client();
@@ -404,7 +580,7 @@ impl Load {
                             Caller::Nobody => {}
                         }
                         let sent = Instant::now();
-                        let (status, principal) = match request.send().await {
+                        let (status, principal, body) = match request.send().await {
                             Ok(r) => {
                                 let status = r.status().as_u16();
                                 let body = r.text().await.unwrap_or_default();
@@ -416,22 +592,42 @@ impl Load {
                                             .as_str()
                                             .map(str::to_string)
                                     });
-                                (status, principal)
+                                let body = if status >= 500 {
+                                    body.chars().take(120).collect()
+                                } else {
+                                    String::new()
+                                };
+                                (status, principal, body)
                             }
-                            Err(_) => (0, None),
+                            Err(e) => (0, None, e.to_string()),
                         };
                         samples.push(Sample {
                             sent,
                             caller,
                             status,
                             principal,
+                            body,
                         });
+                        answered.fetch_add(1, Ordering::Relaxed);
                     }
                     samples
                 })
             })
             .collect();
-        Load { stop, tasks }
+        Load {
+            stop,
+            answered,
+            tasks,
+        }
+    }
+
+    /// Waits (deadline 20 s) until `n` requests have been answered.
+    async fn flowing(&self, n: usize) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while self.answered.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < until, "the load never got going");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn finish(self) -> Vec<Sample> {
@@ -488,12 +684,18 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
 
     // --- A replica SIGKILLed under load. ---
     let load = Load::start(url.clone(), alice.clone(), mallory.clone());
-    tokio::time::sleep(Duration::from_secs(1)).await; // steady state before the fault
+    // Steady state before the fault: at least a second, and enough answers whatever the
+    // machine's load (the pace is fixed, not the rate).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.flowing(150).await;
     let killed_at = Instant::now();
     fleet.replicas[0].proc.as_ref().unwrap().signal("KILL");
     let detected_at = fleet.wait_health(0, false, Duration::from_secs(10)).await;
     let detection = detected_at - killed_at;
-    tokio::time::sleep(Duration::from_secs(2)).await; // load on the two survivors
+    // Load on the two survivors: at least two seconds and 200 answers.
+    let answered = load.answered.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.flowing(answered + 200).await;
     let kill_samples = load.finish().await;
     fleet.replicas[0].proc = None; // reap it
     let kill_stats = fleet.why().await;
@@ -561,10 +763,12 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
     fleet.wait_health(0, true, Duration::from_secs(15)).await;
 
     // --- A rolling restart with drain: SIGTERM, wait for exit, restart, wait healthy, next. ---
-    let load = Load::start(url, alice, mallory);
+    let load = Load::start(url.clone(), alice.clone(), mallory.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let counters_before = fleet.cluster_counters().await;
     let rolling_started = Instant::now();
     let mut drained = Vec::new();
+    let mut detections = Vec::new();
     let mut terms = Vec::new();
     for i in 0..REPLICAS {
         let pid = fleet.replicas[i].pid().unwrap();
@@ -572,6 +776,9 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
         terms.push(rolling_started.elapsed());
         let proc = fleet.replicas[i].proc.take().unwrap();
         proc.signal("TERM");
+        // Envoy must stop sending here while the replica still answers (its drain period).
+        let unhealthy_at = fleet.wait_health(i, false, Duration::from_secs(10)).await;
+        detections.push((unhealthy_at - term_at, fleet.envoy_flags(i).await));
         tokio::task::block_in_place(|| wait_exit(pid));
         drained.push(term_at.elapsed());
         drop(proc);
@@ -581,6 +788,12 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
         fleet.wait_health(i, true, Duration::from_secs(15)).await;
     }
     let rolling = rolling_started.elapsed();
+    let counters_after = fleet.cluster_counters().await;
+    let moved = |name: &str| {
+        counters_after.get(name).copied().unwrap_or(0)
+            - counters_before.get(name).copied().unwrap_or(0)
+    };
+    let per_try_timeouts = moved("cluster.cedargate.upstream_rq_per_try_timeout");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rolling_samples = load.finish().await;
     let rolling_failures = failed(&rolling_samples);
@@ -590,10 +803,12 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
             rolling_failures
                 .iter()
                 .map(|s| format!(
-                    "{:.3}",
+                    "{:.3} {} {:?}",
                     s.sent
                         .saturating_duration_since(rolling_started)
-                        .as_secs_f64()
+                        .as_secs_f64(),
+                    s.status,
+                    s.body
                 ))
                 .collect::<Vec<_>>(),
             terms
@@ -602,13 +817,34 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
                 .collect::<Vec<_>>(),
             fleet.why().await.join(" ")
         );
+        eprintln!(
+            "fleet, rolling phase: Envoy counters that moved: {:?}",
+            counters_after
+                .iter()
+                .filter(|(k, _)| moved(k) > 0)
+                .map(|(k, _)| format!("{k}+{}", moved(k)))
+                .collect::<Vec<_>>()
+        );
     }
+    eprintln!(
+        "fleet, rolling phase: SIGTERM → unhealthy in Envoy after {:?}; per-try timeouts \
+         {per_try_timeouts}; Check times in ms (interval, cumulative): {}",
+        detections,
+        fleet.check_times().await
+    );
     assert!(
         rolling_failures.is_empty(),
         "{} of {} requests failed during the rolling restart: {:?}",
         rolling_failures.len(),
         rolling_samples.len(),
         &rolling_failures[..rolling_failures.len().min(5)]
+    );
+    // Envoy waits for a slow answer instead of resetting it and asking another replica (the
+    // per-try timeout it derives from the retry back-off; see envoy-fleet.yaml): retries are
+    // for connections that failed, not for replicas that are busy.
+    assert_eq!(
+        per_try_timeouts, 0,
+        "Checks reset by Envoy's per-try timeout during the rolling restart"
     );
     assert!(
         rolling_samples.len() > 1000,
@@ -648,4 +884,300 @@ async fn fleet_survives_a_killed_replica_and_a_rolling_restart_through_envoy() {
         started.elapsed().as_secs_f64(),
         kill_stats.join(" "),
     );
+    // --- A new bundle published under load: every replica on it within the poll interval. ---
+    // r2 adds a forbid for Alice; r3 (the example policies again) is signed with the key the
+    // last replica does not trust.
+    let no_alice = |f: &Path| std::fs::write(f.join("fleet-no-alice.cedar"), NO_ALICE).unwrap();
+    let (r2, r2_sig) = make_bundle(fleet.dir.path(), "r2", Some(&fleet.keys[0]), no_alice);
+    let (r3, r3_sig) = make_bundle(fleet.dir.path(), "r3", Some(&fleet.keys[1]), |_| {});
+    let load = Load::start(url.clone(), alice.clone(), mallory.clone());
+    let load_started = Instant::now();
+    load.flowing(90).await;
+    let published = Instant::now();
+    fleet.bundles.publish(r2.clone(), Some(r2_sig));
+    let propagation = fleet
+        .wait_bundle(0..REPLICAS, "r2", &sha256(&r2), published)
+        .await;
+    let slowest = propagation.iter().max().copied().unwrap_or_default();
+    let all_on_r2 = published + slowest;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let update_samples = load.finish().await;
+    // Alice: allowed before the publication, denied once every replica is on r2, either in
+    // between; the others as always; nothing failed.
+    let wrong: Vec<String> = update_samples
+        .iter()
+        .filter(|s| {
+            let expected: &[u16] = match s.caller {
+                Caller::Alice if s.sent < published => &[200],
+                Caller::Alice if s.sent > all_on_r2 => &[403],
+                Caller::Alice => &[200, 403],
+                Caller::Mallory => &[403],
+                Caller::Nobody => &[401],
+            };
+            !expected.contains(&s.status)
+                || (s.status == 200 && s.principal.as_deref() != Some("User::\"alice\""))
+        })
+        .map(|s| {
+            let at = s.sent.saturating_duration_since(published).as_secs_f64();
+            format!(
+                "{:?} sent {at:.3} s after publishing: {} {:?}",
+                s.caller, s.status, s.body
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "answers during the bundle update (all replicas on r2 after {slowest:?}): {:?}",
+        &wrong[..wrong.len().min(5)]
+    );
+    let alice = |from: Instant, to: Instant, status: u16| {
+        update_samples
+            .iter()
+            .filter(|s| s.caller == Caller::Alice && s.sent >= from && s.sent <= to)
+            .filter(|s| s.status == status)
+            .count()
+    };
+    let end = Instant::now();
+    let (allowed_before, denied_after) = (
+        alice(load_started, published, 200),
+        alice(all_on_r2, end, 403),
+    );
+    assert!(
+        allowed_before > 10 && denied_after > 10,
+        "the answers did not switch: {allowed_before} allowed before, {denied_after} denied after"
+    );
+    for (i, took) in propagation.iter().enumerate() {
+        assert!(
+            *took < Duration::from_secs(POLL_SECONDS + 2),
+            "replica {i} took {took:?} to enforce r2 (poll interval {POLL_SECONDS} s)"
+        );
+    }
+
+    // --- One replica lags: r3 is signed with a key it does not trust. ---
+    let before = fleet.scrape().await;
+    let lag_from = Instant::now();
+    fleet.bundles.publish(r3.clone(), Some(r3_sig));
+    let r3_took = fleet
+        .wait_bundle(0..TRUST_BOTH, "r3", &sha256(&r3), lag_from)
+        .await;
+    let lagging = REPLICAS - 1;
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let p = fleet.policy(lagging).await;
+        if p["bundle"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("which is not a trusted key"))
+        {
+            assert_eq!(p["bundle"]["enforced"]["revision"], "r2", "{p:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "replica {lagging} never refused r3: {p:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = fleet.scrape().await;
+    let promtool = fleet_alerts_fire(fleet.dir.path(), &before, &after, &after[lagging].0);
+    eprintln!(
+        "fleet, bundles: r2 enforced by every replica {:.2} s after publishing (per replica: \
+         {:?} s; poll interval {POLL_SECONDS} s), {} requests, 0 failed, Alice {allowed_before} \
+         allowed before / {denied_after} denied after; r3 on {TRUST_BOTH} replicas after {:?} s, \
+         replica {lagging} refused it and stayed on r2; promtool: {promtool}",
+        slowest.as_secs_f64(),
+        propagation
+            .iter()
+            .map(|d| (d.as_secs_f64() * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
+        update_samples.len(),
+        r3_took
+            .iter()
+            .map(|d| (d.as_secs_f64() * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// The metric families the bundle alerts read.
+const BUNDLE_FAMILIES: [&str; 2] = [
+    "cedargate_policy_bundle_info",
+    "cedargate_policy_bundle_fetches_total",
+];
+
+/// The samples of [`BUNDLE_FAMILIES`] in a `/metrics` text, as series with the labels
+/// Prometheus adds when it scrapes (`job`, `instance`).
+fn scraped_series(text: &str, instance: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+            BUNDLE_FAMILIES.contains(&name).then_some(())?;
+            let scraped = format!("job=\"cedargate\",instance=\"{instance}\"");
+            let labels = match labels {
+                "}" => format!("{scraped}}}"),
+                rest => format!("{scraped},{rest}"),
+            };
+            Some((format!("{name}{{{labels}"), value.to_string()))
+        })
+        .collect()
+}
+
+/// Runs `promtool test rules` with the shipped alert rules over what the replicas exposed:
+/// `before` (every replica on one bundle) for minutes 0–4, `after` (one replica `lagging`
+/// behind) from minute 5. Expects `CedargatePolicyFleetSkew` quiet while they agree and while
+/// pending, firing once the skew has lasted its `for`, and `CedargatePolicyBundleRejected`
+/// for the lagging replica; the expected labels and annotations are the rule's own.
+fn fleet_alerts_fire(
+    dir: &Path,
+    before: &[(String, String)],
+    after: &[(String, String)],
+    lagging: &str,
+) -> String {
+    const SAMPLES_BEFORE: usize = 5;
+    const SAMPLES: usize = 25;
+    let rules_file = repo().join("deploy/prometheus/alerts.yaml");
+    let rules: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&rules_file).unwrap()).unwrap();
+    let rule = |name: &str, instance: &str| -> Value {
+        let rule = rules["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap())
+            .find(|r| r["alert"] == name)
+            .unwrap_or_else(|| panic!("{name} is not in alerts.yaml"));
+        let fill = |v: &Value| -> Value {
+            let mut text = v.as_str().unwrap().to_string();
+            text = text
+                .replace("{{ $labels.job }}", "cedargate")
+                .replace("{{ $labels.instance }}", instance);
+            assert!(
+                !text.contains("{{"),
+                "{name}: a template this test can't fill: {text}"
+            );
+            Value::String(text)
+        };
+        let annotations: serde_json::Map<String, Value> = rule["annotations"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), fill(v)))
+            .collect();
+        let mut labels = rule["labels"].as_object().unwrap().clone();
+        labels.insert("job".into(), "cedargate".into());
+        if !instance.is_empty() {
+            labels.insert("instance".into(), instance.into());
+        }
+        serde_json::json!([{ "exp_labels": labels, "exp_annotations": annotations }])
+    };
+    let mut series: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
+    for (instance, text) in before {
+        for (s, v) in scraped_series(text, instance) {
+            series.entry(s).or_default().0 = Some(v);
+        }
+    }
+    for (instance, text) in after {
+        for (s, v) in scraped_series(text, instance) {
+            series.entry(s).or_default().1 = Some(v);
+        }
+    }
+    assert!(
+        series
+            .keys()
+            .any(|s| s.starts_with("cedargate_policy_bundle_info{")),
+        "no bundle info scraped: {series:?}"
+    );
+    let mut input = String::new();
+    for (name, (old, new)) in &series {
+        let mut values = Vec::new();
+        let mut present = false;
+        for minute in 0..SAMPLES {
+            let value = if minute < SAMPLES_BEFORE { old } else { new };
+            values.push(match value {
+                Some(v) => v.clone(),
+                // A series a replica stopped exposing ends with a staleness marker, as a
+                // real scrape would leave it.
+                None if present => "stale".to_string(),
+                None => "_".to_string(),
+            });
+            present = value.is_some();
+        }
+        input.push_str(&format!(
+            "      - series: '{name}'\n        values: '{}'\n",
+            values.join(" ")
+        ));
+    }
+    let none = serde_json::json!([]);
+    let test = format!(
+        "rule_files: ['{}']\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{input}    alert_rule_test:\n{}",
+        rules_file.display(),
+        [
+            (4, "CedargatePolicyFleetSkew", none.clone()),
+            (9, "CedargatePolicyFleetSkew", none.clone()),
+            (11, "CedargatePolicyFleetSkew", rule("CedargatePolicyFleetSkew", "")),
+            (4, "CedargatePolicyBundleRejected", none.clone()),
+            (7, "CedargatePolicyBundleRejected", rule("CedargatePolicyBundleRejected", lagging)),
+        ]
+        .iter()
+        .map(|(minute, name, expected)| format!(
+            "      - eval_time: {minute}m\n        alertname: {name}\n        exp_alerts: {expected}\n"
+        ))
+        .collect::<String>()
+    );
+    let file = dir.join("fleet-alerts.test.yaml");
+    std::fs::write(&file, &test).unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("promtool (scripts/install-promtool.sh): {e}"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool test rules:\n{said}\n{test}");
+    said.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Envoy turns the Check's core `RetryPolicy` into a route one whose `per_try_timeout` is
+/// `retry_back_off.max_interval`: below the Check timeout, a slow answer is reset and retried
+/// elsewhere, and the reset counts against a healthy replica in outlier detection (the cause
+/// of the fleet test's rolling-restart 503s). Both shipped copies keep it at the timeout or
+/// above.
+#[test]
+fn the_check_retry_never_cuts_an_answer_short() {
+    let seconds = |v: &Value| -> f64 {
+        v.as_str()
+            .and_then(|s| s.strip_suffix('s'))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a duration: {v}"))
+    };
+    for file in [
+        "envoy/envoy-fleet.yaml",
+        "deploy/kubernetes/overlays/fleet/envoy-fleet.yaml",
+    ] {
+        let envoy: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(repo().join(file)).unwrap()).unwrap();
+        let filters = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"];
+        let ext_authz = filters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+            .unwrap();
+        let grpc = &ext_authz["typed_config"]["grpc_service"];
+        let timeout = seconds(&grpc["timeout"]);
+        let retry = &grpc["retry_policy"];
+        let per_try = seconds(&retry["retry_back_off"]["max_interval"]);
+        assert!(
+            per_try >= timeout,
+            "{file}: retry_back_off.max_interval ({per_try} s) is Envoy's per-try timeout; it must not be below the Check timeout ({timeout} s)"
+        );
+        assert_eq!(
+            retry["retry_on"], "connect-failure,refused-stream,reset",
+            "{file}: retries are for failed connections only"
+        );
+    }
 }

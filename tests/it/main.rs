@@ -30,6 +30,8 @@
 //! - `faults`: fault injection on that stack (IdP outage, key rotation, kid flood, bad policy).
 //! - `fleet`: three replicas behind `envoy/envoy-fleet.yaml` under load: one SIGKILLed, then a
 //!   rolling restart with drain (issue 16).
+//! - `log_liveness`: `/healthz` fails while the decision-log writer is stuck on a FIFO nobody
+//!   reads, and recovers when it is read again.
 //! - `health_cli`: `cedargate health` against the real binary (ready, loading, draining, down);
 //!   liveness while policies load.
 //! - `manifests`: `deploy/kubernetes/` rendered by `kubectl kustomize` and validated offline by
@@ -75,6 +77,7 @@ mod fleet;
 mod health_cli;
 mod introspection;
 mod jwt_attacks;
+mod log_liveness;
 mod manifests;
 mod observability;
 mod policy_cli;

@@ -252,3 +252,61 @@ pub fn evaluate(policies: &PolicySnapshot, cedar: &CedarRequest, anonymous: bool
         from_cache,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `limits.max_header_bytes` is inclusive: a request whose headers take exactly the limit
+    /// is mapped and decided, one byte more is denied `headers_too_large` before anything else
+    /// (even before an identity error).
+    #[test]
+    fn the_header_limit_admits_exactly_max_header_bytes() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let config = Config::load(&repo.join("cedargate.yaml")).unwrap();
+        let policies = PolicySnapshot::load(&config.policy_dir).unwrap();
+        let max = config.limits.max_header_bytes;
+        let request = |header_bytes: usize| HttpRequest {
+            method: "GET".into(),
+            path: "/orders/status".into(),
+            host: "api.example.com".into(),
+            context_extensions: [("service".to_string(), "orders".to_string())].into(),
+            header_bytes,
+            ..HttpRequest::default()
+        };
+        let anonymous: Result<Identity, IdentityError> = Ok(Identity::Anonymous);
+        let refused: Result<Identity, IdentityError> = Err(IdentityError::UnsupportedScheme);
+        for (bytes, identity, expected) in [
+            (0, &anonymous, None),
+            (max - 1, &anonymous, None),
+            (max, &anonymous, None),
+            (max + 1, &anonymous, Some((403, "headers_too_large"))),
+            (max * 4, &anonymous, Some((403, "headers_too_large"))),
+            (max + 1, &refused, Some((403, "headers_too_large"))),
+            (max, &refused, Some((401, "unsupported_auth_scheme"))),
+        ] {
+            let outcome = prepare(
+                &config,
+                &policies,
+                &request(bytes),
+                identity,
+                SystemTime::now(),
+            );
+            let got = outcome.as_ref().err().map(|d| (d.status, d.reason));
+            assert_eq!(got, expected, "{bytes} header bytes (limit {max})");
+        }
+        let decided = prepare(
+            &config,
+            &policies,
+            &request(max),
+            &anonymous,
+            SystemTime::now(),
+        )
+        .map(|p| p.decide(&policies));
+        assert!(
+            decided.as_ref().is_ok_and(|d| d.allowed),
+            "the public status page at the limit: {:?}",
+            decided.map(|d| d.reason)
+        );
+    }
+}

@@ -708,6 +708,41 @@ mod tests {
         assert_eq!(name(None, "GET", "/orders/1").as_deref(), Some("c"));
     }
 
+    /// A route bound to a host applies to that host only (exact, lower-case as `request`
+    /// normalises it); other hosts fall through to the next route.
+    #[test]
+    fn a_host_route_matches_its_host_only() {
+        let admin = Route {
+            host: Some("admin.example.com".into()),
+            ..route(None, &["GET"], "/orders/{id}")
+        };
+        let table = RouteTable::new(vec![admin, route(None, &[], "/{rest*}")]);
+        let found = |host| {
+            table
+                .find(None, host, "GET", "/orders/1")
+                .map(|m| (m.route.host.clone(), m.params))
+        };
+        assert_eq!(
+            found("admin.example.com"),
+            Some((
+                Some("admin.example.com".to_string()),
+                vec![("id".to_string(), "1".to_string())]
+            ))
+        );
+        for other in [
+            "api.example.com",
+            "admin.example.com.evil",
+            "example.com",
+            "",
+        ] {
+            assert_eq!(
+                found(other),
+                Some((None, vec![("rest".to_string(), "orders/1".to_string())])),
+                "{other}"
+            );
+        }
+    }
+
     fn route(service: Option<&str>, methods: &[&str], path: &str) -> Route {
         Route {
             name: format!("{} {path}", methods.join(",")).trim().into(),

@@ -331,6 +331,74 @@ mod tests {
         config.issuers[0].clone()
     }
 
+    #[test]
+    fn claim_str_reads_string_claims_only() {
+        let claims = json!({"sub": "alice", "n": 7, "list": ["a"], "empty": ""});
+        let token = VerifiedToken::from_claims(issuer(), claims.as_object().unwrap().clone());
+        assert_eq!(token.claim_str("sub"), Some("alice"));
+        assert_eq!(token.claim_str("empty"), Some(""));
+        for absent in ["n", "list", "missing"] {
+            assert_eq!(token.claim_str(absent), None, "{absent}");
+        }
+    }
+
+    /// The server's clock for `exp`, `nbf` and cache expiry: the real time, not a constant.
+    #[test]
+    fn now_secs_is_the_system_clock() {
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            now_secs().abs_diff(system) <= 1,
+            "{} vs {system}",
+            now_secs()
+        );
+    }
+
+    /// Reason codes are a public contract (decision logs, dashboards, alerts, policy tests):
+    /// each variant has its own, spelled exactly as documented in docs/configuration.md.
+    #[test]
+    fn every_token_error_has_its_documented_reason_code() {
+        use TokenError::*;
+        let table = [
+            (TooLarge, "token_too_large"),
+            (Malformed, "token_malformed"),
+            (AlgorithmNotAllowed, "token_alg_not_allowed"),
+            (CriticalHeader, "token_crit_unsupported"),
+            (UnknownIssuer, "token_unknown_issuer"),
+            (UnknownKid, "token_unknown_kid"),
+            (KeysUnavailable, "token_keys_unavailable"),
+            (KeysStale, "token_keys_stale"),
+            (BadSignature, "token_bad_signature"),
+            (Expired, "token_expired"),
+            (NotYetValid, "token_not_yet_valid"),
+            (WrongAudience, "token_wrong_audience"),
+            (WrongIssuer, "token_wrong_issuer"),
+            (MissingClaim, "token_missing_claim"),
+            (InvalidClaim, "token_invalid_claim"),
+            (MissingPrincipalClaim, "token_missing_principal_claim"),
+            (WrongType, "token_wrong_typ"),
+            (LifetimeTooLong, "token_lifetime_too_long"),
+            (IssuedInFuture, "token_issued_in_future"),
+            (Inactive, "token_inactive"),
+            (IntrospectionUnavailable, "introspection_unavailable"),
+        ];
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+        )
+        .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for (error, code) in table {
+            assert_eq!(error.reason(), code, "{error:?}");
+            assert!(seen.insert(code), "{code} twice");
+            assert!(
+                docs.contains(&format!("`{code}`")),
+                "{code} is not documented"
+            );
+        }
+    }
+
     /// One table for the rules `serve` and the policy test runner share: the leeway counts on
     /// both sides of `exp` and `nbf`, exactly at the edge.
     #[test]
@@ -435,6 +503,72 @@ mod tests {
         let mut long = base.as_object().unwrap().clone();
         long.insert("exp".into(), json!(now + 86_400 * 30));
         assert_eq!(check_claims(&future_only, &long, now), Ok(()));
+        // Either option alone judges `iat`'s type: a string `iat` is refused, not ignored.
+        let lifetime_only = issuer_with("    max_token_lifetime_seconds: 3600\n");
+        let mut string_iat = base.as_object().unwrap().clone();
+        string_iat.insert("iat".into(), json!("now"));
+        for one in [&future_only, &lifetime_only] {
+            assert_eq!(
+                check_claims(one, &string_iat, now),
+                Err(TokenError::InvalidClaim)
+            );
+        }
+        // Without either, `iat` is not looked at.
+        assert_eq!(check_claims(&issuer_with(""), &string_iat, now), Ok(()));
+    }
+
+    /// The token cache is keyed by this digest and records carry its prefix: a known vector
+    /// (FIPS 180-2, "abc"), and different tokens never share a key.
+    #[test]
+    fn sha256_and_its_prefix_are_the_real_digest() {
+        let abc = sha256(b"abc");
+        assert_eq!(hex_prefix(&abc), "ba7816bf8f01cfea");
+        assert_eq!(
+            abc.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(sha256(b"token-a"), sha256(b"token-b"));
+        assert_eq!(hex_prefix(&[0xab; 32]).len(), 16);
+    }
+
+    /// Each `jsonwebtoken` error becomes its own reason code; anything else is malformed.
+    #[test]
+    fn jsonwebtoken_errors_map_to_their_reasons() {
+        use jsonwebtoken::errors::ErrorKind as K;
+        let table = [
+            (K::InvalidSignature, TokenError::BadSignature),
+            (K::ExpiredSignature, TokenError::Expired),
+            (K::ImmatureSignature, TokenError::NotYetValid),
+            (K::InvalidAudience, TokenError::WrongAudience),
+            (K::InvalidIssuer, TokenError::WrongIssuer),
+            (
+                K::MissingRequiredClaim("exp".into()),
+                TokenError::MissingClaim,
+            ),
+            (
+                K::InvalidClaimFormat("exp".into()),
+                TokenError::InvalidClaim,
+            ),
+            (K::InvalidAlgorithm, TokenError::AlgorithmNotAllowed),
+            (K::MissingAlgorithm, TokenError::AlgorithmNotAllowed),
+            (K::InvalidToken, TokenError::Malformed),
+            (K::InvalidKeyFormat, TokenError::Malformed),
+        ];
+        for (kind, reason) in table {
+            assert_eq!(map_error(&kind), reason, "{kind:?}");
+        }
+    }
+
+    /// jsonwebtoken checks the algorithm and the signature only; every claim is ours to judge.
+    #[test]
+    fn validation_checks_only_the_algorithm() {
+        for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
+            let v = validation(alg);
+            assert_eq!(v.algorithms, vec![alg]);
+            assert!(v.required_spec_claims.is_empty());
+            assert!(!v.validate_exp && !v.validate_nbf && !v.validate_aud);
+            assert_eq!(v.leeway, 0);
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The admin HTTP port: `/healthz` (liveness: the process serves HTTP and its background loops
-//! run; it answers while policies are still loading), `/readyz` (policies loaded, every issuer
+//! The admin HTTP port: `/healthz` (liveness: the process serves HTTP, its background loops
+//! run and the decision-log writer makes progress; it answers while policies are still loading), `/readyz` (policies loaded, every issuer
 //! has keys and not draining; the JSON body says what is missing and why), `/policy` (active
 //! policy-set version and load time), `/metrics` (Prometheus text, see `metrics`) and
 //! `/.well-known/jwks.json` (the public keys of minted upstream tokens; 404 when
@@ -75,16 +75,19 @@ pub fn router(admin: Admin) -> Router {
         .with_state(admin)
 }
 
-/// Liveness: `200 ok` while every background loop runs (and while policies load: a large set
-/// takes time, and restarting the process would not make it faster); `503` naming the loop that
-/// ended otherwise. Once draining, loops stop on purpose and are not judged.
+/// Liveness: `200 ok` while every background loop runs and the decision-log writer makes
+/// progress (and while policies load: a large set takes time, and restarting the process would
+/// not make it faster); `503` naming what stopped otherwise (a loop that ended, a writer that
+/// ended or is stuck with records waiting: decisions would go unaudited). Once draining, loops
+/// stop on purpose and are not judged.
 async fn healthz(State(admin): State<Admin>) -> axum::response::Response {
-    let ended: Vec<&str> = match admin.started.get() {
+    let ended: Vec<String> = match admin.started.get() {
         Some(started) if !admin.draining.load(Ordering::Relaxed) => started
             .loops
             .iter()
             .filter(|l| l.task.is_finished())
-            .map(|l| l.name.as_str())
+            .map(|l| l.name.clone())
+            .chain(started.gate.log.writer_problem())
             .collect(),
         _ => Vec::new(),
     };

@@ -9,11 +9,16 @@
 //! One writer thread serializes each record once and hands the line to every output: stdout,
 //! stderr or a (rotated) file, and, with `decision_log.otlp`, an OpenTelemetry collector
 //! (`decision_otlp`, which has a bounded, counted queue of its own).
+//!
+//! The writer keeps a heartbeat: [`DecisionLog::writer_problem`] tells liveness (`/healthz`)
+//! when the thread has ended, or has made no progress for [`WRITER_STALL_LIMIT`] while records
+//! wait (a write that blocks: a stalled pipe, a hung network filesystem). Either way decisions
+//! are no longer being audited, which a restart may cure and nothing inside the process can.
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -28,6 +33,12 @@ const WRITE_INTERVAL: Duration = Duration::from_millis(5);
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest the writer waits, when it stops, for the collector to take the last records.
 const OTLP_SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+/// How long the writer may go without progress, with records waiting, before liveness fails.
+/// A healthy writer beats every [`WRITE_INTERVAL`] when idle and after every record; a write to
+/// a local file or pipe that a reader drains returns in milliseconds. Ten seconds is far beyond
+/// any of that (so a slow disk's hiccup is not a restart); with the shipped liveness probe
+/// (every 10 s, 3 failures) a wedged writer restarts the pod within about 40 s.
+pub const WRITER_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why the decision log could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +70,59 @@ pub struct DecisionLog {
     queued: Arc<AtomicU64>,
     /// Drops already reported (by the reporting thread or the final flush).
     reported: Arc<AtomicU64>,
+    /// The writer's heartbeat and progress, for liveness; `None` when logging is off.
+    writer: Option<Arc<WriterState>>,
+}
+
+/// What the writer thread shares about itself (all lock-free: liveness reads it while the
+/// writer may be stuck).
+struct WriterState {
+    /// Origin of `beat_ms`.
+    started: Instant,
+    /// Milliseconds after `started` of the writer's last sign of progress: an idle poll, a
+    /// record written, a batch flushed.
+    beat_ms: AtomicU64,
+    /// Records the writer has taken off the queue and handed to its output (or failed to
+    /// serialize).
+    written: AtomicU64,
+    /// Set when the writer thread ends (normally only after every sender is gone).
+    exited: AtomicBool,
+}
+
+impl WriterState {
+    fn beat(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.beat_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn since_beat(&self) -> Duration {
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.beat_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Marks the writer as ended however its thread ends (return or unwind).
+struct ExitMark(Arc<WriterState>);
+
+impl Drop for ExitMark {
+    fn drop(&mut self) {
+        self.0.exited.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The liveness rule for the writer, apart from the clock: `Some(why)` when decisions are no
+/// longer being written.
+fn judge_writer(exited: bool, waiting: u64, since_progress: Duration) -> Option<String> {
+    if exited {
+        return Some("decision-log writer (thread ended)".to_string());
+    }
+    (waiting > 0 && since_progress > WRITER_STALL_LIMIT).then(|| {
+        format!(
+            "decision-log writer (no progress for {} s, {waiting} records waiting)",
+            since_progress.as_secs()
+        )
+    })
 }
 
 impl DecisionLog {
@@ -104,6 +168,7 @@ impl DecisionLog {
                     dropped,
                     queued,
                     reported: Arc::new(AtomicU64::new(0)),
+                    writer: None,
                 });
             }
             LogOutput::Off => Box::new(std::io::sink()),
@@ -120,10 +185,17 @@ impl DecisionLog {
             },
         };
         let (sender, receiver) = mpsc::channel(queue);
+        let writer = Arc::new(WriterState {
+            started: Instant::now(),
+            beat_ms: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            exited: AtomicBool::new(false),
+        });
+        let state = writer.clone();
         // A plain thread: writes block, and they must never occupy an async worker.
         std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || write_records(receiver, sink, otlp))?;
+            .spawn(move || write_records(receiver, sink, otlp, &state))?;
         // Drops are reported by a thread of their own: when the output stalls, the writer is
         // stuck in a write, and that is exactly when records are being dropped.
         let reported = Arc::new(AtomicU64::new(0));
@@ -136,6 +208,7 @@ impl DecisionLog {
             dropped,
             queued,
             reported,
+            writer: Some(writer),
         })
     }
 
@@ -166,6 +239,21 @@ impl DecisionLog {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// Why decisions are not being written, for liveness: the writer thread has ended, or it
+    /// has made no progress for [`WRITER_STALL_LIMIT`] while records wait. `None` when it is
+    /// healthy or logging is off.
+    pub fn writer_problem(&self) -> Option<String> {
+        let writer = self.writer.as_ref()?;
+        let waiting = self
+            .queued()
+            .saturating_sub(writer.written.load(Ordering::Relaxed));
+        judge_writer(
+            writer.exited.load(Ordering::Relaxed),
+            waiting,
+            writer.since_beat(),
+        )
+    }
+
     /// Waits (up to `limit`) until everything queued so far is written and flushed: used on
     /// shutdown so that the last decisions are not lost. Reports drops not reported yet.
     pub async fn flush(&self, limit: Duration) {
@@ -187,10 +275,13 @@ fn write_records(
     mut receiver: mpsc::Receiver<Message>,
     sink: Box<dyn Write + Send>,
     otlp: Option<OtlpRecords>,
+    state: &Arc<WriterState>,
 ) {
+    let _exit = ExitMark(state.clone());
     let mut out = std::io::BufWriter::new(sink);
     let mut line = Vec::with_capacity(2048);
     loop {
+        state.beat();
         // Poll instead of blocking per record: a blocking receive makes every Check wake this
         // thread (a futex syscall and a context switch on a machine Envoy shares), which the
         // serve-mode profile showed as the largest single cost. Records reach the sink within
@@ -221,6 +312,10 @@ fn write_records(
                         line.push(b'\n');
                         result = result.and(out.write_all(&line));
                     }
+                    // Progress per record, not per batch: under sustained load the queue may
+                    // never run dry, and a batch may last as long as the load does.
+                    state.written.fetch_add(1, Ordering::Relaxed);
+                    state.beat();
                 }
                 Message::Flush(done) => flushed.push(done),
             }
@@ -229,6 +324,7 @@ fn write_records(
         if let Err(e) = result.and(out.flush()) {
             tracing::error!(error = %e, "decision_log.write_failed");
         }
+        state.beat();
         if !flushed.is_empty()
             && let Some(otlp) = &otlp
         {
@@ -387,6 +483,69 @@ impl Write for RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writer_liveness_rule() {
+        let limit = WRITER_STALL_LIMIT;
+        let just_over = limit + Duration::from_millis(1);
+        // (thread ended, records waiting, time since progress) → unhealthy?
+        let cases = [
+            (false, 0, Duration::ZERO, false),
+            // Idle for long (it beats while idle, but a descheduled thread is no fault).
+            (false, 0, limit * 10, false),
+            // Busy but moving.
+            (false, 5_000, Duration::from_millis(5), false),
+            (false, 1, limit, false),
+            // Stuck in a write with records waiting.
+            (false, 1, just_over, true),
+            (false, 400, limit * 3, true),
+            // Ended: unhealthy whatever else.
+            (true, 0, Duration::ZERO, true),
+            (true, 9, limit * 3, true),
+        ];
+        for (exited, waiting, since, unhealthy) in cases {
+            let verdict = judge_writer(exited, waiting, since);
+            assert_eq!(
+                verdict.is_some(),
+                unhealthy,
+                "exited {exited}, {waiting} waiting, {since:?}: {verdict:?}"
+            );
+        }
+        let why = judge_writer(false, 400, Duration::from_secs(12)).unwrap_or_default();
+        assert_eq!(
+            why,
+            "decision-log writer (no progress for 12 s, 400 records waiting)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_working_writer_is_healthy_and_an_ended_one_is_not() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let output = LogOutput::File(dir.path().join("d.jsonl"));
+        let log = DecisionLog::start(&output, 8).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(log.writer_problem(), None);
+        let writer = log.writer.clone().unwrap_or_else(|| unreachable!());
+        // Dropping every sender ends the thread, as a crash of the writer would.
+        let DecisionLog { sender, .. } = log.clone();
+        drop(sender);
+        drop(log);
+        let until = Instant::now() + Duration::from_secs(10);
+        while !writer.exited.load(Ordering::Relaxed) {
+            assert!(Instant::now() < until, "the writer never ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let observer = DecisionLog {
+            sender: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+            queued: Arc::new(AtomicU64::new(0)),
+            reported: Arc::new(AtomicU64::new(0)),
+            writer: Some(writer),
+        };
+        assert_eq!(
+            observer.writer_problem().as_deref(),
+            Some("decision-log writer (thread ended)")
+        );
+    }
 
     #[test]
     fn rotation_keeps_whole_lines_and_bounded_files() {

@@ -262,3 +262,150 @@ fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenErr
         .map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The verifier without a network: the test keys (`tests/fixtures/keys`) loaded from a
+    //! `jwks_file`, tokens signed here with their private halves.
+    use super::*;
+
+    const ISSUER: &str = "https://idp.unit.test";
+    const AUDIENCE: &str = "https://api.cedargate.test";
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/keys")
+            .join(name)
+    }
+
+    /// A verifier over the test keys (no cache), refusing tokens longer than `max_token_bytes`.
+    async fn verifier(max_token_bytes: usize) -> Verifier {
+        verifier_over(&fixture("jwks.json"), max_token_bytes).await
+    }
+
+    /// A verifier over the keys in `jwks_file` (no cache).
+    async fn verifier_over(jwks_file: &std::path::Path, max_token_bytes: usize) -> Verifier {
+        let yaml = format!(
+            "issuers:\n  - issuer: {ISSUER}\n    audiences: [{AUDIENCE}]\n    algorithms: [ES256]\n    jwks_file: {}\n",
+            jwks_file.display()
+        );
+        let config = cedargate_core::config::Config::parse(&yaml, &fixture("cedargate.yaml"))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let http = crate::jwks::http_client().unwrap_or_else(|e| unreachable!("{e}"));
+        let jwks = Arc::new(Jwks::new(&config.issuers, http));
+        for issuer in jwks.issuers() {
+            issuer
+                .refresh()
+                .await
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        Verifier::new(jwks, 0, max_token_bytes)
+    }
+
+    /// An ES256 token from the test issuer, valid for an hour, with `pad` as an extra claim.
+    fn token(pad: &str) -> String {
+        token_with_kid(pad, Some("test-ec"))
+    }
+
+    /// The same, with `kid` as given (none: the verifier tries every ES256 key).
+    fn token_with_kid(pad: &str, kid: Option<&str>) -> String {
+        let pem = std::fs::read(fixture("ec.pem")).unwrap_or_else(|e| unreachable!("{e}"));
+        let key =
+            jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = kid.map(str::to_string);
+        let claims = serde_json::json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now_secs() + 3600, "pad": pad,
+        });
+        jsonwebtoken::encode(&header, &claims, &key).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn the_size_bound_accepts_exactly_max_token_bytes() {
+        let token = token("x");
+        let len = token.len();
+        // (bound, accepted?) around the token's own length, on both verification paths.
+        for (bound, accepted) in [(len, true), (len + 1, true), (len - 1, false), (1, false)] {
+            let verifier = verifier(bound).await;
+            let known = verifier.verify_with_known_keys(&token);
+            let full = verifier.verify(&token).await;
+            for (path, result) in [
+                ("known keys", known.map(|_| ())),
+                ("verify", full.map(|_| ())),
+            ] {
+                match (accepted, result) {
+                    (true, Ok(())) | (false, Err(TokenError::TooLarge)) => {}
+                    (_, other) => {
+                        unreachable!("{path}, {len}-byte token, bound {bound}: {other:?}")
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_token_verifies_and_a_tampered_one_does_not() {
+        let verifier = verifier(8192).await;
+        let good = token("");
+        let verified = verifier
+            .verify_with_known_keys(&good)
+            .unwrap_or_else(|e| unreachable!("{e:?}"));
+        assert_eq!(verified.claims.get("sub"), Some(&Value::from("alice")));
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let other = token("other");
+        let other_payload = other.split('.').nth(1).unwrap_or_default();
+        if let Some(payload) = parts.get_mut(1) {
+            *payload = other_payload;
+        }
+        assert_eq!(
+            verifier.verify_with_known_keys(&parts.join(".")).err(),
+            Some(TokenError::BadSignature)
+        );
+    }
+
+    /// Without a `kid`, every key of the token's algorithm is a candidate: a bad signature under
+    /// one means "try the next", so a token signed by the second ES256 key still verifies.
+    #[tokio::test]
+    async fn a_token_without_kid_is_tried_with_every_key_of_its_algorithm() {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let other = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        // An uncompressed P-256 point: 0x04, x, y.
+        let point = other.public_key().as_ref().to_vec();
+        let (x, y) = point
+            .get(1..33)
+            .zip(point.get(33..65))
+            .unwrap_or_else(|| unreachable!("a P-256 point"));
+        let other_jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "kid": "other", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        });
+        let fixture_jwks: Value = serde_json::from_slice(
+            &std::fs::read(fixture("jwks.json")).unwrap_or_else(|e| unreachable!("{e}")),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let mut keys = vec![other_jwk.clone()];
+        keys.extend(fixture_jwks["keys"].as_array().cloned().unwrap_or_default());
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let both = dir.path().join("both.json");
+        let only_other = dir.path().join("other.json");
+        for (path, keys) in [(&both, keys), (&only_other, vec![other_jwk])] {
+            std::fs::write(path, serde_json::json!({ "keys": keys }).to_string())
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        let token = token_with_kid("", None);
+        // The other key alone refuses it: it really is the first candidate that fails.
+        assert_eq!(
+            verifier_over(&only_other, 8192)
+                .await
+                .verify_with_known_keys(&token)
+                .err(),
+            Some(TokenError::BadSignature)
+        );
+        let verified = verifier_over(&both, 8192)
+            .await
+            .verify_with_known_keys(&token)
+            .unwrap_or_else(|e| unreachable!("{e:?}"));
+        assert_eq!(verified.claims.get("sub"), Some(&Value::from("alice")));
+    }
+}
