@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
@@ -183,16 +184,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let grpc_addr = grpc_listener.local_addr().map_err(io("grpc address"))?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthorizationServer<CheckService>>()
-        .await;
+    let has_api = config.authorizer_api.is_some();
+    // Detached: it ends by itself when draining starts.
+    tokio::spawn(follow_readiness(
+        health.clone(),
+        gate.clone(),
+        draining.clone(),
+        has_api,
+    ));
 
     // The Authorizer API (+ reflection): on the Check port unless it has a listener of its own.
     let api = match &config.authorizer_api {
         Some(settings) => {
-            health
-                .set_serving::<AuthorizerServer<AuthorizerService>>()
-                .await;
             let reflection = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(cedargate_api::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -289,6 +292,62 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         reload,
         reload_task,
     })
+}
+
+/// How often the gRPC health status is brought in line with readiness. Envoy's health checks
+/// (envoy-fleet.yaml: every 1 s) then see a change within a quarter of their interval.
+const HEALTH_FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Keeps the gRPC health status (the Check service, the Authorizer API when served, and the
+/// server as a whole, `""`) equal to readiness as `/readyz` computes it: `SERVING` only while
+/// every issuer's keys are usable. Envoy health-checks this service, so a replica still fetching
+/// its first keys (or whose keys went stale) gets no traffic it could only deny
+/// `keys_unavailable`. Ends when draining starts; `shutdown_or` sets `NOT_SERVING` then.
+async fn follow_readiness(
+    health: tonic_health::server::HealthReporter,
+    gate: Arc<Gate>,
+    draining: Arc<AtomicBool>,
+    has_api: bool,
+) {
+    let mut shown = None;
+    let mut ticks = tokio::time::interval(HEALTH_FOLLOW_INTERVAL);
+    loop {
+        ticks.tick().await;
+        if draining.load(Ordering::Relaxed) {
+            return;
+        }
+        let ready = gate
+            .verifier
+            .jwks()
+            .issuers()
+            .iter()
+            .all(|k| k.status().usable);
+        if shown == Some(ready) {
+            continue;
+        }
+        shown = Some(ready);
+        let status = if ready {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        // The reporter keys services by their full gRPC name, as `set_serving::<S>()` does.
+        health
+            .set_service_status(
+                <AuthorizationServer<CheckService> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        if has_api {
+            health
+                .set_service_status(
+                    <AuthorizerServer<AuthorizerService> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
+        }
+        health.set_service_status("", status).await;
+    }
 }
 
 /// What `start` loads before it serves: the policy set, the shadow candidate, the upstream keys.

@@ -9,7 +9,7 @@ pub fn url_problem(url: &str, allow_insecure_http: bool) -> Option<&'static str>
     let Ok(parsed) = url::Url::parse(url) else {
         return Some("is not an absolute URL");
     };
-    if !parsed.username().is_empty() || parsed.password().is_some() {
+    if has_user_info(url) {
         return Some("must not carry user info (`user@host`)");
     }
     let loopback = match parsed.host() {
@@ -26,6 +26,12 @@ pub fn url_problem(url: &str, allow_insecure_http: bool) -> Option<&'static str>
         ),
         _ => Some("must be an http(s) URL"),
     }
+}
+
+/// Whether `url` parses with a user name or password in it (which may be a secret: error texts
+/// must not echo such a URL).
+pub fn has_user_info(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// https anywhere, http only where the traffic cannot leave the machine, never user info.

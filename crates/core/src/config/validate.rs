@@ -18,7 +18,7 @@ use super::defaults::*;
 use super::model::*;
 use super::problems::Collected;
 use super::raw::*;
-use super::urls::{resolve, url_problem};
+use super::urls::{has_user_info, resolve, url_problem};
 use crate::routes::{LintSeverity, PathTemplate, Route, RouteTable};
 
 pub(super) fn validate(
@@ -852,7 +852,13 @@ fn validate_issuer(
     // `iss` is compared exactly, so the configured value is kept as written.
     let issuer = raw.issuer.value.clone();
     if let Some(why) = url_problem(&issuer, raw.allow_insecure_http) {
-        problems.at(&raw.issuer, format!("issuer `{issuer}` {why}"));
+        // User info may hold a password: never echoed (the position says which line).
+        let shown = if has_user_info(&issuer) {
+            String::new()
+        } else {
+            format!("`{issuer}` ")
+        };
+        problems.at(&raw.issuer, format!("issuer {shown}{why}"));
     }
     if raw.audiences.is_empty() {
         problems.at(
