@@ -226,8 +226,9 @@ impl Reporter {
         let line_text = source
             .as_deref()
             .filter(|_| d.line > 0)
-            .and_then(|s| s.lines().nth(d.line - 1));
-        let rendered = match line_text {
+            .and_then(|s| s.lines().nth(d.line - 1))
+            .map(mask_user_info);
+        let rendered = match line_text.as_deref() {
             Some(text) => {
                 // Columns count characters; the snippet wants a byte range within the line.
                 let start = text
@@ -268,6 +269,32 @@ impl Reporter {
     }
 }
 
+/// A source line as a snippet may show it: the user info of every URL in it (`scheme://user:pw@`)
+/// replaced by `***`, since it may be a password (a config that puts one there is refused, and
+/// the refusal must not print it).
+fn mask_user_info(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let (authority, tail) = after.split_at(authority_end);
+        match authority.rfind('@') {
+            Some(user_end) => {
+                out.push_str("***");
+                out.push_str(authority.get(user_end..).unwrap_or_default());
+            }
+            None => out.push_str(authority),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// An error with its `miette` help, on one line.
 pub(crate) fn one_line(e: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
     let mut s = e.to_string();
@@ -295,6 +322,27 @@ pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
+
+    #[test]
+    fn snippets_never_show_the_user_info_of_a_url() {
+        for (line, shown) in [
+            (
+                "  - issuer: https://svc:hunter2@idp.example.com/x",
+                "  - issuer: https://***@idp.example.com/x",
+            ),
+            (
+                "issuer: http://localhost:80@idp.evil.example",
+                "issuer: http://***@idp.evil.example",
+            ),
+            (
+                "a: \"http://u@h\" b: https://h/p@q c: ftp://x:y@z",
+                "a: \"http://***@h\" b: https://h/p@q c: ftp://***@z",
+            ),
+            ("no urls: a@b", "no urls: a@b"),
+        ] {
+            assert_eq!(super::mask_user_info(line), shown);
+        }
+    }
 
     use serde_json::Value;
 
