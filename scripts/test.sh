@@ -28,7 +28,8 @@ cargo run --quiet -- test -c cedargate.yaml --require-full-coverage --junit targ
 cargo run --quiet -- replay -c cedargate.yaml --policies policies tests/fixtures/decision-logs/recorded.jsonl
 
 echo "==> cargo test (unit, integration, end-to-end with Envoy + oidc-provider)"
-cargo test --workspace --all-targets 2>&1 | tee target/test-output.txt
+# --no-fail-fast: every test binary runs, so the totals below cover them all.
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee target/test-output.txt
 
 # One closing line with the totals across every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.txt
