@@ -793,6 +793,77 @@ mod tests {
         }
     }
 
+    /// An API key maps to its principal; its file's attributes and parents (each once) become
+    /// the credential's entity, and a key with neither adds none. `context.api_key` names the
+    /// key by its public id.
+    #[test]
+    fn api_keys_map_to_their_principal_and_entity() {
+        use crate::api_keys::{KeyFile, KeyIndex, KeyUid, generate, parse_uid};
+        let config = config(|t| t);
+        let key = |attributes: Value, parents: &[&str]| {
+            let (secret, mut entry) =
+                generate(parse_uid(r#"Service::"billing""#).unwrap()).unwrap();
+            entry.attributes = serde_json::from_value(attributes).unwrap();
+            entry.parents = parents
+                .iter()
+                .map(|p| parse_uid(p).unwrap())
+                .collect::<Vec<KeyUid>>();
+            let file = KeyFile {
+                keys: vec![entry],
+                ..KeyFile::new()
+            };
+            Identity::ApiKey(KeyIndex::new(&file).verify(&secret, 0).unwrap())
+        };
+        let team = r#"Team::"finance""#;
+        for (identity, expected) in [
+            (
+                key(json!({"tier": "gold"}), &[team, team]),
+                Some(json!({
+                    "uid": {"type": "Service", "id": "billing"},
+                    "attrs": {"tier": "gold"},
+                    "parents": [{"type": "Team", "id": "finance"}],
+                })),
+            ),
+            (
+                key(json!({"tier": "gold"}), &[]),
+                Some(json!({
+                    "uid": {"type": "Service", "id": "billing"},
+                    "attrs": {"tier": "gold"},
+                    "parents": [],
+                })),
+            ),
+            (
+                key(json!({}), &[team]),
+                Some(json!({
+                    "uid": {"type": "Service", "id": "billing"},
+                    "attrs": {},
+                    "parents": [{"type": "Team", "id": "finance"}],
+                })),
+            ),
+            (key(json!({}), &[]), None),
+        ] {
+            let mut entities = Vec::new();
+            assert_eq!(
+                principal(&config, &identity, &mut entities),
+                Ok(uid("Service", "billing"))
+            );
+            assert_eq!(entities.first(), expected.as_ref());
+            assert!(entities.len() <= 1);
+            let (cedar, _) = map(
+                &config,
+                &identity,
+                &request(Some("orders"), "GET", "/orders"),
+                SystemTime::now(),
+            )
+            .unwrap();
+            let Identity::ApiKey(k) = &identity else {
+                unreachable!()
+            };
+            assert_eq!(cedar.context["api_key"], json!({"id": &*k.id}));
+            assert_eq!(cedar.context["authenticated"], true);
+        }
+    }
+
     /// The facts every context carries, and the `context.attributes` sources.
     #[test]
     fn the_context_holds_the_request_the_caller_and_named_attributes() {
