@@ -585,6 +585,17 @@ mod tests {
             time_context(t),
             json!({"epoch": 1_796_043_900u64, "hour": 13, "weekday": 1})
         );
+        // More days, so that a weekday counted from anything but whole days since the epoch
+        // (1970-01-01, a Thursday) shows: a Wednesday and a Sunday's last second.
+        for (epoch, hour, weekday) in [(0u64, 0, 4), (1_796_232_600, 17, 3), (1_799_020_799, 23, 0)]
+        {
+            let t = UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+            assert_eq!(
+                time_context(t),
+                json!({"epoch": epoch, "hour": hour, "weekday": weekday}),
+                "{epoch}"
+            );
+        }
     }
 
     #[test]
