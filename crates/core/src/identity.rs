@@ -147,4 +147,116 @@ mod tests {
             "a bare scheme with spaces has no token"
         );
     }
+
+    /// Each refusal has its documented reason code, and only a bad bearer token gets
+    /// `error="invalid_token"` in its challenge: not a token whose issuer can't be consulted.
+    #[test]
+    fn refusals_have_their_reason_and_challenge() {
+        use crate::api_keys::ApiKeyError;
+        use crate::session::SessionError;
+        let api_key = |error| IdentityError::ApiKey { id: None, error };
+        for (error, reason, challenge) in [
+            (
+                IdentityError::Token(TokenError::Expired),
+                "token_expired",
+                Some("invalid_token"),
+            ),
+            (
+                IdentityError::Token(TokenError::KeysUnavailable),
+                "token_keys_unavailable",
+                None,
+            ),
+            (
+                IdentityError::Token(TokenError::KeysStale),
+                "token_keys_stale",
+                None,
+            ),
+            (
+                IdentityError::Token(TokenError::IntrospectionUnavailable),
+                "introspection_unavailable",
+                None,
+            ),
+            (
+                IdentityError::UnsupportedScheme,
+                "unsupported_auth_scheme",
+                None,
+            ),
+            (IdentityError::UntrustedPeer, "peer_untrusted", None),
+            (api_key(ApiKeyError::Revoked), "api_key_revoked", None),
+            (
+                IdentityError::AmbiguousCredentials,
+                "credentials_ambiguous",
+                None,
+            ),
+            (
+                IdentityError::Session(SessionError::LoggedOut),
+                "session_logged_out",
+                None,
+            ),
+        ] {
+            assert_eq!(error.reason(), reason, "{error:?}");
+            assert_eq!(error.challenge_error(), challenge, "{error:?}");
+        }
+    }
+
+    /// Without a token: an mTLS peer of an accepted trust domain (any, when none is listed), or
+    /// nobody when there is no peer or no `mtls` section; a peer of another domain is refused.
+    #[test]
+    fn peers_are_accepted_by_trust_domain() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cedargate.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parse = |text: &str| Config::parse(text, &path).unwrap();
+        let listed = parse(&text);
+        let any = parse(&text.replace("trust_domains: [cedargate.test]", "trust_domains: []"));
+        let no_mtls = Config {
+            mtls: None,
+            ..parse(&text)
+        };
+        let peer = |p: Option<&str>| HttpRequest {
+            source_principal: p.map(str::to_string),
+            ..HttpRequest::default()
+        };
+        let ok = |p: &str| Ok(Identity::Peer(p.to_string()));
+        for (config, source, expected) in [
+            (
+                &listed,
+                Some("spiffe://cedargate.test/ns/a"),
+                ok("spiffe://cedargate.test/ns/a"),
+            ),
+            (
+                &listed,
+                Some("spiffe://cedargate.test"),
+                ok("spiffe://cedargate.test"),
+            ),
+            (
+                &listed,
+                Some("spiffe://evil.test/ns/a"),
+                Err(IdentityError::UntrustedPeer),
+            ),
+            (
+                &listed,
+                Some("spiffe://cedargate.test.evil/a"),
+                Err(IdentityError::UntrustedPeer),
+            ),
+            (
+                &listed,
+                Some("cedargate.test/ns/a"),
+                Err(IdentityError::UntrustedPeer),
+            ),
+            (&listed, None, Ok(Identity::Anonymous)),
+            (
+                &any,
+                Some("spiffe://evil.test/a"),
+                ok("spiffe://evil.test/a"),
+            ),
+            (
+                &no_mtls,
+                Some("spiffe://cedargate.test/a"),
+                Ok(Identity::Anonymous),
+            ),
+        ] {
+            let got = without_token(config, &peer(source)).map(|i| format!("{i:?}"));
+            assert_eq!(got, expected.map(|i| format!("{i:?}")), "{source:?}");
+        }
+    }
 }

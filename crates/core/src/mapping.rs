@@ -534,6 +534,8 @@ fn time_context(now: SystemTime) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use serde_json::json;
 
     use super::*;
@@ -583,6 +585,17 @@ mod tests {
             time_context(t),
             json!({"epoch": 1_796_043_900u64, "hour": 13, "weekday": 1})
         );
+        // More days, so that a weekday counted from anything but whole days since the epoch
+        // (1970-01-01, a Thursday) shows: a Wednesday and a Sunday's last second.
+        for (epoch, hour, weekday) in [(0u64, 0, 4), (1_796_232_600, 17, 3), (1_799_020_799, 23, 0)]
+        {
+            let t = UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+            assert_eq!(
+                time_context(t),
+                json!({"epoch": epoch, "hour": hour, "weekday": weekday}),
+                "{epoch}"
+            );
+        }
     }
 
     #[test]
@@ -593,6 +606,359 @@ mod tests {
             "{service}/orders@h"
         );
         assert_eq!(fill("x{unknown}y{", &params, "s", "h"), "x{unknown}y{");
+    }
+
+    /// The repository's `cedargate.yaml`, with `edit` applied to its text.
+    fn config(edit: impl Fn(String) -> String) -> Config {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cedargate.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        Config::parse(&edit(text), &path).unwrap()
+    }
+
+    fn request(service: Option<&str>, method: &str, path: &str) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            path: path.into(),
+            host: "api.example.com".into(),
+            context_extensions: service
+                .map(|s| [("service".to_string(), s.to_string())].into())
+                .unwrap_or_default(),
+            ..HttpRequest::default()
+        }
+    }
+
+    fn token(config: &Config, claims: Value) -> Identity {
+        let Value::Object(claims) = claims else {
+            panic!("claims must be an object")
+        };
+        Identity::Token {
+            token: Arc::new(VerifiedToken::from_claims(
+                config.issuers[0].clone(),
+                claims,
+            )),
+            cached: false,
+        }
+    }
+
+    fn uid(entity_type: &str, id: &str) -> EntityRef {
+        EntityRef {
+            entity_type: entity_type.into(),
+            id: id.into(),
+        }
+    }
+
+    /// Action, resource and route name per request, and `unmatched_route` both ways: a request
+    /// no route matches is refused under `deny`, and is `<METHOD> <path>` on the service (or,
+    /// without a service, the host) under `default`.
+    #[test]
+    fn requests_map_to_action_resource_and_route() {
+        let deny = config(|t| t);
+        let default = config(|t| t.replace("unmatched_route: deny", "unmatched_route: default"));
+        let now = SystemTime::now();
+        let cases = [
+            (
+                &deny,
+                Some("orders"),
+                "GET",
+                "/tenants/acme/orders/7",
+                Some((
+                    "GET /tenants/{tenant}/orders/{id}",
+                    uid("Tenant", "acme"),
+                    true,
+                )),
+            ),
+            (
+                &deny,
+                Some("orders"),
+                "DELETE",
+                "/orders/7",
+                Some(("DELETE /orders/{id}", uid("Service", "orders"), true)),
+            ),
+            (&deny, Some("orders"), "PUT", "/orders/7", None),
+            (&deny, Some("billing"), "GET", "/orders/7", None),
+            (
+                &default,
+                Some("orders"),
+                "PUT",
+                "/orders/7",
+                Some(("PUT /orders/7", uid("Service", "orders"), false)),
+            ),
+            (
+                &default,
+                None,
+                "GET",
+                "/x",
+                Some(("GET /x", uid("Service", "api.example.com"), false)),
+            ),
+        ];
+        for (config, service, method, path, expected) in cases {
+            let got = map(
+                config,
+                &Identity::Anonymous,
+                &request(service, method, path),
+                now,
+            );
+            match expected {
+                None => assert_eq!(got, Err(MappingError::NoRoute), "{method} {path}"),
+                Some((action, resource, routed)) => {
+                    let (cedar, route) = got.unwrap();
+                    assert_eq!(cedar.action, uid("Action", action), "{method} {path}");
+                    assert_eq!(cedar.resource, resource, "{method} {path}");
+                    assert_eq!(cedar.principal, uid("Anonymous", &config.anonymous_id));
+                    assert_eq!(route.is_some(), routed, "{method} {path}: {route:?}");
+                    assert!(route.is_none_or(|r| !r.is_empty()));
+                    assert_eq!(cedar.context["request"]["path"], path);
+                }
+            }
+        }
+    }
+
+    /// Which principal each caller maps to, and what its credential adds as an entity: a user
+    /// token's groups (each once) and attributes; nothing for a token that names only its uid;
+    /// the service mapping only for client tokens (no `sub`, or `sub` equal to `client_id`).
+    #[test]
+    fn callers_map_to_their_principals() {
+        let config = config(|t| t);
+        let mut entities = Vec::new();
+        assert_eq!(
+            principal(&config, &Identity::Anonymous, &mut entities),
+            Ok(uid("Anonymous", &config.anonymous_id))
+        );
+        assert_eq!(
+            principal(
+                &config,
+                &Identity::Peer("spiffe://cedargate.test/a".into()),
+                &mut entities
+            ),
+            Ok(uid("Workload", "spiffe://cedargate.test/a"))
+        );
+        assert!(entities.is_empty());
+
+        let alice = token(
+            &config,
+            json!({"sub": "alice", "groups": ["admins", "ops", "admins"], "tenant": "acme", "client_id": "web"}),
+        );
+        assert_eq!(
+            principal(&config, &alice, &mut entities),
+            Ok(uid("User", "alice"))
+        );
+        assert_eq!(
+            entities,
+            vec![json!({
+                "uid": {"type": "User", "id": "alice"},
+                "attrs": {"tenant": "acme"},
+                "parents": [{"type": "Group", "id": "admins"}, {"type": "Group", "id": "ops"}],
+            })]
+        );
+        for (claims, expected, adds_entity) in [
+            (json!({"sub": "bob"}), Ok(uid("User", "bob")), false),
+            (
+                json!({"sub": "bob", "groups": "ops"}),
+                Ok(uid("User", "bob")),
+                true,
+            ),
+            (
+                json!({"sub": "bob", "tenant": "acme"}),
+                Ok(uid("User", "bob")),
+                true,
+            ),
+            (
+                json!({"sub": "bob", "client_id": "web"}),
+                Ok(uid("User", "bob")),
+                false,
+            ),
+            (
+                json!({"sub": "web", "client_id": "web"}),
+                Ok(uid("Service", "web")),
+                false,
+            ),
+            (
+                json!({"client_id": "batch"}),
+                Ok(uid("Service", "batch")),
+                false,
+            ),
+            (
+                json!({"sub": "web", "azp": "web"}),
+                Err(MappingError::Token(TokenError::MissingPrincipalClaim)),
+                false,
+            ),
+            (
+                json!({"client_id": "web", "sub": 7}),
+                Ok(uid("Service", "web")),
+                false,
+            ),
+            (
+                json!({"groups": ["admins"]}),
+                Err(MappingError::Token(TokenError::MissingPrincipalClaim)),
+                false,
+            ),
+        ] {
+            let mut entities = Vec::new();
+            let got = principal(&config, &token(&config, claims.clone()), &mut entities);
+            assert_eq!(got, expected, "{claims}");
+            assert_eq!(
+                entities.len(),
+                usize::from(adds_entity),
+                "{claims}: {entities:?}"
+            );
+        }
+    }
+
+    /// An API key maps to its principal; its file's attributes and parents (each once) become
+    /// the credential's entity, and a key with neither adds none. `context.api_key` names the
+    /// key by its public id.
+    #[test]
+    fn api_keys_map_to_their_principal_and_entity() {
+        use crate::api_keys::{KeyFile, KeyIndex, KeyUid, generate, parse_uid};
+        let config = config(|t| t);
+        let key = |attributes: Value, parents: &[&str]| {
+            let (secret, mut entry) =
+                generate(parse_uid(r#"Service::"billing""#).unwrap()).unwrap();
+            entry.attributes = serde_json::from_value(attributes).unwrap();
+            entry.parents = parents
+                .iter()
+                .map(|p| parse_uid(p).unwrap())
+                .collect::<Vec<KeyUid>>();
+            let file = KeyFile {
+                keys: vec![entry],
+                ..KeyFile::new()
+            };
+            Identity::ApiKey(KeyIndex::new(&file).verify(&secret, 0).unwrap())
+        };
+        let team = r#"Team::"finance""#;
+        for (identity, expected) in [
+            (
+                key(json!({"tier": "gold"}), &[team, team]),
+                Some(json!({
+                    "uid": {"type": "Service", "id": "billing"},
+                    "attrs": {"tier": "gold"},
+                    "parents": [{"type": "Team", "id": "finance"}],
+                })),
+            ),
+            (
+                key(json!({"tier": "gold"}), &[]),
+                Some(json!({
+                    "uid": {"type": "Service", "id": "billing"},
+                    "attrs": {"tier": "gold"},
+                    "parents": [],
+                })),
+            ),
+            (
+                key(json!({}), &[team]),
+                Some(json!({
+                    "uid": {"type": "Service", "id": "billing"},
+                    "attrs": {},
+                    "parents": [{"type": "Team", "id": "finance"}],
+                })),
+            ),
+            (key(json!({}), &[]), None),
+        ] {
+            let mut entities = Vec::new();
+            assert_eq!(
+                principal(&config, &identity, &mut entities),
+                Ok(uid("Service", "billing"))
+            );
+            assert_eq!(entities.first(), expected.as_ref());
+            assert!(entities.len() <= 1);
+            let (cedar, _) = map(
+                &config,
+                &identity,
+                &request(Some("orders"), "GET", "/orders"),
+                SystemTime::now(),
+            )
+            .unwrap();
+            let Identity::ApiKey(k) = &identity else {
+                unreachable!()
+            };
+            assert_eq!(cedar.context["api_key"], json!({"id": &*k.id}));
+            assert_eq!(cedar.context["authenticated"], true);
+        }
+    }
+
+    /// The facts every context carries, and the `context.attributes` sources.
+    #[test]
+    fn the_context_holds_the_request_the_caller_and_named_attributes() {
+        let config = config(|t| {
+            t.replace(
+                "  query: [limit]",
+                "  query: [limit]\n  attributes:\n    is_authenticated: { fact: authenticated }\n    \
+                 tenant: { claim: tenant }\n    order: { param: id }\n    kind: { fact: principal_type }",
+            )
+        });
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(1_796_043_900);
+        let request = request(Some("orders"), "GET", "/tenants/acme/orders/7");
+        let alice = token(
+            &config,
+            json!({"sub": "alice", "tenant": "acme", "aud": "api", "scope": "read write", "azp": "web", "exp": 99}),
+        );
+        let (cedar, _) = map(&config, &alice, &request, now).unwrap();
+        let ctx = &cedar.context;
+        assert_eq!(ctx["authenticated"], true);
+        assert_eq!(ctx["is_authenticated"], true);
+        assert_eq!(ctx["tenant"], "acme");
+        assert_eq!(ctx["order"], "7");
+        assert_eq!(ctx["kind"], "User");
+        assert_eq!(ctx["time"]["epoch"], 1_796_043_900u64);
+        assert_eq!(
+            ctx["token"],
+            json!({"issuer": "demo-idp", "sub": "alice", "client_id": "web", "aud": ["api"], "scopes": ["read", "write"], "exp": 99})
+        );
+        assert_eq!(
+            ctx["request"]["params"],
+            json!({"tenant": "acme", "id": "7"})
+        );
+
+        let (cedar, _) = map(&config, &Identity::Anonymous, &request, now).unwrap();
+        let ctx = &cedar.context;
+        assert_eq!(ctx["authenticated"], false);
+        assert_eq!(ctx["is_authenticated"], false);
+        assert_eq!(
+            ctx.get("tenant"),
+            None,
+            "a claim source without a token is absent"
+        );
+        assert_eq!(ctx.get("token"), None);
+        assert_eq!(ctx["kind"], "Anonymous");
+    }
+
+    /// The entity provider is asked about the principal and the resource, when their types are
+    /// among its types, each uid once.
+    #[test]
+    fn provider_uids_are_the_principal_and_resource_of_its_types_once() {
+        let config = config(|t| t);
+        let (mut cedar, _) = map(
+            &config,
+            &Identity::Anonymous,
+            &request(Some("orders"), "GET", "/tenants/acme/orders/7"),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let types = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            cedar.provider_uids(&types(&["Tenant", "Anonymous"])),
+            vec![
+                uid("Anonymous", &config.anonymous_id),
+                uid("Tenant", "acme")
+            ]
+        );
+        assert_eq!(
+            cedar.provider_uids(&types(&["Tenant"])),
+            vec![uid("Tenant", "acme")]
+        );
+        assert_eq!(cedar.provider_uids(&types(&["User"])), vec![]);
+        cedar.principal = uid("Tenant", "acme");
+        assert_eq!(
+            cedar.provider_uids(&types(&["Tenant"])),
+            vec![uid("Tenant", "acme")]
+        );
+    }
+
+    #[test]
+    fn string_lists_are_arrays_or_space_separated() {
+        assert_eq!(string_list(Some(&json!(["a", 1, "b"]))), ["a", "b"]);
+        assert_eq!(string_list(Some(&json!(" a  b "))), ["a", "b"]);
+        assert_eq!(string_list(Some(&json!(3))), Vec::<String>::new());
+        assert_eq!(string_list(None), Vec::<String>::new());
     }
 
     #[test]
