@@ -174,7 +174,7 @@ impl EvaluationError {
 }
 
 /// An error with its sources: Cedar keeps the specifics (which attribute, which type) there.
-fn with_sources(error: &dyn std::error::Error) -> String {
+pub fn with_sources(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {

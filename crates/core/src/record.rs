@@ -97,6 +97,28 @@ pub struct TokenFacts {
     pub cached: bool,
 }
 
+impl TokenFacts {
+    /// What a record says about the caller's verified token (never the token itself); `None`
+    /// for every other identity.
+    pub fn of(identity: Option<&crate::identity::Identity>) -> Option<TokenFacts> {
+        let Some(crate::identity::Identity::Token { token, cached }) = identity else {
+            return None;
+        };
+        Some(TokenFacts {
+            issuer: token.issuer.name.to_string(),
+            iss: token.issuer.issuer.to_string(),
+            sub: token.claim_str("sub").map(str::to_string),
+            jti: token.claim_str("jti").map(str::to_string),
+            client_id: token
+                .claim_str("client_id")
+                .or_else(|| token.claim_str("azp"))
+                .map(str::to_string),
+            hash: token.hash.to_string(),
+            cached: *cached,
+        })
+    }
+}
+
 /// What the shadow (candidate) policy set decided on a request: never what Envoy was told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShadowRecord {

@@ -412,21 +412,7 @@ fn record(
 ) -> DecisionRecord {
     let cedar = verdict.decision.cedar.take();
     let d = &mut verdict.decision;
-    let token = match identity {
-        Some(Identity::Token { token, cached }) => Some(TokenFacts {
-            issuer: token.issuer.name.to_string(),
-            iss: token.issuer.issuer.to_string(),
-            sub: token.claim_str("sub").map(str::to_string),
-            jti: token.claim_str("jti").map(str::to_string),
-            client_id: token
-                .claim_str("client_id")
-                .or_else(|| token.claim_str("azp"))
-                .map(str::to_string),
-            hash: token.hash.to_string(),
-            cached: *cached,
-        }),
-        _ => None,
-    };
+    let token = TokenFacts::of(identity);
     let mut record = DecisionRecord {
         v: RECORD_VERSION,
         time: rfc3339(arrived),

@@ -20,7 +20,7 @@ use cedargate_core::config::{Config, action_type};
 use cedargate_core::decision::{self, Decision};
 use cedargate_core::identity::Identity;
 use cedargate_core::mapping::{self, CedarRequest, EntityRef, MappingError};
-use cedargate_core::policy::{ENTITIES_UNAVAILABLE, PolicySnapshot};
+use cedargate_core::policy::{ENTITIES_UNAVAILABLE, PolicySnapshot, with_sources};
 use cedargate_core::record::{ApiFacts, DecisionRecord, RECORD_VERSION, TokenFacts, rfc3339};
 use cedargate_core::redaction;
 use cedargate_core::request::HttpRequest;
@@ -434,21 +434,6 @@ fn uid_ok(uid: &EntityRef, field: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// An error with its sources (Cedar keeps the specifics there).
-fn with_sources(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = inner.source();
-    }
-    message
-}
-
 /// The entity provider's entities for the caller, the principal and every resource, in one
 /// fetch under the provider's budget (none without a provider).
 async fn fetch(gate: &Gate, checked: &Checked, caller: &EntityRef) -> Result<Vec<Value>, String> {
@@ -546,21 +531,7 @@ fn record(
     index: Option<usize>,
     caller_check: bool,
 ) -> DecisionRecord {
-    let token = match facts.identity {
-        Some(Identity::Token { token, cached }) => Some(TokenFacts {
-            issuer: token.issuer.name.to_string(),
-            iss: token.issuer.issuer.to_string(),
-            sub: token.claim_str("sub").map(str::to_string),
-            jti: token.claim_str("jti").map(str::to_string),
-            client_id: token
-                .claim_str("client_id")
-                .or_else(|| token.claim_str("azp"))
-                .map(str::to_string),
-            hash: token.hash.to_string(),
-            cached: *cached,
-        }),
-        _ => None,
-    };
+    let token = TokenFacts::of(facts.identity);
     let mut record = DecisionRecord {
         v: RECORD_VERSION,
         time: rfc3339(facts.arrived),
