@@ -206,6 +206,12 @@ impl Reloader {
             .store(Some(Arc::new((SystemTime::now(), trigger.to_string()))));
         match self.load(candidate.map(|c| c.enforced.dir.as_path())) {
             Ok(active) => {
+                let version = active.policies.version.clone();
+                let previous = self.gate.active.load().policies.version.clone();
+                let config = active.config.clone();
+                self.gate.active.store(Arc::new(active));
+                // Only after the swap: `/policy` and the bundle metric say what Checks are
+                // decided with, never a bundle that is not enforced yet.
                 if let (Some(source), Some(candidate)) = (&self.bundle, candidate)
                     && let Err(e) = source.commit(candidate)
                 {
@@ -213,10 +219,6 @@ impl Reloader {
                     // last good bundle.
                     tracing::error!(error = %e, "policy_bundle.cache_failed");
                 }
-                let version = active.policies.version.clone();
-                let previous = self.gate.active.load().policies.version.clone();
-                let config = active.config.clone();
-                self.gate.active.store(Arc::new(active));
                 // Folders the previous config named and this one doesn't are no longer read.
                 self.follow(&[&config]);
                 self.ok.fetch_add(1, Ordering::Relaxed);
