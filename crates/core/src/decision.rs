@@ -60,7 +60,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn deny(status: u16, reason: &'static str, version: &Arc<str>) -> Decision {
+    /// A deny decided before (or instead of) evaluation: no policies, no Cedar request.
+    pub fn deny(status: u16, reason: &'static str, version: &Arc<str>) -> Decision {
         Decision {
             allowed: false,
             status,

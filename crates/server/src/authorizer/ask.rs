@@ -507,18 +507,7 @@ fn uid_of(entity: &Value) -> Option<EntityRef> {
 
 /// A deny of the whole call, for its record (not an answer: the caller gets a gRPC error).
 fn refused(policies: &PolicySnapshot, status: u16, reason: &'static str) -> Decision {
-    Decision {
-        allowed: false,
-        status,
-        reason,
-        policies: Vec::new(),
-        errors: Vec::new(),
-        cedar: None,
-        route: None,
-        challenge_error: None,
-        policy_version: policies.version.clone(),
-        from_cache: false,
-    }
+    Decision::deny(status, reason, &policies.version)
 }
 
 /// The decision record of one item (or of a refused call), with the API's facts; the caller's
