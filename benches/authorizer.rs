@@ -39,6 +39,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
+/// The binary's allocator: results under glibc's differ (see BENCHMARKS.md, "Entity provider").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ISSUER: &str = "https://issuer.bench.test";
 
 fn repo() -> &'static Path {

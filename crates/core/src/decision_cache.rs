@@ -136,8 +136,10 @@ impl ContextReads {
 }
 
 /// True when `value` surely becomes a Cedar value: strings, booleans, 64-bit integers, sets and
-/// records of them, and `ip(…)` of an address. Anything else (null, a fraction, another
-/// extension, an entity reference) is left to the evaluation to judge, uncached.
+/// records of them, `ip(…)` of an address, and an entity reference whose type is a plain path
+/// of identifiers (the Authorizer API's caller checks carry one). Anything else (null, a
+/// fraction, another extension, a type name Cedar might refuse) is left to the evaluation to
+/// judge, uncached.
 fn converts(value: &Value) -> bool {
     match value {
         Value::String(_) | Value::Bool(_) => true,
@@ -152,10 +154,41 @@ fn converts(value: &Value) -> bool {
                         .and_then(Value::as_str)
                         .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
             }
-            None => !map.contains_key("__entity") && map.values().all(converts),
+            None => match map.get("__entity") {
+                Some(uid) => map.len() == 1 && plain_uid(uid),
+                None => map.values().all(converts),
+            },
         },
         Value::Null => false,
     }
+}
+
+/// True when `uid` is `{"type", "id"}` with a string id and a type that Cedar surely parses:
+/// `::`-separated identifiers, none of them a keyword or `__`-prefixed (a superset of what
+/// Cedar reserves, so a refusal is never mistaken for a value).
+fn plain_uid(uid: &Value) -> bool {
+    const RESERVED: [&str; 17] = [
+        "true", "false", "if", "then", "else", "in", "is", "like", "has", "permit", "forbid",
+        "when", "unless", "principal", "action", "resource", "context",
+    ];
+    let Some(map) = uid.as_object() else {
+        return false;
+    };
+    let identifier = |part: &str| {
+        let mut chars = part.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !part.starts_with("__")
+            && !RESERVED.contains(&part)
+    };
+    map.len() == 2
+        && map.get("id").is_some_and(Value::is_string)
+        && map
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|ty| ty.split("::").all(identifier))
 }
 
 /// The attribute path of `expr` when it is `context` followed by attribute accesses only.
@@ -363,12 +396,42 @@ mod tests {
             serde_json::json!({"a": {"b": 1}, "c": 5, "x": 1.5}),
             serde_json::json!({"a": {"b": 1}, "x": {"__extn": {"fn": "decimal", "arg": "1.0"}}}),
             serde_json::json!({"a": {"b": 1}, "x": {"__extn": {"fn": "ip", "arg": "nope"}}}),
-            serde_json::json!({"a": {"b": 1}, "x": {"__entity": {"type": "U", "id": "u"}}}),
+            serde_json::json!({"a": {"b": 1}, "x": {"__entity": {"type": "if", "id": "u"}}}),
+            serde_json::json!({"a": {"b": 1}, "x": {"__entity": {"type": "U", "id": 1}}}),
+            serde_json::json!({"a": {"b": 1}, "x": {"__entity": {"type": "U", "id": "u", "y": 1}}}),
+            serde_json::json!({"a": {"b": 1}, "x": {"__entity": {"type": "U", "id": "u"}, "y": 1}}),
         ] {
             assert!(cache.key(&request(unsure.clone())).is_none(), "{unsure}");
         }
         let ip =
             serde_json::json!({"a": {"b": 1}, "ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}});
         assert!(cache.key(&request(ip)).is_some());
+        // The Authorizer API's caller checks: an entity reference in the context is cached.
+        let caller_check = serde_json::json!({
+            "a": {"b": 1}, "principal": {"__entity": {"type": "App::User", "id": "bob"}}
+        });
+        assert!(cache.key(&request(caller_check)).is_some());
+    }
+
+    /// `plain_uid` only says yes where Cedar surely parses the type name, so an entity
+    /// reference it admits can never fail the context's conversion in the evaluation.
+    #[test]
+    fn plain_entity_types_are_ones_cedar_parses() {
+        for ty in [
+            "User", "App::User", "_x", "a1::B_2", "if", "App::if", "__cedar", "__cedar::User",
+            "", "A::", "::A", "1A", "A B", "A::::B", "Ünï", "true", "is", "A-B", "A\u{0}",
+        ] {
+            let admitted = plain_uid(&serde_json::json!({"type": ty, "id": "x"}));
+            if admitted {
+                assert!(
+                    cedar_policy::EntityTypeName::from_str(ty).is_ok(),
+                    "admitted {ty:?}, which Cedar refuses"
+                );
+            }
+            let expected = matches!(ty, "User" | "App::User" | "_x" | "a1::B_2");
+            assert_eq!(admitted, expected, "{ty:?}");
+        }
+        assert!(!plain_uid(&serde_json::json!({"type": "User"})));
+        assert!(!plain_uid(&serde_json::json!("User::\"x\"")));
     }
 }
