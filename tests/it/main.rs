@@ -7,6 +7,8 @@
 //! - `authorizer_callers`: workloads calling that API over mTLS (`authorizer_api.tls`, certificates
 //!   made by rcgen): answered, untrusted trust domain refused, other CA / no certificate refused at
 //!   the handshake, a token beside a certificate decides.
+//! - `authorizer_records`: that API's records against a golden file; its span and records join
+//!   the caller's `traceparent` (OTLP off and on).
 //! - `conformance`: cedargate through the real Envoy against `cedar_policy::Authorizer` on the
 //!   complete entity set, for three policy sets with entity data split across token claims,
 //!   `entities.json` and the HTTP entity provider (issue 12).
@@ -65,6 +67,7 @@
 mod api_keys;
 mod authorizer_api;
 mod authorizer_callers;
+mod authorizer_records;
 mod bad_input;
 mod browser_sso;
 mod bundles;
