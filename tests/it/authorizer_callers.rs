@@ -4,7 +4,8 @@
 //! answers and its records name it; a token beside a certificate wins, as for Check; a
 //! certificate of an untrusted SPIFFE trust domain is UNAUTHENTICATED `peer_untrusted`; a
 //! certificate of another CA, or none when one is required, never gets past the handshake; with
-//! certificates optional, token-only callers are answered and a certificate is still verified.
+//! certificates optional, token-only callers are answered and a certificate is still verified;
+//! without an `mtls` section a certificate is no credential.
 
 use std::path::{Path, PathBuf};
 
@@ -197,6 +198,7 @@ async fn authorizer_api_workload_callers_over_mtls() {
     for r in &records {
         assert_eq!(r["api"]["caller"], format!("Workload::\"{DOCS}\""));
         assert!(r["token"].is_null(), "{r}");
+        assert_eq!(r["source_ip"], "127.0.0.1", "the address survives TLS: {r}");
     }
     // The policies scope the workload like any caller: documents only.
     let e = workload
@@ -304,7 +306,7 @@ async fn authorizer_api_workload_callers_over_mtls() {
     // presented is still verified.
     let port = free_port();
     let section = tls_section(dir.path(), &ca, port, None);
-    let _served = Served::start(dir.path(), &idp, |y| {
+    let optional = Served::start(dir.path(), &idp, |y| {
         y.replace("authorizer_api:\n", &section)
     })
     .await;
@@ -349,6 +351,34 @@ async fn authorizer_api_workload_callers_over_mtls() {
     .await
     .unwrap_err();
     assert_refused_at_handshake(&e, "another CA, certificates optional");
+    drop(optional);
+
+    // Without an `mtls` section a certificate is no credential, as for Check: nobody.
+    let port = free_port();
+    let section = tls_section(dir.path(), &ca, port, Some(true));
+    let _served = Served::start(dir.path(), &idp, |y| {
+        let without = y.replace(
+            "mtls:\n  type: Workload\n  trust_domains: [cedargate.test]\n",
+            "",
+        );
+        assert_ne!(without, y, "the example config's mtls section moved");
+        without.replace("authorizer_api:\n", &section)
+    })
+    .await;
+    let e = ask(
+        port,
+        &ca,
+        Some(&docs),
+        tonic::Request::new(question("User::\"alice\"", "Document::\"plan\"")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(
+        e.message().contains("credentials_missing"),
+        "{}",
+        e.message()
+    );
 }
 
 /// The connection was closed under the call: a transport failure (the server's TLS alert after
