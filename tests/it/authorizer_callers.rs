@@ -20,6 +20,7 @@ use cedargate_api::v1::{BatchIsAuthorizedRequest, BatchItem, Effect, IsAuthorize
 
 use crate::authorizer_api::Served;
 use crate::stack::{Idp, free_port};
+use crate::support::repo;
 
 /// The workload the example policies let ask about documents (`callers.cedar`).
 const DOCS: &str = "spiffe://cedargate.test/ns/default/sa/docs";
@@ -393,4 +394,43 @@ fn assert_refused_at_handshake(e: &tonic::Status, what: &str) {
         ),
         "{what}: {e:?}"
     );
+}
+
+/// A key that is not the certificate's stops `serve` with the setting named, and no key bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_is_not_the_certificates_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cedargate test CA");
+    let section = tls_section(dir.path(), &ca, free_port(), None);
+    let (_, other_key) = ca.issue("other", vec![]);
+    std::fs::write(dir.path().join("server.key"), &other_key).unwrap();
+    let (grpc, admin) = (free_port(), free_port());
+    let yaml = std::fs::read_to_string(repo().join("examples/authorizer-cedargate.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
+        .replace("127.0.0.1:9192", &format!("127.0.0.1:{admin}"))
+        .replace(
+            "policy_dir: authorizer-policies",
+            &format!(
+                "policy_dir: {}",
+                repo().join("examples/authorizer-policies").display()
+            ),
+        )
+        .replace("authorizer_api:\n", &section);
+    let config = dir.path().join("cedargate.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cedargate"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error: authorizer_api.tls: cert_file ") && stderr.contains("KeyMismatch"),
+        "{stderr}"
+    );
+    let body: String = other_key.lines().nth(1).unwrap().to_string();
+    assert!(!stderr.contains(&body), "key bytes in the error: {stderr}");
 }

@@ -6,7 +6,8 @@
 //!   Python example, records replayed (issue 18).
 //! - `authorizer_callers`: workloads calling that API over mTLS (`authorizer_api.tls`, certificates
 //!   made by rcgen): answered, untrusted trust domain refused, other CA / no certificate refused at
-//!   the handshake, a token beside a certificate decides.
+//!   the handshake, a token beside a certificate decides; a key that is not the certificate's
+//!   stops `serve`.
 //! - `authorizer_records`: that API's records against a golden file; its span and records join
 //!   the caller's `traceparent` (OTLP off and on).
 //! - `conformance`: cedargate through the real Envoy against `cedar_policy::Authorizer` on the

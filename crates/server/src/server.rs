@@ -219,7 +219,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // Read before anything is bound for the API; validation checked the files' PEM blocks,
     // rustls checks the rest (a key that doesn't match the certificate stops the start here).
     let api_tls = match config.authorizer_api.as_ref().and_then(|a| a.tls.as_ref()) {
-        Some(tls) => Some(api_tls(tls).await?),
+        Some(tls) => Some((
+            api_tls(tls).await?,
+            format!(
+                "cert_file {}, key_file {}",
+                tls.cert_file.display(),
+                tls.key_file.display()
+            ),
+        )),
         None => None,
     };
     let (on_check_port, api_server, api_addr) = match api {
@@ -233,10 +240,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             let (stop, stopped) = oneshot::channel::<()>();
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             let mut builder = tonic::transport::Server::builder();
-            if let Some(tls) = api_tls {
+            if let Some((tls, files)) = api_tls {
                 builder = builder
                     .tls_config(tls)
-                    .map_err(|e| ServeError::ApiTls(with_causes(&e)))?;
+                    .map_err(|e| ServeError::ApiTls(format!("{files}: {}", with_causes(&e))))?;
             }
             let task = tokio::spawn(
                 builder
@@ -338,11 +345,11 @@ async fn api_tls(
         let path = path.to_path_buf();
         async move {
             tokio::fs::read(&path).await.map_err(|e| {
-                ServeError::ApiTls(format!(
-                    "{}: {}",
-                    path.display(),
-                    cedargate_core::config::io_words(&e)
-                ))
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_string(),
+                    _ => cedargate_core::config::io_words(&e),
+                };
+                ServeError::ApiTls(format!("{}: {why}", path.display()))
             })
         }
     };
