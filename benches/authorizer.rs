@@ -132,6 +132,7 @@ fn benches(c: &mut Criterion) {
     let caller = Caller {
         authorization: Some(format!("Bearer {}", token())),
         source_ip: None,
+        peer: None,
     };
     let documents = filter::documents(100);
     let batch = question(&documents);

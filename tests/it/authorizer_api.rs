@@ -22,23 +22,24 @@ use crate::support::repo;
 
 #[path = "../../examples/authorizer-filter/filter.rs"]
 #[allow(dead_code)]
-mod filter;
+pub mod filter;
 
 use cedargate_api::v1::Effect;
 use filter::Filter;
 
 /// cedargate serving the example config (`examples/authorizer-cedargate.yaml`) with the example
-/// policies, trusting `idp`, logging decisions to a file.
-struct Served {
+/// policies, trusting `idp`, logging decisions to a file. Shared with `authorizer_callers` and
+/// `authorizer_records`.
+pub struct Served {
     _proc: Proc,
-    grpc: u16,
-    admin: u16,
-    config: PathBuf,
-    log: PathBuf,
+    pub grpc: u16,
+    pub admin: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
 }
 
 impl Served {
-    async fn start(dir: &Path, idp: &Idp, edit: impl FnOnce(String) -> String) -> Served {
+    pub async fn start(dir: &Path, idp: &Idp, edit: impl FnOnce(String) -> String) -> Served {
         let (grpc, admin) = (free_port(), free_port());
         let log = dir.join("decisions.log");
         let yaml = std::fs::read_to_string(repo().join("examples/authorizer-cedargate.yaml"))
@@ -84,12 +85,12 @@ impl Served {
         }
     }
 
-    fn addr(&self) -> String {
+    pub fn addr(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc)
     }
 
     /// Decision records written so far.
-    fn records(&self) -> Vec<Value> {
+    pub fn records(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -98,7 +99,7 @@ impl Served {
     }
 
     /// Waits (deadline 5 s) until `pred` holds for `n` records, returns them.
-    async fn wait_records(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub async fn wait_records(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let found: Vec<Value> = self.records().into_iter().filter(|r| pred(r)).collect();

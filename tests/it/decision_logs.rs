@@ -505,7 +505,7 @@ async fn regenerate_recorded_fixture() {
 
 /// Masks the values that change from run to run (times, ids, ports, token hashes) in a raw
 /// record line, keeping every other byte, field order included.
-fn mask(line: &str) -> String {
+pub fn mask(line: &str) -> String {
     let mut out = line.to_string();
     for key in [
         "time",

@@ -4,6 +4,12 @@
 //!   binary with real IdP tokens: reflection, health, allow/deny, callers refused by policy or
 //!   unauthenticated, a batch of 100 equal to `cedar_policy::Authorizer` from the Rust and the
 //!   Python example, records replayed (issue 18).
+//! - `authorizer_callers`: workloads calling that API over mTLS (`authorizer_api.tls`, certificates
+//!   made by rcgen): answered, untrusted trust domain refused, other CA / no certificate refused at
+//!   the handshake, a token beside a certificate decides; a key that is not the certificate's
+//!   stops `serve`.
+//! - `authorizer_records`: that API's records against a golden file; its span and records join
+//!   the caller's `traceparent` (OTLP off and on).
 //! - `conformance`: cedargate through the real Envoy against `cedar_policy::Authorizer` on the
 //!   complete entity set, for three policy sets with entity data split across token claims,
 //!   `entities.json` and the HTTP entity provider (issue 12).
@@ -61,6 +67,8 @@
 
 mod api_keys;
 mod authorizer_api;
+mod authorizer_callers;
+mod authorizer_records;
 mod bad_input;
 mod browser_sso;
 mod bundles;

@@ -4,7 +4,9 @@
 //! readiness false, Checks are still answered for `listen.drain_seconds`, then new connections
 //! are refused and in-flight Checks finish. With `authorizer_api`, the `cedargate.v1.Authorizer`
 //! service and gRPC server reflection are served too: on the Check port, or on a listener of
-//! their own (`authorizer_api.listen`, with its own health service), drained alike.
+//! their own (`authorizer_api.listen`, with its own health service), drained alike. That
+//! listener speaks TLS with `authorizer_api.tls` (rustls on aws-lc-rs through tonic), verifying
+//! client certificates against its CA bundle so workloads can call with their certificate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +31,11 @@ use crate::reload::Reloader;
 use cedargate_api::v1::authorizer_server::AuthorizerServer;
 use cedargate_core::config::Config;
 use cedargate_core::policy::{LoadProgress, PolicyLoadError};
+
+/// How long a TLS handshake on the Authorizer API's listener may take: a workload on the same
+/// network finishes in milliseconds; the bound keeps a client that stalls mid-handshake from
+/// holding a connection slot.
+const API_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for queued decision records to be written.
 const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -70,6 +77,10 @@ pub enum ServeError {
     /// The reflection service could not read the API's descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// `authorizer_api.tls`: a file could not be read, or rustls refused the certificate, key
+    /// or CA bundle (e.g. a key that is not the certificate's).
+    #[error("authorizer_api.tls: {0}")]
+    ApiTls(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -205,6 +216,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => None,
     };
+    // Read before anything is bound for the API; validation checked the files' PEM blocks,
+    // rustls checks the rest (a key that doesn't match the certificate stops the start here).
+    let api_tls = match config.authorizer_api.as_ref().and_then(|a| a.tls.as_ref()) {
+        Some(tls) => Some((
+            api_tls(tls).await?,
+            format!(
+                "cert_file {}, key_file {}",
+                tls.cert_file.display(),
+                tls.key_file.display()
+            ),
+        )),
+        None => None,
+    };
     let (on_check_port, api_server, api_addr) = match api {
         Some((Some(listen), service, reflection)) => {
             let listener = TcpListener::bind(listen)
@@ -215,8 +239,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 .map_err(io("authorizer_api address"))?;
             let (stop, stopped) = oneshot::channel::<()>();
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let mut builder = tonic::transport::Server::builder();
+            if let Some((tls, files)) = api_tls {
+                builder = builder
+                    .tls_config(tls)
+                    .map_err(|e| ServeError::ApiTls(format!("{files}: {}", with_causes(&e))))?;
+            }
             let task = tokio::spawn(
-                tonic::transport::Server::builder()
+                builder
                     .concurrency_limit_per_connection(config.limits.max_concurrent_checks)
                     .load_shed(true)
                     .add_service(health_service.clone())
@@ -226,7 +256,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                         let _ = stopped.await;
                     }),
             );
-            tracing::info!(authorizer_api = %addr, "authorizer_api.listening");
+            let tls = config
+                .authorizer_api
+                .as_ref()
+                .and_then(|a| a.tls.as_ref())
+                .map_or("off", |t| {
+                    match (&t.client_ca_file, t.require_client_cert) {
+                        (None, _) => "server",
+                        (Some(_), false) => "client certificates optional",
+                        (Some(_), true) => "client certificates required",
+                    }
+                });
+            tracing::info!(authorizer_api = %addr, tls, "authorizer_api.listening");
             (None, Some((stop, task)), Some(addr))
         }
         Some((None, service, reflection)) => (Some((service, reflection)), None, Some(grpc_addr)),
@@ -292,6 +333,48 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         reload,
         reload_task,
     })
+}
+
+/// The rustls settings of the API's own listener: its certificate and key, and the CA bundle
+/// client certificates must chain to (optional or required). Key bytes never reach an error.
+async fn api_tls(
+    tls: &cedargate_core::config::ApiTlsConfig,
+) -> Result<tonic::transport::ServerTlsConfig, ServeError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        async move {
+            tokio::fs::read(&path).await.map_err(|e| {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_string(),
+                    _ => cedargate_core::config::io_words(&e),
+                };
+                ServeError::ApiTls(format!("{}: {why}", path.display()))
+            })
+        }
+    };
+    let identity = Identity::from_pem(read(&tls.cert_file).await?, read(&tls.key_file).await?);
+    let mut config = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(API_TLS_HANDSHAKE_TIMEOUT);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(Certificate::from_pem(read(ca).await?))
+            .client_auth_optional(!tls.require_client_cert);
+    }
+    Ok(config)
+}
+
+/// An error with its causes, one after the other (tonic's transport errors say little alone).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// How often the gRPC health status is brought in line with readiness. Envoy's health checks

@@ -9,7 +9,8 @@
 //! (`cedargate_trace_spans_total{result="dropped"}`), and a failed export is counted and logged
 //! once per episode. Export never loops back into traces: only `cedargate` targets reach the
 //! OpenTelemetry layer (not tonic/h2/hyper, which the exporter itself drives), this module's
-//! own events are excluded from it, and the SDK's internal logs are compiled out.
+//! own events are excluded from it, and the SDK's internal logs are compiled out. Calls to
+//! cedargate's own API join their caller's trace through [`CallTrace`] (gRPC metadata only).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -519,17 +520,75 @@ pub fn record_decision(record: &DecisionRecord) {
     }
 }
 
-/// The trace id of the current Check span (32 hex digits), when spans are being recorded.
+/// The trace id of the current Check span (32 hex digits), when spans are being recorded; else
+/// the trace id the caller of a gRPC call to cedargate's own API sent ([`CallTrace::scope`]).
 pub fn current_trace_id() -> Option<String> {
     let span = Span::current();
     if span.is_disabled() {
-        return None;
+        return CALLER_TRACE_ID.try_with(Clone::clone).ok().flatten();
     }
     let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context
         .is_valid()
         .then(|| span_context.trace_id().to_string())
+}
+
+tokio::task_local! {
+    /// The trace id in the `traceparent` metadata of the API call this task answers: what its
+    /// records carry while no span is recorded (OTLP off), as a Check's records carry the
+    /// request's. Set only by [`CallTrace::scope`].
+    static CALLER_TRACE_ID: Option<String>;
+}
+
+/// The W3C trace context (`traceparent`, `tracestate`) in a gRPC call's metadata: how a caller
+/// of cedargate's own API (`authorizer.rs`) puts the call into its trace.
+#[derive(Debug, Clone, Default)]
+pub struct CallTrace {
+    /// `traceparent`, as sent (checked when used).
+    traceparent: Option<String>,
+    /// `tracestate`, as sent.
+    tracestate: Option<String>,
+}
+
+impl CallTrace {
+    /// The trace context in `metadata` (values that are not visible ASCII are ignored).
+    pub fn of(metadata: &tonic::metadata::MetadataMap) -> CallTrace {
+        let get = |key: &str| {
+            metadata
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        CallTrace {
+            traceparent: get("traceparent"),
+            tracestate: get("tracestate"),
+        }
+    }
+
+    /// Parents `span` on the caller's context, as a Check span is parented on Envoy's (a new
+    /// root when absent or malformed; nothing at all for a disabled span, i.e. OTLP off).
+    pub fn parent(&self, span: &Span) {
+        if span.is_disabled() {
+            return;
+        }
+        let context = parent_context(
+            (self.traceparent.as_deref(), self.tracestate.as_deref()),
+            &HashMap::new(),
+        );
+        // Fails only if the span was already started, which the caller's isn't yet.
+        let _ = span.set_parent(context);
+    }
+
+    /// Runs `call` with the caller's trace id (from a well-formed `traceparent`) as the fallback
+    /// of [`current_trace_id`], so that its records name the caller's trace with OTLP off too.
+    pub async fn scope<F: std::future::Future>(&self, call: F) -> F::Output {
+        let trace_id = self
+            .traceparent
+            .as_deref()
+            .and_then(cedargate_core::redaction::trace_id);
+        CALLER_TRACE_ID.scope(trace_id, call).await
+    }
 }
 
 #[cfg(test)]
@@ -579,6 +638,24 @@ mod tests {
             trace_of(&parent_context((None, None), &HashMap::new())),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn an_api_call_s_records_carry_its_caller_s_trace_id_without_spans() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("traceparent", PARENT.parse().unwrap());
+        let trace = CallTrace::of(&metadata);
+        let span = tracing::info_span!(target: CHECK_TARGET, "api");
+        trace.parent(&span);
+        assert!(span.is_disabled());
+        let inside = trace.scope(async { current_trace_id() }).await;
+        assert_eq!(inside.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(current_trace_id(), None, "only inside the call");
+        metadata.insert("traceparent", "00-garbage-01".parse().unwrap());
+        let bad = CallTrace::of(&metadata);
+        assert_eq!(bad.scope(async { current_trace_id() }).await, None);
+        let none = CallTrace::default();
+        assert_eq!(none.scope(async { current_trace_id() }).await, None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod urls;
 mod validate;
 mod yaml;
 
-pub use authorizer_api::{AuthorizerApiConfig, DEFAULT_CALLER_ACTION};
+pub use authorizer_api::{ApiTlsConfig, AuthorizerApiConfig, DEFAULT_CALLER_ACTION};
 pub use defaults::DEFAULT_DECISION_CACHE_CAPACITY;
 pub use identity_sources::{ApiKeysConfig, IntrospectionConfig};
 pub use model::*;

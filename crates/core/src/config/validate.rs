@@ -109,6 +109,7 @@ pub(super) fn validate(
                 (grpc_listen, "the Check port"),
                 (admin_listen, "the admin port"),
             ],
+            base,
             problems,
         )
     });

@@ -72,6 +72,9 @@ pub struct Caller {
     pub authorization: Option<String>,
     /// The caller's address, when the transport knows it.
     pub source_ip: Option<IpAddr>,
+    /// The workload identity of the client certificate the TLS listener verified (URI SAN,
+    /// else DNS SAN, else subject: what Envoy sends a Check as `source.principal`).
+    pub peer: Option<String>,
 }
 
 /// The answer to a call: one decision per item, in order.
@@ -312,21 +315,32 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// The caller's identity from its `authorization` metadata, through the same resolver as Check
-/// (JWT verification, introspection), mapped to a principal as Check maps it.
+/// The caller's identity from its `authorization` metadata or its client certificate, through
+/// the same resolver as Check (JWT verification, introspection; a peer with the `mtls`
+/// trust-domain rules, and only when there is no `authorization`), mapped to a principal as
+/// Check maps it. A peer without an `mtls` section is nobody: `credentials_missing`.
 async fn authenticate(
     gate: &Gate,
     config: &Config,
     caller: &Caller,
 ) -> Result<Authenticated, &'static str> {
-    let Some(authorization) = &caller.authorization else {
+    if caller.authorization.is_none() && caller.peer.is_none() {
         return Err(CREDENTIALS_MISSING);
-    };
+    }
+    let headers: std::collections::HashMap<String, String> = caller
+        .authorization
+        .iter()
+        .map(|a| ("authorization".to_string(), a.clone()))
+        .collect();
     let request = HttpRequest {
         method: "POST".into(),
-        header_bytes: "authorization".len() + authorization.len(),
-        headers: [("authorization".to_string(), authorization.clone())].into(),
+        header_bytes: caller
+            .authorization
+            .as_ref()
+            .map_or(0, |a| "authorization".len() + a.len()),
+        headers,
         source_ip: caller.source_ip,
+        source_principal: caller.peer.clone(),
         ..HttpRequest::default()
     };
     let identity = identity::resolve(config, &gate.verifier, &gate.sources, &request)
