@@ -133,6 +133,7 @@ fn benches(c: &mut Criterion) {
         authorization: Some(format!("Bearer {}", token())),
         source_ip: None,
         peer: None,
+        trace_id: None,
     };
     let documents = filter::documents(100);
     let batch = question(&documents);

@@ -168,8 +168,23 @@ fn converts(value: &Value) -> bool {
 /// Cedar reserves, so a refusal is never mistaken for a value).
 fn plain_uid(uid: &Value) -> bool {
     const RESERVED: [&str; 17] = [
-        "true", "false", "if", "then", "else", "in", "is", "like", "has", "permit", "forbid",
-        "when", "unless", "principal", "action", "resource", "context",
+        "true",
+        "false",
+        "if",
+        "then",
+        "else",
+        "in",
+        "is",
+        "like",
+        "has",
+        "permit",
+        "forbid",
+        "when",
+        "unless",
+        "principal",
+        "action",
+        "resource",
+        "context",
     ];
     let Some(map) = uid.as_object() else {
         return false;
@@ -418,8 +433,25 @@ mod tests {
     #[test]
     fn plain_entity_types_are_ones_cedar_parses() {
         for ty in [
-            "User", "App::User", "_x", "a1::B_2", "if", "App::if", "__cedar", "__cedar::User",
-            "", "A::", "::A", "1A", "A B", "A::::B", "Ünï", "true", "is", "A-B", "A\u{0}",
+            "User",
+            "App::User",
+            "_x",
+            "a1::B_2",
+            "if",
+            "App::if",
+            "__cedar",
+            "__cedar::User",
+            "",
+            "A::",
+            "::A",
+            "1A",
+            "A B",
+            "A::::B",
+            "Ünï",
+            "true",
+            "is",
+            "A-B",
+            "A\u{0}",
         ] {
             let admitted = plain_uid(&serde_json::json!({"type": ty, "id": "x"}));
             if admitted {

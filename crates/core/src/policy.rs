@@ -1258,7 +1258,10 @@ mod tests {
             "parents": [], "attrs": {"owner": {"type": "User", "id": "b"}, "n": 1, "tags": [],
             "meta": {"level": 1, "ok": false}}});
         let fast = explicit_entity(&shorthand).unwrap();
-        assert_eq!(fast, Entity::from_json_value(shorthand.clone(), None).unwrap());
+        assert_eq!(
+            fast,
+            Entity::from_json_value(shorthand.clone(), None).unwrap()
+        );
         assert!(Entities::from_entities([fast], Some(&schema)).is_err());
         assert!(Entity::from_json_value(shorthand, Some(&schema)).is_ok());
     }

@@ -62,8 +62,12 @@ impl AuthorizerService {
             cedargate.items = items,
         );
         trace.parent(&span);
-        let answered = trace
-            .scope(ask::ask(&self.gate, method, caller, question).instrument(span.clone()))
+        let caller = Caller {
+            trace_id: trace.trace_id(),
+            ..caller
+        };
+        let answered = ask::ask(&self.gate, method, caller, question)
+            .instrument(span.clone())
             .await;
         let code = match &answered {
             Ok(_) => "ok",
@@ -164,6 +168,7 @@ fn caller<T>(request: &Request<T>) -> Caller {
         peer: request
             .peer_certs()
             .and_then(|chain| chain.first().and_then(|leaf| peer::principal(leaf))),
+        trace_id: None,
     }
 }
 

@@ -533,6 +533,15 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     if old.entity_provider != new.entity_provider {
         return Some("entity_provider");
     }
+    // The Authorizer API is mounted, and its listener bound with its certificate, at start. A
+    // reload may still turn it off (calls are then refused `UNAVAILABLE`), or change its limits
+    // and caller action, which are read per call.
+    match (&old.authorizer_api, &new.authorizer_api) {
+        (None, Some(_)) => return Some("authorizer_api"),
+        (Some(a), Some(b)) if a.listen != b.listen => return Some("authorizer_api.listen"),
+        (Some(a), Some(b)) if a.tls != b.tls => return Some("authorizer_api.tls"),
+        _ => {}
+    }
     None
 }
 
@@ -547,5 +556,62 @@ pub fn log_config_warnings(config: &Config) {
             message = %w.message,
             "config.warning"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cedargate_core::config::ApiTlsConfig;
+
+    /// The Authorizer API is mounted and bound at start: turning it on, moving its listener or
+    /// changing its certificate needs a restart; turning it off or changing what is read per
+    /// call does not.
+    #[test]
+    fn authorizer_api_listener_and_certificate_need_a_restart() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/authorizer-cedargate.yaml");
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        let with = Config::parse(&yaml, &path).unwrap();
+        let api = with.authorizer_api.clone().unwrap();
+        let mut without = with.clone();
+        without.authorizer_api = None;
+        assert_eq!(restart_only_change(&with, &with), None);
+        assert_eq!(restart_only_change(&without, &with), Some("authorizer_api"));
+        assert_eq!(restart_only_change(&with, &without), None);
+
+        let mut moved = with.clone();
+        let mut settings = api.clone();
+        settings.listen = Some("127.0.0.1:1".parse().unwrap());
+        moved.authorizer_api = Some(settings);
+        assert_eq!(restart_only_change(&moved, &without), None);
+        let mut other = with.clone();
+        let mut settings = api.clone();
+        settings.listen = Some("127.0.0.1:2".parse().unwrap());
+        other.authorizer_api = Some(settings);
+        assert_eq!(
+            restart_only_change(&moved, &other),
+            Some("authorizer_api.listen")
+        );
+
+        let mut tls = moved.clone();
+        let mut settings = moved.authorizer_api.clone().unwrap();
+        settings.tls = Some(ApiTlsConfig {
+            cert_file: "server.pem".into(),
+            key_file: "server.key".into(),
+            client_ca_file: None,
+            require_client_cert: false,
+        });
+        tls.authorizer_api = Some(settings);
+        assert_eq!(
+            restart_only_change(&moved, &tls),
+            Some("authorizer_api.tls")
+        );
+
+        let mut limits = with.clone();
+        let mut settings = api;
+        settings.max_batch_items += 1;
+        limits.authorizer_api = Some(settings);
+        assert_eq!(restart_only_change(&with, &limits), None);
     }
 }

@@ -520,25 +520,17 @@ pub fn record_decision(record: &DecisionRecord) {
     }
 }
 
-/// The trace id of the current Check span (32 hex digits), when spans are being recorded; else
-/// the trace id the caller of a gRPC call to cedargate's own API sent ([`CallTrace::scope`]).
+/// The trace id of the current Check span (32 hex digits), when spans are being recorded.
 pub fn current_trace_id() -> Option<String> {
     let span = Span::current();
     if span.is_disabled() {
-        return CALLER_TRACE_ID.try_with(Clone::clone).ok().flatten();
+        return None;
     }
     let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context
         .is_valid()
         .then(|| span_context.trace_id().to_string())
-}
-
-tokio::task_local! {
-    /// The trace id in the `traceparent` metadata of the API call this task answers: what its
-    /// records carry while no span is recorded (OTLP off), as a Check's records carry the
-    /// request's. Set only by [`CallTrace::scope`].
-    static CALLER_TRACE_ID: Option<String>;
 }
 
 /// The W3C trace context (`traceparent`, `tracestate`) in a gRPC call's metadata: how a caller
@@ -580,14 +572,12 @@ impl CallTrace {
         let _ = span.set_parent(context);
     }
 
-    /// Runs `call` with the caller's trace id (from a well-formed `traceparent`) as the fallback
-    /// of [`current_trace_id`], so that its records name the caller's trace with OTLP off too.
-    pub async fn scope<F: std::future::Future>(&self, call: F) -> F::Output {
-        let trace_id = self
-            .traceparent
+    /// The trace id of a well-formed `traceparent`: the call's records carry it with OTLP off
+    /// too (`ask::Caller::trace_id`).
+    pub fn trace_id(&self) -> Option<String> {
+        self.traceparent
             .as_deref()
-            .and_then(cedargate_core::redaction::trace_id);
-        CALLER_TRACE_ID.scope(trace_id, call).await
+            .and_then(cedargate_core::redaction::trace_id)
     }
 }
 
@@ -648,14 +638,13 @@ mod tests {
         let span = tracing::info_span!(target: CHECK_TARGET, "api");
         trace.parent(&span);
         assert!(span.is_disabled());
-        let inside = trace.scope(async { current_trace_id() }).await;
-        assert_eq!(inside.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        assert_eq!(current_trace_id(), None, "only inside the call");
+        assert_eq!(
+            trace.trace_id().as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         metadata.insert("traceparent", "00-garbage-01".parse().unwrap());
-        let bad = CallTrace::of(&metadata);
-        assert_eq!(bad.scope(async { current_trace_id() }).await, None);
-        let none = CallTrace::default();
-        assert_eq!(none.scope(async { current_trace_id() }).await, None);
+        assert_eq!(CallTrace::of(&metadata).trace_id(), None);
+        assert_eq!(CallTrace::default().trace_id(), None);
     }
 
     #[test]

@@ -20,9 +20,7 @@ use cedargate_core::config::{Config, action_type};
 use cedargate_core::decision::{self, Decision};
 use cedargate_core::identity::Identity;
 use cedargate_core::mapping::{self, CedarRequest, EntityRef, MappingError};
-use cedargate_core::policy::{
-    ENTITIES_UNAVAILABLE, PolicySnapshot, explicit_entity, with_sources,
-};
+use cedargate_core::policy::{ENTITIES_UNAVAILABLE, PolicySnapshot, explicit_entity, with_sources};
 use cedargate_core::record::{ApiFacts, DecisionRecord, RECORD_VERSION, TokenFacts, rfc3339};
 use cedargate_core::redaction;
 use cedargate_core::request::HttpRequest;
@@ -75,6 +73,9 @@ pub struct Caller {
     /// The workload identity of the client certificate the TLS listener verified (URI SAN,
     /// else DNS SAN, else subject: what Envoy sends a Check as `source.principal`).
     pub peer: Option<String>,
+    /// The trace id of the caller's `traceparent`: what the call's records carry when no span
+    /// is recorded (OTLP off), as a Check's records carry the request's.
+    pub trace_id: Option<String>,
 }
 
 /// The answer to a call: one decision per item, in order.
@@ -167,6 +168,7 @@ struct CallFacts<'a> {
     caller: Option<String>,
     identity: Option<&'a Identity>,
     source_ip: Option<IpAddr>,
+    trace_id: Option<String>,
     batch_id: Option<String>,
     size: usize,
     arrived: SystemTime,
@@ -192,6 +194,7 @@ pub async fn ask(
         caller: None,
         identity: None,
         source_ip: caller.source_ip,
+        trace_id: caller.trace_id.clone(),
         batch_id: (method == Method::BatchIsAuthorized).then(|| uuid::Uuid::now_v7().to_string()),
         size: question.items.len(),
         arrived,
@@ -568,7 +571,7 @@ fn record(
         time: rfc3339(facts.arrived),
         decision_id,
         request_id: None,
-        trace_id: crate::telemetry::current_trace_id(),
+        trace_id: crate::telemetry::current_trace_id().or_else(|| facts.trace_id.clone()),
         decision: if d.allowed { "allow" } else { "deny" }.to_string(),
         status: d.status,
         reason: d.reason.to_string(),
