@@ -1006,4 +1006,190 @@ mod tests {
             "route `GET,PUT /p/q`: its GET requests never reach it: route #2 comes first and matches all of them"
         );
     }
+
+    /// The lint on small tables, every finding pinned: which route, how bad, and the words.
+    #[test]
+    fn lint_findings_are_exactly_these() {
+        use LintSeverity::*;
+        let on = |host: &str, r: Route| Route {
+            host: Some(host.to_string()),
+            ..r
+        };
+        let overlap = |name: &str, on: &str| {
+            format!(
+                "route `{name}` overlaps route #0 on {on}: a request matching both goes to the earlier one; make the paths disjoint, or put the narrower route first"
+            )
+        };
+        let unreachable = |name: &str| {
+            format!(
+                "route `{name}` can never match: route #0 comes first and matches every request it would; move it above, or remove it"
+            )
+        };
+        let repeats = |name: &str| {
+            format!(
+                "route `{name}` repeats route #0: same service, host, methods and path; remove one"
+            )
+        };
+        type Finding = (usize, LintSeverity, String);
+        let cases: Vec<(Vec<Route>, Vec<Finding>)> = vec![
+            // Repeats: any method, and the same methods in another order.
+            (
+                vec![route(None, &[], "/x"), route(None, &[], "/x")],
+                vec![(1, Error, repeats("/x"))],
+            ),
+            (
+                vec![
+                    route(None, &["GET", "POST"], "/x"),
+                    route(None, &["POST", "GET"], "/x"),
+                ],
+                vec![(1, Error, repeats("POST,GET /x"))],
+            ),
+            // Fewer methods than the earlier route: unreachable, but not a repeat.
+            (
+                vec![
+                    route(None, &["GET", "POST"], "/pay"),
+                    route(None, &["POST"], "/pay"),
+                ],
+                vec![(1, Error, unreachable("POST /pay"))],
+            ),
+            // More methods: only the shared one is lost.
+            (
+                vec![
+                    route(None, &["POST"], "/pay"),
+                    route(None, &["GET", "POST"], "/pay"),
+                ],
+                vec![(
+                    1,
+                    Warning,
+                    "route `GET,POST /pay`: its POST requests never reach it: route #0 comes first and matches all of them".to_string(),
+                )],
+            ),
+            // The same path for another service or host: nothing shared, nothing to say.
+            (
+                vec![
+                    route(Some("a"), &["GET"], "/x/{id}"),
+                    route(Some("b"), &["GET"], "/x/{id}"),
+                ],
+                vec![],
+            ),
+            (
+                vec![
+                    on("a.example", route(None, &["GET"], "/x/{id}")),
+                    on("b.example", route(None, &["GET"], "/x/{id}")),
+                ],
+                vec![],
+            ),
+            // A later route narrowed to a host or a service: unreachable, not a repeat.
+            (
+                vec![
+                    route(None, &["GET"], "/x"),
+                    on("a.example", route(None, &["GET"], "/x")),
+                ],
+                vec![(1, Error, unreachable("GET /x"))],
+            ),
+            (
+                vec![route(None, &["GET"], "/x"), route(Some("a"), &["GET"], "/x")],
+                vec![(1, Error, unreachable("GET /x"))],
+            ),
+            // An earlier route narrowed to a host (or service) shares requests with a wider one,
+            // either way round.
+            (
+                vec![
+                    on("a.example", route(None, &["GET"], "/a/{x}/c")),
+                    route(None, &["GET"], "/a/b/{y}"),
+                ],
+                vec![(1, Warning, overlap("GET /a/b/{y}", "GET"))],
+            ),
+            (
+                vec![
+                    route(None, &["GET"], "/a/{x}/c"),
+                    on("a.example", route(None, &["GET"], "/a/b/{y}")),
+                ],
+                vec![(1, Warning, overlap("GET /a/b/{y}", "GET"))],
+            ),
+            (
+                vec![
+                    route(Some("s"), &["GET"], "/a/{x}/c"),
+                    route(None, &["GET"], "/a/b/{y}"),
+                ],
+                vec![(1, Warning, overlap("GET /a/b/{y}", "GET"))],
+            ),
+            (
+                vec![
+                    on("a.example", route(None, &["GET"], "/a/{x}/c")),
+                    on("a.example", route(None, &["GET"], "/a/b/{y}")),
+                ],
+                vec![(1, Warning, overlap("GET /a/b/{y}", "GET"))],
+            ),
+            (
+                vec![
+                    route(Some("s"), &["GET"], "/a/{x}/c"),
+                    route(Some("s"), &["GET"], "/a/b/{y}"),
+                ],
+                vec![(1, Warning, overlap("GET /a/b/{y}", "GET"))],
+            ),
+            // The methods they share, in words.
+            (
+                vec![
+                    route(None, &[], "/a/{x}/c"),
+                    route(None, &["GET", "PUT"], "/a/b/{y}"),
+                ],
+                vec![(1, Warning, overlap("GET,PUT /a/b/{y}", "GET, PUT"))],
+            ),
+            (
+                vec![
+                    route(None, &["GET", "PUT"], "/a/{x}/c"),
+                    route(None, &[], "/a/b/{y}"),
+                ],
+                vec![(1, Warning, overlap("/a/b/{y}", "GET, PUT"))],
+            ),
+            (
+                vec![route(None, &[], "/a/{x}/c"), route(None, &[], "/a/b/{y}")],
+                vec![(1, Warning, overlap("/a/b/{y}", "every method"))],
+            ),
+            (
+                vec![
+                    route(None, &["GET", "PUT"], "/a/{x}/c"),
+                    route(None, &["PUT", "POST"], "/a/b/{y}"),
+                ],
+                vec![(1, Warning, overlap("PUT,POST /a/b/{y}", "PUT"))],
+            ),
+            (
+                vec![
+                    route(None, &["GET"], "/a/{x}/c"),
+                    route(None, &["POST"], "/a/b/{y}"),
+                ],
+                vec![],
+            ),
+            // Specific before generic, the usual exception: nothing to say.
+            (
+                vec![
+                    route(Some("orders"), &["GET"], "/orders/status"),
+                    route(Some("orders"), &["GET", "DELETE"], "/orders/{id}"),
+                ],
+                vec![],
+            ),
+            // ... unless the generic route lacks a method of the specific one, or is scoped
+            // narrower: then requests the author may have meant for it go elsewhere.
+            (
+                vec![
+                    route(None, &["GET", "POST"], "/orders/status"),
+                    route(None, &["GET"], "/orders/{id}"),
+                ],
+                vec![(1, Warning, overlap("GET /orders/{id}", "GET"))],
+            ),
+            (
+                vec![
+                    route(None, &["GET"], "/orders/status"),
+                    route(Some("orders"), &["GET"], "/orders/{id}"),
+                ],
+                vec![(1, Warning, overlap("GET /orders/{id}", "GET"))],
+            ),
+        ];
+        for (routes, want) in cases {
+            let names: Vec<String> = routes.iter().map(|r| r.name.to_string()).collect();
+            let got = lint(routes);
+            assert_eq!(got, want, "{names:?}");
+        }
+    }
 }
