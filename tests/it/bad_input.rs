@@ -5,20 +5,14 @@
 //! anyway can't collide with anything; it is killed after a deadline and the test fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::{CliRun, cli};
 
 /// A config that is valid apart from what each test adds: ephemeral ports, no decision log.
 const BASE: &str = "listen: { grpc: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\n\
                     decision_log: { output: off }\n\
                     policy_dir: policies\n";
-
-/// What one run of the binary produced.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 /// A folder with `c.yaml` (the given text) and a valid `policies/` beside it.
 struct Case {
@@ -46,60 +40,29 @@ impl Case {
         self.path("c.yaml").display().to_string()
     }
 
-    fn validate(&self) -> Run {
+    fn validate(&self) -> CliRun {
         run(&["validate", "-c", &self.config()], self.dir.path())
     }
 
     /// `serve`, which must refuse and exit by itself.
-    fn serve(&self) -> Run {
+    fn serve(&self) -> CliRun {
         run(&["serve", "-c", &self.config()], self.dir.path())
     }
 }
 
-/// Runs the binary; fails the test if it is still running after a deadline (a `serve` that
+/// Runs the binary in `dir`; fails the test if it is still running after 20 s (a `serve` that
 /// started instead of refusing).
-fn run(args: &[&str], dir: &Path) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
-        .args(args)
-        .current_dir(dir)
+fn run(args: &[&str], dir: &Path) -> CliRun {
+    cli(args)
+        .dir(dir)
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cedargate");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "cedargate {args:?} did not exit (it should refuse the input):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked"),
-        "{args:?}:\n{}",
-        run.stderr
-    );
-    run
+        .deadline(Duration::from_secs(20))
+        .run()
 }
 
 /// Checks what every refusal shares: exit 1, the message on stderr naming what `wants` name,
 /// and none of the noise issue 15 found.
-fn refused(run: &Run, wants: &[&str]) {
+fn refused(run: &CliRun, wants: &[&str]) {
     assert_eq!(
         run.code, 1,
         "stdout:\n{}\nstderr:\n{}",
@@ -127,7 +90,7 @@ fn refused(run: &Run, wants: &[&str]) {
 }
 
 /// `serve` prints one `error:` line per problem, each problem once, never a second prefix.
-fn said_once(run: &Run, message: &str) {
+fn said_once(run: &CliRun, message: &str) {
     assert_eq!(
         run.stderr.matches(message).count(),
         1,

@@ -5,31 +5,27 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::repo;
+use crate::support::{CliRun, cli, repo};
 
-fn cedargate(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cedargate"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("CEDARGATE_CONFIG")
-        .env_remove("NO_COLOR")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+/// Runs the binary in `dir` with `env` set, `NO_COLOR` and `CEDARGATE_CONFIG` unset.
+fn cedargate(args: &[&str], env: &[(&str, &str)], dir: &Path) -> CliRun {
+    env.iter()
+        .fold(cli(args).dir(dir).env_remove("NO_COLOR"), |cmd, (k, v)| {
+            cmd.env(k, v)
+        })
+        .run()
 }
 
 #[test]
 fn version_names_the_commit_and_the_cedar_versions() {
     let out = cedargate(&["--version"], &[], &repo());
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.success());
+    let text = out.stdout;
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(repo())
@@ -66,21 +62,17 @@ fn cedargate_config_stands_in_for_dash_c_and_dash_c_wins() {
 
     // From an empty folder, without -c, the default `cedargate.yaml` does not exist there.
     let out = cedargate(&["validate"], &[], dir.path());
-    assert!(!out.status.success());
+    assert!(!out.success());
     let out = cedargate(&["validate"], &[("CEDARGATE_CONFIG", shipped)], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{shipped}: ok")));
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.contains(&format!("{shipped}: ok")));
     let out = cedargate(
         &["validate", "-c", broken],
         &[("CEDARGATE_CONFIG", shipped)],
         dir.path(),
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`realm` appears twice"));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("`realm` appears twice"));
 }
 
 #[test]
@@ -107,13 +99,9 @@ fn validate_format_json_is_one_document_on_stdout() {
             &[],
             &repo(),
         );
-        assert_eq!(out.status.success(), ok);
-        assert!(
-            out.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.success(), ok);
+        assert!(out.stderr.is_empty(), "{}", out.stderr);
+        let doc: Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(doc["ok"], ok, "{doc}");
         if ok {
             assert_eq!(doc["errors"], 0);
@@ -233,12 +221,8 @@ fn check_format_json_is_one_document_on_stdout() {
         &[],
         &repo(),
     );
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["decision"], "allow", "{doc}");
     assert_eq!(doc["status"], 200);
     assert_eq!(doc["reason"], "allow");
@@ -259,7 +243,7 @@ fn check_format_json_is_one_document_on_stdout() {
         &[],
         &repo(),
     );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["decision"], "deny", "{doc}");
     assert_eq!(doc["status"], 401, "anonymous: {doc}");
 }
@@ -271,16 +255,16 @@ fn completions_and_the_man_page_cover_every_subcommand() {
     ];
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let out = cedargate(&["completions", shell], &[], &repo());
-        assert!(out.status.success(), "{shell}");
-        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(out.success(), "{shell}");
+        let script = out.stdout;
         for sub in subcommands {
             assert!(script.contains(sub), "{shell} completion lacks {sub}");
         }
         assert!(script.contains("format"), "{shell}");
     }
     let out = cedargate(&["man"], &[], &repo());
-    assert!(out.status.success());
-    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(out.success());
+    let page = out.stdout;
     assert!(page.contains(".TH cedargate 1"), "{page}");
     assert!(page.contains("Cedar SDK"), "the version line: {page}");
     for sub in subcommands {
@@ -305,17 +289,9 @@ fn test_format_json_is_one_document_on_stdout() {
         &[],
         &repo(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.success(), "{}", out.stdout);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["ok"], true);
     assert_eq!(doc["failed"], 0);
     let cases = doc["cases"].as_array().unwrap();
@@ -348,8 +324,8 @@ fn test_format_json_is_one_document_on_stdout() {
         &[],
         &repo(),
     );
-    assert_eq!(out.status.code(), Some(1));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, 1);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["failed"], 1, "{doc}");
     assert_eq!(doc["cases"][0]["name"], "anonymous reads an order");
@@ -372,16 +348,16 @@ fn a_broken_config_is_reported_on_stderr_with_nothing_on_stdout() {
         vec!["replay", "-c", broken, "--policies", "policies"],
     ] {
         let out = cedargate(&args, &[], &repo());
-        assert!(!out.status.success(), "{args:?}");
+        assert!(!out.success(), "{args:?}");
         assert!(
             out.stdout.is_empty(),
             "{args:?} wrote to stdout:\n{}",
-            String::from_utf8_lossy(&out.stdout)
+            out.stdout
         );
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("`realm` appears twice"),
+            out.stderr.contains("`realm` appears twice"),
             "{args:?}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr
         );
     }
 }

@@ -4,11 +4,11 @@
 //! set is still loading, when readiness says so.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::stack::{Proc, free_port};
-use crate::support::{FakeIdp, repo};
+use crate::support::{CliRun, FakeIdp, cli, repo};
 
 /// The example config with `issuer`, ports (admin on 0.0.0.0, which `health` must ask on
 /// loopback) and the drain period set; records off.
@@ -40,27 +40,27 @@ fn serve(config: &Path) -> Proc {
     Proc::spawn("cedargate", cmd, None).0
 }
 
-fn health(args: &[&str], config: Option<&Path>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cedargate"));
-    cmd.arg("health").args(args).env_remove("CEDARGATE_CONFIG");
-    if let Some(config) = config {
-        cmd.env("CEDARGATE_CONFIG", config);
+/// `cedargate health ARGS`, with `CEDARGATE_CONFIG` set to `config` if given (unset otherwise).
+fn health(args: &[&str], config: Option<&Path>) -> CliRun {
+    let all: Vec<&str> = ["health"].into_iter().chain(args.iter().copied()).collect();
+    match config {
+        Some(config) => cli(&all).env("CEDARGATE_CONFIG", config.to_str().unwrap()),
+        None => cli(&all),
     }
-    cmd.output().unwrap()
+    .run()
 }
 
 /// Exit code and the one line on stdout (0) or stderr (1); anything else fails the test.
-fn verdict(out: &Output) -> (i32, String) {
-    let code = out.status.code().unwrap();
+fn verdict(out: &CliRun) -> (i32, String) {
+    let code = out.code;
     let (said, other) = if code == 0 {
         (&out.stdout, &out.stderr)
     } else {
         (&out.stderr, &out.stdout)
     };
-    let said = String::from_utf8_lossy(said).to_string();
     assert_eq!(said.lines().count(), 1, "one line, got {said:?}");
     assert!(
-        !String::from_utf8_lossy(other).contains("http"),
+        !other.contains("http"),
         "the verdict goes to one stream only"
     );
     (code, said.trim().to_string())
@@ -90,8 +90,8 @@ fn health_says_down_in_one_line() {
     );
     // A config that can't be read is an error too, naming the file.
     let out = health(&["-c", "/nonexistent/cedargate.yaml"], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cedargate.yaml"));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("/nonexistent/cedargate.yaml"));
 }
 
 #[test]

@@ -11,63 +11,19 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::str::FromStr;
 
-use crate::support::repo;
+use crate::support::{CliRun, cli, repo};
 
-/// What one run of the binary produced.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// Runs the binary in the repository root.
+fn cedargate(args: &[&str]) -> CliRun {
+    cli(args).dir(&repo()).run()
 }
 
-impl Run {
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn cedargate(args: &[&str]) -> Run {
-    cedargate_with_stdin(args, None)
-}
-
-fn cedargate_with_stdin(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cedargate"))
-        .args(args)
-        .current_dir(repo())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cedargate");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked"),
-        "cedargate {args:?} panicked:\n{}",
-        run.stderr
-    );
-    run
+/// Runs the binary in the repository root with `stdin` on its standard input.
+fn cedargate_with_stdin(args: &[&str], stdin: &str) -> CliRun {
+    cli(args).dir(&repo()).stdin(stdin).run()
 }
 
 /// A copy of the shipped config and policy folder (tests included) in a temporary directory.
@@ -429,7 +385,7 @@ fn check_explains_a_deny_by_a_false_condition() {
 #[test]
 fn check_explains_a_forbid_and_the_permits_it_overrode() {
     let request = "request: { path: /payments/7, service: payments }\nidentity: { issuer: demo-idp, claims: { sub: carol, groups: [admins], tenant: globex } }\nexpect: { decision: deny, policies: [suspended-tenant-payments] }\n";
-    let c = cedargate_with_stdin(&["check", "-c", "cedargate.yaml", "-"], Some(request));
+    let c = cedargate_with_stdin(&["check", "-c", "cedargate.yaml", "-"], request);
     assert_eq!(c.code, 0, "{}", c.all());
     let out = &c.stdout;
     for needle in [
@@ -613,7 +569,7 @@ fn a_failing_case_shows_the_merged_principal_with_sources_and_why_policies_did_n
 #[test]
 fn check_shows_the_principal_as_evaluated_and_why_it_was_refused() {
     let request = "request: { service: docs, path: /api/docs/d9 }\nidentity: { issuer: idp, claims: { sub: bob, teams: [blue], dept: ops } }\nentities:\n  - { uid: { type: Document, id: d9 }, attrs: { owner: { __entity: { type: User, id: bob } }, private: true }, parents: [] }\nexpect: { decision: allow, policies: [owner-reads] }\n";
-    let c = cedargate_with_stdin(&["check", "-c", MERGED, "-"], Some(request));
+    let c = cedargate_with_stdin(&["check", "-c", MERGED, "-"], request);
     assert_eq!(c.code, 0, "{}", c.all());
     for needle in [
         "route:    /api/{kind}s/{id}",
@@ -637,7 +593,7 @@ resource Document::\"d9\", as evaluated:
 
     // A principal the merge refuses: what each source said, and Cedar's detail.
     let invalid = "request: { service: docs, path: /api/docs/d1 }\nidentity: { issuer: idp, claims: { sub: alice, dept: 42 } }\nexpect: { reason: principal_invalid }\n";
-    let c = cedargate_with_stdin(&["check", "-c", MERGED, "-"], Some(invalid));
+    let c = cedargate_with_stdin(&["check", "-c", MERGED, "-"], invalid);
     assert_eq!(c.code, 0, "{}", c.all());
     for needle in [
         "decision: deny (403, reason principal_invalid)",

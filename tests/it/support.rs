@@ -429,3 +429,153 @@ pub async fn get_decided(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
         .to_string();
     (status, id)
 }
+
+/// What one run of the real `cedargate` binary produced.
+pub struct CliRun {
+    /// Exit code; -1 when it was killed by a signal.
+    pub code: i32,
+    /// Standard output, as text.
+    pub stdout: String,
+    /// Standard error, as text.
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// True when it exited with 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
+    /// Standard output followed by standard error.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// One run of the real `cedargate` binary with `args`, to be set up and then [`Cli::run`]: the
+/// one place the command-line tests start it and capture what it said. By default it runs in
+/// the test's folder, with no stdin, `CEDARGATE_CONFIG` removed (the caller's environment never
+/// picks a config) and a 120 s deadline.
+pub fn cli(args: &[&str]) -> Cli {
+    Cli {
+        args: args.iter().map(|a| (*a).to_string()).collect(),
+        dir: None,
+        env: vec![("CEDARGATE_CONFIG".to_string(), None)],
+        stdin: None,
+        deadline: Duration::from_secs(120),
+    }
+}
+
+/// See [`cli`].
+pub struct Cli {
+    args: Vec<String>,
+    dir: Option<PathBuf>,
+    /// Set (`Some`) or removed (`None`), in order.
+    env: Vec<(String, Option<String>)>,
+    stdin: Option<String>,
+    deadline: Duration,
+}
+
+impl Cli {
+    /// Runs in `dir`.
+    pub fn dir(mut self, dir: &Path) -> Cli {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Cli {
+        self.env.push((key.to_string(), Some(value.to_string())));
+        self
+    }
+
+    /// Removes an environment variable.
+    pub fn env_remove(mut self, key: &str) -> Cli {
+        self.env.push((key.to_string(), None));
+        self
+    }
+
+    /// Feeds `text` on stdin.
+    pub fn stdin(mut self, text: &str) -> Cli {
+        self.stdin = Some(text.to_string());
+        self
+    }
+
+    /// Fails the test if the binary has not exited after `deadline` (e.g. a `serve` that started
+    /// instead of refusing its input).
+    pub fn deadline(mut self, deadline: Duration) -> Cli {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Runs it to the end and returns what it said; fails the test if it panicked or outlived
+    /// the deadline. Output is read while it runs, so a chatty run can't block on a full pipe.
+    pub fn run(self) -> CliRun {
+        use std::io::{Read as _, Write as _};
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cedargate"));
+        cmd.args(&self.args)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        let mut child = cmd.spawn().expect("start cedargate");
+        let drain = |mut from: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                from.read_to_end(&mut bytes).unwrap();
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        if let Some(text) = &self.stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let args = &self.args;
+        let until = Instant::now() + self.deadline;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > until {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!(
+                    "cedargate {args:?} did not exit within {:?}:\n{}",
+                    self.deadline,
+                    stderr.join().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let run = CliRun {
+            code: status.code().unwrap_or(-1),
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        };
+        assert!(
+            !run.stderr.contains("panicked"),
+            "cedargate {args:?} panicked:\n{}",
+            run.stderr
+        );
+        run
+    }
+}
