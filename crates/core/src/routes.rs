@@ -505,7 +505,11 @@ impl RouteTable {
                 };
                 let narrower = filters_cover(later, e)
                     && later.template.covers(&e.template)
-                    && method_set(e).is_some_and(|list| list.iter().all(|m| takes(later, Some(m))));
+                    && match method_set(e) {
+                        Some(list) => list.iter().all(|m| takes(later, Some(m))),
+                        // Every method: narrower only if the later route takes every method too.
+                        None => takes(later, None),
+                    };
                 if filters_meet(e, later) && e.template.overlaps(&later.template) && !narrower {
                     out.push(finding(
                         LintSeverity::Warning,

@@ -594,6 +594,19 @@ fn lint_findings_are_exactly_these() {
             vec![route(None, &[], "/a/{x}/c"), route(None, &[], "/a/b/{y}")],
             vec![(1, Warning, overlap("/a/b/{y}", "every method"))],
         ),
+        // A narrower route first is the usual exception, with or without listed methods; with
+        // every method before some methods it is still an overlap.
+        (
+            vec![route(None, &[], "/orders/status"), route(None, &[], "/orders/{id}")],
+            vec![],
+        ),
+        (
+            vec![
+                route(None, &[], "/orders/status"),
+                route(None, &["GET"], "/orders/{id}"),
+            ],
+            vec![(1, Warning, overlap("GET /orders/{id}", "GET"))],
+        ),
         (
             vec![
                 route(None, &["GET", "PUT"], "/a/{x}/c"),
