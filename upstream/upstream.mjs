@@ -192,6 +192,12 @@ const server = http.createServer((req, res) => {
     res.end(body);
   });
 });
+// Envoy keeps upstream connections for an hour by default (cluster idle_timeout) and Node closes
+// idle ones after 5 s: a request Envoy sends on a connection as Node closes it comes back as a
+// 503 "connection termination" (seen once in 5,363 requests of the fleet test). The upstream
+// must outlive Envoy's idle timeout, so Envoy is always the side that closes.
+server.keepAliveTimeout = 61 * 60 * 1000;
+server.headersTimeout = server.keepAliveTimeout + 1000;
 
 const wss = new WebSocketServer({ noServer: true });
 wss.on('headers', (headers, req) => headers.push(`x-echo-headers: ${b64json(req.headers)}`));

@@ -210,6 +210,10 @@ impl Reloader {
                 let previous = self.gate.active.load().policies.version.clone();
                 let config = active.config.clone();
                 self.gate.active.store(Arc::new(active));
+                // Counted with the swap, before anything else `/policy` shows of this reload
+                // (the bundle in force): a reader that sees it also sees the reload counted.
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                self.last_error.store(None);
                 // Only after the swap: `/policy` and the bundle metric say what Checks are
                 // decided with, never a bundle that is not enforced yet.
                 if let (Some(source), Some(candidate)) = (&self.bundle, candidate)
@@ -221,8 +225,6 @@ impl Reloader {
                 }
                 // Folders the previous config named and this one doesn't are no longer read.
                 self.follow(&[&config]);
-                self.ok.fetch_add(1, Ordering::Relaxed);
-                self.last_error.store(None);
                 tracing::info!(%trigger, %version, %previous, changed = version != previous, "policy.reloaded");
                 Ok(version)
             }
