@@ -8,16 +8,34 @@
 
 use serde_json::{Value, json};
 use tonic::Code;
+use tonic::transport::Channel;
 
 use crate::authorizer_support::filter::{Filter, uid};
 use crate::authorizer_support::{Served, alice_views_plan, question, request};
 use crate::decision_logs::{golden, mask};
 use crate::stack::{Idp, free_port};
 use cedargate_api::v1::authorizer_client::AuthorizerClient;
-use cedargate_api::v1::{BatchIsAuthorizedRequest, BatchItem, Effect};
+use cedargate_api::v1::{BatchIsAuthorizedRequest, BatchItem, Decision, Effect};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// Asks whether alice may view the plan with the caller's `token` and trace context: the
+/// decision, or the status of a refused call.
+async fn alice_views_plan_traced(
+    client: &mut AuthorizerClient<Channel>,
+    token: &str,
+    traceparent: Option<&str>,
+) -> Result<Decision, tonic::Status> {
+    let answer = client
+        .is_authorized(request(
+            question("User::\"alice\"", "Document::\"plan\""),
+            Some(token),
+            traceparent,
+        ))
+        .await?;
+    Ok(answer.into_inner().decision.unwrap())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_records_match_the_golden_file() {
@@ -32,16 +50,8 @@ async fn api_records_match_the_golden_file() {
     let mut lines = String::new();
 
     // IsAuthorized, allowed.
-    let d = client
-        .is_authorized(request(
-            question("User::\"alice\"", "Document::\"plan\""),
-            Some(&app),
-            Some(TRACEPARENT),
-        ))
+    let d = alice_views_plan_traced(&mut client, &app, Some(TRACEPARENT))
         .await
-        .unwrap()
-        .into_inner()
-        .decision
         .unwrap();
     assert_eq!(d.effect, Effect::Allow as i32);
     raw_lines.push(served.line(&d.decision_id).await);
@@ -73,12 +83,7 @@ async fn api_records_match_the_golden_file() {
     raw_lines.push(served.line(&item.decision_id).await);
 
     // A refused caller check: reporting-service may not ask about documents.
-    let e = client
-        .is_authorized(request(
-            question("User::\"alice\"", "Document::\"plan\""),
-            Some(&reporting),
-            Some(TRACEPARENT),
-        ))
+    let e = alice_views_plan_traced(&mut client, &reporting, Some(TRACEPARENT))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -121,16 +126,8 @@ async fn api_span_joins_the_callers_trace_with_otlp_on() {
     let mut app = Filter::connect(&served.addr(), &token).await.unwrap();
     let mut client = AuthorizerClient::connect(served.addr()).await.unwrap();
     let mut trace_of = async |traceparent: Option<&str>| {
-        let d = client
-            .is_authorized(request(
-                question("User::\"alice\"", "Document::\"plan\""),
-                Some(&token),
-                traceparent,
-            ))
+        let d = alice_views_plan_traced(&mut client, &token, traceparent)
             .await
-            .unwrap()
-            .into_inner()
-            .decision
             .unwrap();
         let record: Value = serde_json::from_str(&served.line(&d.decision_id).await).unwrap();
         record["trace_id"].as_str().map(str::to_string)
