@@ -17,104 +17,13 @@ use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request,
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::stack::{Idp, Proc, free_port};
+use crate::stack::{Idp, free_port};
 use crate::support::repo;
 
-#[path = "../../examples/authorizer-filter/filter.rs"]
-#[allow(dead_code)]
-pub mod filter;
-
 use cedargate_api::v1::Effect;
-use filter::Filter;
 
-/// cedargate serving the example config (`examples/authorizer-cedargate.yaml`) with the example
-/// policies, trusting `idp`, logging decisions to a file. Shared with `authorizer_callers` and
-/// `authorizer_records`.
-pub struct Served {
-    _proc: Proc,
-    pub grpc: u16,
-    pub admin: u16,
-    pub config: PathBuf,
-    pub log: PathBuf,
-}
-
-impl Served {
-    pub async fn start(dir: &Path, idp: &Idp, edit: impl FnOnce(String) -> String) -> Served {
-        let (grpc, admin) = (free_port(), free_port());
-        let log = dir.join("decisions.log");
-        let yaml = std::fs::read_to_string(repo().join("examples/authorizer-cedargate.yaml"))
-            .unwrap()
-            .replace("http://127.0.0.1:9400", &idp.issuer)
-            .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
-            .replace("127.0.0.1:9192", &format!("127.0.0.1:{admin}"))
-            .replace(
-                "policy_dir: authorizer-policies",
-                &format!(
-                    "policy_dir: {}",
-                    repo().join("examples/authorizer-policies").display()
-                ),
-            )
-            .replace(
-                "output: stdout",
-                &format!("output: file\n  path: {}", log.display()),
-            );
-        let config = dir.join("cedargate.yaml");
-        std::fs::write(&config, edit(yaml)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cedargate"));
-        cmd.args(["serve", "-c"])
-            .arg(&config)
-            .env("RUST_LOG", "warn");
-        let (proc, _) = Proc::spawn("cedargate", cmd, None);
-        let ready = format!("http://127.0.0.1:{admin}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = ::reqwest::get(&ready).await
-                && r.status().is_success()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "cedargate never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Served {
-            _proc: proc,
-            grpc,
-            admin,
-            config,
-            log,
-        }
-    }
-
-    pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
-    }
-
-    /// Decision records written so far.
-    pub fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// Waits (deadline 5 s) until `pred` holds for `n` records, returns them.
-    pub async fn wait_records(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let found: Vec<Value> = self.records().into_iter().filter(|r| pred(r)).collect();
-            if found.len() >= n {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} records after 5 s",
-                found.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
+use crate::authorizer_support::filter::{self, Filter};
+use crate::authorizer_support::{Served, alice_views_plan, question};
 
 fn doc(id: &str, owner: &str, public: bool, folder: &str) -> Value {
     json!({
@@ -258,16 +167,7 @@ async fn authorizer_api_end_to_end() {
 
     // Allow and deny, with the deciding policies and their @reason.
     let mut app = Filter::connect(&served.addr(), &app_token).await.unwrap();
-    let d = app
-        .is_authorized(
-            "User::\"alice\"",
-            "Action::\"view\"",
-            "Document::\"plan\"",
-            &json!({}),
-            &[],
-        )
-        .await
-        .unwrap();
+    let d = alice_views_plan(&mut app).await.unwrap();
     assert_eq!(d.effect, Effect::Allow as i32, "{d:?}");
     assert_eq!((d.reason.as_str(), ids(&d)), ("allow", vec!["owner-edits"]));
     assert_eq!(d.policies[0].reason, "owners view and edit their documents");
@@ -394,30 +294,15 @@ async fn authorizer_api_end_to_end() {
         e.message()
     );
     let mut alice = Filter::connect(&served.addr(), &alice_token).await.unwrap();
-    let e = alice
-        .is_authorized(
-            "User::\"alice\"",
-            "Action::\"view\"",
-            "Document::\"plan\"",
-            &json!({}),
-            &[],
-        )
-        .await
-        .unwrap_err();
+    let e = alice_views_plan(&mut alice).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // No token, a bad one: UNAUTHENTICATED, whatever is asked.
     let mut raw = cedargate_api::v1::authorizer_client::AuthorizerClient::connect(served.addr())
         .await
         .unwrap();
-    let question = || cedargate_api::v1::IsAuthorizedRequest {
-        principal: Some(filter::uid("User::\"alice\"")),
-        action: Some(filter::uid("Action::\"view\"")),
-        resource: Some(filter::uid("Document::\"plan\"")),
-        context_json: String::new(),
-        entities_json: String::new(),
-    };
-    let e = raw.is_authorized(question()).await.unwrap_err();
+    let alice_plan = || question("User::\"alice\"", "Document::\"plan\"");
+    let e = raw.is_authorized(alice_plan()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(
         e.message().contains("credentials_missing"),
@@ -431,7 +316,7 @@ async fn authorizer_api_end_to_end() {
         "Bearer not-a-token".to_string(),
         format!("Basic {app_token}"),
     ] {
-        let mut request = tonic::Request::new(question());
+        let mut request = tonic::Request::new(alice_plan());
         request
             .metadata_mut()
             .insert("authorization", bad.parse().unwrap());
@@ -662,18 +547,4 @@ async fn authorizer_api_on_its_own_listener_follows_reloads() {
         assert!(Instant::now() < deadline, "the reload never applied");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn alice_views_plan(
-    client: &mut Filter,
-) -> Result<cedargate_api::v1::Decision, tonic::Status> {
-    client
-        .is_authorized(
-            "User::\"alice\"",
-            "Action::\"view\"",
-            "Document::\"plan\"",
-            &json!({}),
-            &[],
-        )
-        .await
 }

@@ -16,11 +16,11 @@ use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use cedargate_api::v1::authorizer_client::AuthorizerClient;
-use cedargate_api::v1::{BatchIsAuthorizedRequest, BatchItem, Effect, IsAuthorizedRequest};
+use cedargate_api::v1::{BatchIsAuthorizedRequest, BatchItem, Effect};
 
-use crate::authorizer_api::Served;
+use crate::authorizer_support::filter::uid;
+use crate::authorizer_support::{Served, example_config, question, request};
 use crate::stack::{Idp, free_port};
-use crate::support::repo;
 
 /// The workload the example policies let ask about documents (`callers.cedar`).
 const DOCS: &str = "spiffe://cedargate.test/ns/default/sa/docs";
@@ -109,37 +109,104 @@ async fn client(
     Ok(AuthorizerClient::new(channel))
 }
 
-fn question(principal: &str, resource: &str) -> IsAuthorizedRequest {
-    IsAuthorizedRequest {
-        principal: Some(crate::authorizer_api::filter::uid(principal)),
-        action: Some(crate::authorizer_api::filter::uid("Action::\"view\"")),
-        resource: Some(crate::authorizer_api::filter::uid(resource)),
-        context_json: String::new(),
-        entities_json: String::new(),
+/// cedargate serving the example config, its Authorizer API over TLS on a port of its own (the
+/// port returned), the config first passed through `edit`.
+async fn serve_tls(
+    dir: &Path,
+    idp: &Idp,
+    ca: &Ca,
+    require: Option<bool>,
+    edit: impl FnOnce(String) -> String,
+) -> (u16, Served) {
+    let port = free_port();
+    let section = tls_section(dir, ca, port, require);
+    let served = Served::start(dir, idp, |y| edit(y).replace("authorizer_api:\n", &section)).await;
+    (port, served)
+}
+
+/// How a case's call reaches the API port.
+#[derive(Clone, Copy)]
+enum Peer<'a> {
+    /// TLS trusting the test CA, presenting this certificate (and key) when given.
+    Tls(Option<&'a (String, String)>),
+    /// Plain text to the TLS port.
+    PlainText,
+}
+
+/// What a case's call must come to.
+#[derive(Clone, Copy)]
+enum Outcome {
+    /// Answered Allow, decided by this policy when given.
+    Allow(Option<&'static str>),
+    /// Refused by the handler with this code, its message containing this text when given.
+    Refused(Code, Option<&'static str>),
+    /// Refused at the handshake (`assert_refused_at_handshake`).
+    Handshake,
+}
+
+/// One call: may alice view the plan, asked over `peer` with `token` beside it.
+#[derive(Clone, Copy)]
+struct Case<'a> {
+    what: &'static str,
+    peer: Peer<'a>,
+    token: Option<&'a str>,
+    outcome: Outcome,
+}
+
+/// Asks a case's question on a fresh connection and checks what comes back against its
+/// outcome; the decision, when it is answered.
+async fn check(port: u16, ca: &Ca, case: &Case<'_>) -> Option<cedargate_api::v1::Decision> {
+    let what = case.what;
+    let request = request(
+        question("User::\"alice\"", "Document::\"plan\""),
+        case.token,
+        None,
+    );
+    let answer = async {
+        let connect = |e| tonic::Status::unavailable(format!("connect: {e:?}"));
+        let answer = match case.peer {
+            Peer::Tls(identity) => {
+                let mut tls = client(port, ca, identity).await.map_err(connect)?;
+                tls.is_authorized(request).await?
+            }
+            Peer::PlainText => {
+                let mut plain = AuthorizerClient::connect(format!("http://127.0.0.1:{port}"))
+                    .await
+                    .map_err(connect)?;
+                plain.is_authorized(request).await?
+            }
+        };
+        Ok::<_, tonic::Status>(answer.into_inner().decision.unwrap())
+    }
+    .await;
+    match (case.outcome, answer) {
+        (Outcome::Allow(policy), Ok(d)) => {
+            assert_eq!(d.effect, Effect::Allow as i32, "{what}: {d:?}");
+            if let Some(policy) = policy {
+                assert_eq!(d.policies[0].id, policy, "{what}");
+            }
+            Some(d)
+        }
+        (Outcome::Refused(code, text), Err(e)) => {
+            assert_eq!(e.code(), code, "{what}: {e:?}");
+            if let Some(text) = text {
+                assert!(e.message().contains(text), "{what}: {}", e.message());
+            }
+            None
+        }
+        (Outcome::Handshake, Err(e)) => {
+            assert_refused_at_handshake(&e, what);
+            None
+        }
+        (_, other) => panic!("{what}: {other:?}"),
     }
 }
 
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-/// Asks `question` on a fresh connection with `identity`: the answer, or the status of a call
-/// (or connection) that failed.
-async fn ask(
-    port: u16,
-    ca: &Ca,
-    identity: Option<&(String, String)>,
-    request: tonic::Request<IsAuthorizedRequest>,
-) -> Result<cedargate_api::v1::Decision, tonic::Status> {
-    let mut client = client(port, ca, identity)
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connect: {e:?}")))?;
-    let answer = client.is_authorized(request).await?.into_inner();
-    Ok(answer.decision.unwrap())
+/// Runs each case in turn.
+async fn check_all(port: u16, ca: &Ca, cases: &[Case<'_>]) {
+    for case in cases {
+        check(port, ca, case).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,37 +218,28 @@ async fn authorizer_api_workload_callers_over_mtls() {
     let docs = ca.workload(DOCS);
     let untrusted = ca.workload("spiffe://evil.test/ns/default/sa/docs");
     let foreign = other_ca.workload(DOCS);
+    let reporting = idp.service("reporting-service", "reports:read");
+    let token = idp.service("orders-service", "orders:read");
+    let workload_answered = Case {
+        what: "the workload",
+        peer: Peer::Tls(Some(&docs)),
+        token: None,
+        outcome: Outcome::Allow(Some("owner-edits")),
+    };
 
     // Client certificates required.
-    let port = free_port();
-    let section = tls_section(dir.path(), &ca, port, Some(true));
-    let served = Served::start(dir.path(), &idp, |y| {
-        y.replace("authorizer_api:\n", &section)
-    })
-    .await;
-
+    let (port, served) = serve_tls(dir.path(), &idp, &ca, Some(true), |y| y).await;
     // The workload is answered: one question, and a batch.
-    let d = ask(
-        port,
-        &ca,
-        Some(&docs),
-        tonic::Request::new(question("User::\"alice\"", "Document::\"plan\"")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(d.effect, Effect::Allow as i32, "{d:?}");
-    assert_eq!(d.policies[0].id, "owner-edits");
+    check(port, &ca, &workload_answered).await;
     let mut workload = client(port, &ca, Some(&docs)).await.unwrap();
     let batch = workload
         .batch_is_authorized(BatchIsAuthorizedRequest {
-            principal: Some(crate::authorizer_api::filter::uid("User::\"bob\"")),
+            principal: Some(uid("User::\"bob\"")),
             items: ["plan", "handbook"]
                 .iter()
                 .map(|id| BatchItem {
-                    action: Some(crate::authorizer_api::filter::uid("Action::\"view\"")),
-                    resource: Some(crate::authorizer_api::filter::uid(&format!(
-                        "Document::\"{id}\""
-                    ))),
+                    action: Some(uid("Action::\"view\"")),
+                    resource: Some(uid(&format!("Document::\"{id}\""))),
                 })
                 .collect(),
             context_json: String::new(),
@@ -213,90 +271,64 @@ async fn authorizer_api_workload_callers_over_mtls() {
         e.message()
     );
 
-    // A token beside the certificate decides, as `Authorization` wins over a peer for Check:
-    // reporting-service may not ask about documents, whatever certificate carries the call.
-    let reporting = idp.service("reporting-service", "reports:read");
-    let e = ask(
+    check_all(
         port,
         &ca,
-        Some(&docs),
-        with_token(
-            question("User::\"alice\"", "Document::\"plan\""),
-            &reporting,
-        ),
+        &[
+            // A token beside the certificate decides, as `Authorization` wins over a peer for
+            // Check: reporting-service may not ask about documents, whatever certificate
+            // carries the call.
+            Case {
+                what: "a token beside the certificate",
+                peer: Peer::Tls(Some(&docs)),
+                token: Some(&reporting),
+                outcome: Outcome::Refused(
+                    Code::PermissionDenied,
+                    Some("Service::\"reporting-service\""),
+                ),
+            },
+            // And a bad token is refused even with a good certificate (never a fall back to
+            // the peer).
+            Case {
+                what: "a bad token beside the certificate",
+                peer: Peer::Tls(Some(&docs)),
+                token: Some("not-a-token"),
+                outcome: Outcome::Refused(Code::Unauthenticated, None),
+            },
+            // A certificate of the right CA for a trust domain `mtls` doesn't accept.
+            Case {
+                what: "an untrusted trust domain",
+                peer: Peer::Tls(Some(&untrusted)),
+                token: None,
+                outcome: Outcome::Refused(Code::Unauthenticated, Some("peer_untrusted")),
+            },
+        ],
     )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(
-        e.message().contains("Service::\"reporting-service\""),
-        "{}",
-        e.message()
-    );
-    // And a bad token is refused even with a good certificate (never a fall back to the peer).
-    let e = ask(
-        port,
-        &ca,
-        Some(&docs),
-        with_token(
-            question("User::\"alice\"", "Document::\"plan\""),
-            "not-a-token",
-        ),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-
-    // A certificate of the right CA for a trust domain `mtls` doesn't accept.
-    let e = ask(
-        port,
-        &ca,
-        Some(&untrusted),
-        tonic::Request::new(question("User::\"alice\"", "Document::\"plan\"")),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    assert!(e.message().contains("peer_untrusted"), "{}", e.message());
+    .await;
     served
         .wait_records(1, |r| r["reason"] == "peer_untrusted" && r["status"] == 401)
         .await;
 
     // Another CA's certificate, and none at all, never get past the handshake; nor plain text.
     let before = served.records().len();
-    let token = idp.service("orders-service", "orders:read");
-    for (what, identity) in [("another CA", Some(&foreign)), ("no certificate", None)] {
-        let e = ask(
-            port,
-            &ca,
-            identity,
-            with_token(question("User::\"alice\"", "Document::\"plan\""), &token),
-        )
-        .await
-        .unwrap_err();
-        assert_refused_at_handshake(&e, what);
-    }
-    let plain = async {
-        let mut plain = AuthorizerClient::connect(format!("http://127.0.0.1:{port}"))
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("connect: {e:?}")))?;
-        plain
-            .is_authorized(with_token(
-                question("User::\"alice\"", "Document::\"plan\""),
-                &token,
-            ))
-            .await
+    let handshake = |what, peer| Case {
+        what,
+        peer,
+        token: Some(&token),
+        outcome: Outcome::Handshake,
     };
-    assert_refused_at_handshake(&plain.await.unwrap_err(), "plain text");
-    // Nothing was asked, so nothing was recorded: a refused handshake reaches no handler.
-    let ok = ask(
+    check_all(
         port,
         &ca,
-        Some(&docs),
-        tonic::Request::new(question("User::\"alice\"", "Document::\"plan\"")),
+        &[
+            handshake("another CA", Peer::Tls(Some(&foreign))),
+            handshake("no certificate", Peer::Tls(None)),
+            handshake("plain text", Peer::PlainText),
+        ],
     )
-    .await
-    .unwrap();
+    .await;
+    // Nothing was asked, so nothing was recorded: a refused handshake reaches no handler.
+    let ok = check(port, &ca, &workload_answered).await.unwrap();
     served
         .wait_records(1, |r| r["decision_id"] == ok.decision_id.as_str())
         .await;
@@ -305,81 +337,61 @@ async fn authorizer_api_workload_callers_over_mtls() {
 
     // Client certificates optional (the default): a token alone is answered; a certificate
     // presented is still verified.
-    let port = free_port();
-    let section = tls_section(dir.path(), &ca, port, None);
-    let optional = Served::start(dir.path(), &idp, |y| {
-        y.replace("authorizer_api:\n", &section)
-    })
+    let (port, optional) = serve_tls(dir.path(), &idp, &ca, None, |y| y).await;
+    check_all(
+        port,
+        &ca,
+        &[
+            Case {
+                what: "a token alone, certificates optional",
+                peer: Peer::Tls(None),
+                token: Some(&token),
+                outcome: Outcome::Allow(None),
+            },
+            Case {
+                what: "neither token nor certificate",
+                peer: Peer::Tls(None),
+                token: None,
+                outcome: Outcome::Refused(Code::Unauthenticated, Some("credentials_missing")),
+            },
+            Case {
+                what: "a certificate alone, certificates optional",
+                peer: Peer::Tls(Some(&docs)),
+                token: None,
+                outcome: Outcome::Allow(None),
+            },
+            Case {
+                what: "another CA, certificates optional",
+                peer: Peer::Tls(Some(&foreign)),
+                token: None,
+                outcome: Outcome::Handshake,
+            },
+        ],
+    )
     .await;
-    let d = ask(
-        port,
-        &ca,
-        None,
-        with_token(question("User::\"alice\"", "Document::\"plan\""), &token),
-    )
-    .await
-    .unwrap();
-    assert_eq!(d.effect, Effect::Allow as i32);
-    let e = ask(
-        port,
-        &ca,
-        None,
-        tonic::Request::new(question("User::\"alice\"", "Document::\"plan\"")),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated);
-    assert!(
-        e.message().contains("credentials_missing"),
-        "{}",
-        e.message()
-    );
-    let d = ask(
-        port,
-        &ca,
-        Some(&docs),
-        tonic::Request::new(question("User::\"alice\"", "Document::\"plan\"")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(d.effect, Effect::Allow as i32);
-    let e = ask(
-        port,
-        &ca,
-        Some(&foreign),
-        tonic::Request::new(question("User::\"alice\"", "Document::\"plan\"")),
-    )
-    .await
-    .unwrap_err();
-    assert_refused_at_handshake(&e, "another CA, certificates optional");
     drop(optional);
 
     // Without an `mtls` section a certificate is no credential, as for Check: nobody.
-    let port = free_port();
-    let section = tls_section(dir.path(), &ca, port, Some(true));
-    let _served = Served::start(dir.path(), &idp, |y| {
+    let (port, _served) = serve_tls(dir.path(), &idp, &ca, Some(true), |y| {
         let without = y.replace(
             "mtls:\n  type: Workload\n  trust_domains: [cedargate.test]\n",
             "",
         );
         assert_ne!(without, y, "the example config's mtls section moved");
-        without.replace("authorizer_api:\n", &section)
+        without
     })
     .await;
-    let e = ask(
+    check(
         port,
         &ca,
-        Some(&docs),
-        tonic::Request::new(question("User::\"alice\"", "Document::\"plan\"")),
+        &Case {
+            what: "a certificate without mtls",
+            peer: Peer::Tls(Some(&docs)),
+            token: None,
+            outcome: Outcome::Refused(Code::Unauthenticated, Some("credentials_missing")),
+        },
     )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    assert!(
-        e.message().contains("credentials_missing"),
-        "{}",
-        e.message()
-    );
+    .await;
 }
 
 /// The connection was closed under the call: a transport failure (the server's TLS alert after
@@ -405,18 +417,7 @@ async fn a_key_that_is_not_the_certificates_stops_the_start() {
     let (_, other_key) = ca.issue("other", vec![]);
     std::fs::write(dir.path().join("server.key"), &other_key).unwrap();
     let (grpc, admin) = (free_port(), free_port());
-    let yaml = std::fs::read_to_string(repo().join("examples/authorizer-cedargate.yaml"))
-        .unwrap()
-        .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
-        .replace("127.0.0.1:9192", &format!("127.0.0.1:{admin}"))
-        .replace(
-            "policy_dir: authorizer-policies",
-            &format!(
-                "policy_dir: {}",
-                repo().join("examples/authorizer-policies").display()
-            ),
-        )
-        .replace("authorizer_api:\n", &section);
+    let yaml = example_config(grpc, admin).replace("authorizer_api:\n", &section);
     let config = dir.path().join("cedargate.yaml");
     std::fs::write(&config, yaml).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cedargate"))

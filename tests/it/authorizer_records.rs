@@ -8,49 +8,33 @@
 
 use serde_json::{Value, json};
 use tonic::Code;
+use tonic::transport::Channel;
 
-use crate::authorizer_api::Served;
-use crate::authorizer_api::filter::{Filter, uid};
+use crate::authorizer_support::filter::{Filter, uid};
+use crate::authorizer_support::{Served, alice_views_plan, question, request};
 use crate::decision_logs::{golden, mask};
 use crate::stack::{Idp, free_port};
 use cedargate_api::v1::authorizer_client::AuthorizerClient;
-use cedargate_api::v1::{BatchIsAuthorizedRequest, BatchItem, Effect, IsAuthorizedRequest};
+use cedargate_api::v1::{BatchIsAuthorizedRequest, BatchItem, Decision, Effect};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-/// `message` with the caller's token and, when given, its trace context.
-fn request<T>(message: T, token: &str, traceparent: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let metadata = request.metadata_mut();
-    metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
-    if let Some(parent) = traceparent {
-        metadata.insert("traceparent", parent.parse().unwrap());
-    }
-    request
-}
-
-fn question(principal: &str, resource: &str) -> IsAuthorizedRequest {
-    IsAuthorizedRequest {
-        principal: Some(uid(principal)),
-        action: Some(uid("Action::\"view\"")),
-        resource: Some(uid(resource)),
-        context_json: String::new(),
-        entities_json: String::new(),
-    }
-}
-
-/// The raw line of the record `decision_id` (waiting for it, deadline 5 s).
-async fn line(served: &Served, decision_id: &str) -> String {
-    served
-        .wait_records(1, |r| r["decision_id"] == decision_id)
-        .await;
-    std::fs::read_to_string(&served.log)
-        .unwrap()
-        .lines()
-        .find(|l| l.contains(decision_id))
-        .unwrap()
-        .to_string()
+/// Asks whether alice may view the plan with the caller's `token` and trace context: the
+/// decision, or the status of a refused call.
+async fn alice_views_plan_traced(
+    client: &mut AuthorizerClient<Channel>,
+    token: &str,
+    traceparent: Option<&str>,
+) -> Result<Decision, tonic::Status> {
+    let answer = client
+        .is_authorized(request(
+            question("User::\"alice\"", "Document::\"plan\""),
+            Some(token),
+            traceparent,
+        ))
+        .await?;
+    Ok(answer.into_inner().decision.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,19 +50,11 @@ async fn api_records_match_the_golden_file() {
     let mut lines = String::new();
 
     // IsAuthorized, allowed.
-    let d = client
-        .is_authorized(request(
-            question("User::\"alice\"", "Document::\"plan\""),
-            &app,
-            Some(TRACEPARENT),
-        ))
+    let d = alice_views_plan_traced(&mut client, &app, Some(TRACEPARENT))
         .await
-        .unwrap()
-        .into_inner()
-        .decision
         .unwrap();
     assert_eq!(d.effect, Effect::Allow as i32);
-    raw_lines.push(line(&served, &d.decision_id).await);
+    raw_lines.push(served.line(&d.decision_id).await);
 
     // BatchIsAuthorized: its second item (public-view allows bob the handbook).
     let items = ["plan", "handbook"]
@@ -96,7 +72,7 @@ async fn api_records_match_the_golden_file() {
                 context_json: json!({"mfa": false}).to_string(),
                 entities_json: String::new(),
             },
-            &app,
+            Some(&app),
             Some(TRACEPARENT),
         ))
         .await
@@ -104,20 +80,15 @@ async fn api_records_match_the_golden_file() {
         .into_inner();
     let item = &batch.results[1];
     assert_eq!(item.effect, Effect::Allow as i32);
-    raw_lines.push(line(&served, &item.decision_id).await);
+    raw_lines.push(served.line(&item.decision_id).await);
 
     // A refused caller check: reporting-service may not ask about documents.
-    let e = client
-        .is_authorized(request(
-            question("User::\"alice\"", "Document::\"plan\""),
-            &reporting,
-            Some(TRACEPARENT),
-        ))
+    let e = alice_views_plan_traced(&mut client, &reporting, Some(TRACEPARENT))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let refused = e.message().rsplit("decision ").next().unwrap().to_string();
-    raw_lines.push(line(&served, &refused).await);
+    raw_lines.push(served.line(&refused).await);
 
     // The caller's trace, with OTLP off: the `traceparent` metadata's trace id.
     for l in &raw_lines {
@@ -155,18 +126,10 @@ async fn api_span_joins_the_callers_trace_with_otlp_on() {
     let mut app = Filter::connect(&served.addr(), &token).await.unwrap();
     let mut client = AuthorizerClient::connect(served.addr()).await.unwrap();
     let mut trace_of = async |traceparent: Option<&str>| {
-        let d = client
-            .is_authorized(request(
-                question("User::\"alice\"", "Document::\"plan\""),
-                &token,
-                traceparent,
-            ))
+        let d = alice_views_plan_traced(&mut client, &token, traceparent)
             .await
-            .unwrap()
-            .into_inner()
-            .decision
             .unwrap();
-        let record: Value = serde_json::from_str(&line(&served, &d.decision_id).await).unwrap();
+        let record: Value = serde_json::from_str(&served.line(&d.decision_id).await).unwrap();
         record["trace_id"].as_str().map(str::to_string)
     };
     assert_eq!(trace_of(Some(TRACEPARENT)).await.as_deref(), Some(TRACE_ID));
@@ -178,15 +141,6 @@ async fn api_span_joins_the_callers_trace_with_otlp_on() {
         .expect("a trace of its own");
     assert!(fresh != TRACE_ID && fresh != own, "{fresh}");
     // The example client (no trace context) is answered alike.
-    let d = app
-        .is_authorized(
-            "User::\"alice\"",
-            "Action::\"view\"",
-            "Document::\"plan\"",
-            &json!({}),
-            &[],
-        )
-        .await
-        .unwrap();
+    let d = alice_views_plan(&mut app).await.unwrap();
     assert_eq!(d.effect, Effect::Allow as i32);
 }

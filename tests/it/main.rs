@@ -69,6 +69,7 @@ mod api_keys;
 mod authorizer_api;
 mod authorizer_callers;
 mod authorizer_records;
+mod authorizer_support;
 mod bad_input;
 mod browser_sso;
 mod bundles;
