@@ -1,8 +1,8 @@
-//! The `routes` section and `context.attributes`: each route checked into a
-//! [`Route`](crate::routes::Route) (path template, methods, action id, resource template whose
-//! placeholders the path must capture), the table's lint placed at the routes' lines, and the
-//! named values `context.attributes` adds to every request's Cedar context. Matching itself is
-//! `crate::routes`'s; this module must not match requests.
+//! The `routes` section and `context.attributes`: each route checked into a [`Route`] (path
+//! template, methods, action id, resource template whose placeholders the path must capture), the
+//! table's lint placed at the routes' lines, and the named values `context.attributes` adds to
+//! every request's Cedar context. Matching itself is `crate::routes`'s; this module must not match
+//! requests.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
