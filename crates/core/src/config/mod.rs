@@ -3,7 +3,9 @@
 //! - [`yaml`] — reading the YAML, with errors that name the field (and refusing an empty file);
 //! - [`raw`] — phase one: the file as written (`Raw*`, unknown fields refused);
 //! - [`validate`] — phase two: every field checked into a typed [`Config`], every problem
-//!   collected with its position ([`problems`]);
+//!   collected with its position ([`problems`]); it calls one module per section: `issuers`,
+//!   `routes` (and `context.attributes`), `sources` (`entity_provider`, `policy_bundle`),
+//!   `decision_log`, `telemetry`, `upstream_token`, with checks they share in `fields`;
 //! - [`model`] — the typed values (`Config` and its parts) the rest of cedargate reads;
 //! - [`defaults`] — every default, a named constant with its reason;
 //! - [`urls`] — which URLs cedargate may fetch from;
@@ -17,12 +19,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod authorizer_api;
+mod decision_log;
 mod defaults;
+mod fields;
 mod identity_sources;
+mod issuers;
 mod model;
 mod problems;
 mod raw;
+mod routes;
+mod sources;
 mod sso;
+mod telemetry;
+mod upstream_token;
 mod urls;
 mod validate;
 mod yaml;
