@@ -288,15 +288,35 @@ impl Introspection {
         let bytes = read_bounded(response).await?;
         let doc: Value =
             serde_json::from_slice(&bytes).map_err(|_| "discovery is not JSON".to_string())?;
-        let endpoint = doc
-            .get("introspection_endpoint")
-            .and_then(Value::as_str)
-            .ok_or("discovery has no introspection_endpoint")?;
-        if let Some(why) = url_problem(endpoint, at.issuer.allow_insecure_http) {
-            return Err(format!("discovered introspection_endpoint {why}"));
-        }
-        Ok(endpoint.to_string())
+        discovered_endpoint(&doc, &at.issuer.issuer, at.issuer.allow_insecure_http)
     }
+}
+
+/// `introspection_endpoint` from a discovery document, which must announce exactly the
+/// configured issuer (OIDC Discovery §4.3, RFC 8414 §3.3: otherwise the document describes
+/// another server, and the tokens it vouches for are not this issuer's) and name an endpoint
+/// that passes the same URL rules as a configured one. Any metadata document shape is read (an
+/// OAuth-only server has no `jwks_uri`), so this is not `openidconnect`'s OIDC metadata type.
+fn discovered_endpoint(
+    doc: &Value,
+    issuer: &str,
+    allow_insecure_http: bool,
+) -> Result<String, String> {
+    let announced = doc.get("issuer").and_then(Value::as_str);
+    if announced != Some(issuer) {
+        return Err(format!(
+            "discovery says issuer `{}`, configured `{issuer}` (they must be equal)",
+            announced.unwrap_or("(none)")
+        ));
+    }
+    let endpoint = doc
+        .get("introspection_endpoint")
+        .and_then(Value::as_str)
+        .ok_or("discovery has no introspection_endpoint")?;
+    if let Some(why) = url_problem(endpoint, allow_insecure_http) {
+        return Err(format!("discovered introspection_endpoint {why}"));
+    }
+    Ok(endpoint.to_string())
 }
 
 /// What a cached or fresh answer means for the Check.
@@ -372,6 +392,53 @@ fn jwt_issuer(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_discovered_endpoint_needs_the_configured_issuer_and_a_good_url() {
+        let issuer = "https://idp.example";
+        let doc = |iss: Value, endpoint: Value| serde_json::json!({"issuer": iss, "introspection_endpoint": endpoint});
+        let good = doc(issuer.into(), "https://idp.example/introspect".into());
+        assert_eq!(
+            discovered_endpoint(&good, issuer, false).unwrap(),
+            "https://idp.example/introspect"
+        );
+        for (d, expected) in [
+            (
+                doc(
+                    "https://other.example".into(),
+                    "https://idp.example/i".into(),
+                ),
+                "discovery says issuer `https://other.example`, configured `https://idp.example`",
+            ),
+            (
+                doc(
+                    "https://idp.example/".into(),
+                    "https://idp.example/i".into(),
+                ),
+                "discovery says issuer `https://idp.example/`",
+            ),
+            (
+                serde_json::json!({"introspection_endpoint": "https://idp.example/i"}),
+                "discovery says issuer `(none)`",
+            ),
+            (
+                doc(issuer.into(), Value::Null),
+                "discovery has no introspection_endpoint",
+            ),
+            (
+                doc(issuer.into(), "http://idp.example/i".into()),
+                "discovered introspection_endpoint",
+            ),
+        ] {
+            let e = discovered_endpoint(&d, issuer, false).unwrap_err();
+            assert!(e.starts_with(expected), "{d}: {e}");
+        }
+        let loopback = doc(
+            "http://127.0.0.1:9400".into(),
+            "http://127.0.0.1:9400/token/introspection".into(),
+        );
+        assert!(discovered_endpoint(&loopback, "http://127.0.0.1:9400", true).is_ok());
+    }
 
     #[test]
     fn only_jws_shaped_tokens_are_jwts() {
